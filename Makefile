@@ -1,0 +1,39 @@
+# colliderflow — the two commands a newcomer runs: `make demo` and `make test`.
+SHELL := /bin/bash
+UV_VERSION := 0.13.8
+UV := $(shell command -v uv 2>/dev/null || echo $(HOME)/.local/bin/uv)
+export UV_LINK_MODE ?= copy
+export AIRFLOW_HOME ?= $(CURDIR)/.airflow
+export DEMO_DIR ?= $(CURDIR)/out/demo
+
+.PHONY: demo test install airflow lint bench clean
+
+$(UV):
+	python3 -m pip install --user --quiet "uv==$(UV_VERSION)"
+
+install: $(UV)
+	$(UV) sync --locked --no-default-groups
+
+install-test: $(UV)
+	$(UV) sync --locked
+
+demo: install
+	$(UV) run --no-sync python -m colliderflow.demo --output "$(DEMO_DIR)"
+
+test: install-test
+	bash tests/services/install.sh
+	$(UV) run --no-sync ruff check jobs plugins dags tests bench
+	$(UV) run --no-sync pytest $(PYTEST_ARGS)
+
+airflow: install
+	$(UV) run --no-sync python -m colliderflow.standalone
+
+lint: install-test
+	$(UV) run --no-sync ruff check jobs plugins dags tests bench
+	$(UV) run --no-sync ruff format --check jobs plugins dags tests bench
+
+bench: install
+	$(UV) run --no-sync python -m bench.dimuon
+
+clean:
+	rm -rf .airflow out .pytest_cache

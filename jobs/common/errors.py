@@ -1,0 +1,16 @@
+"""Errors a user can act on: each names the file or parameter and what was wrong."""
+
+from __future__ import annotations
+
+
+class BadInputError(Exception):
+    """An input file (or argument) is unusable; the message names it and says why."""
+
+    def __init__(self, source: str, problem: str):
+        self.source = source
+        self.problem = problem
+        super().__init__(f"{source}: {problem}")
+
+
+class UsageError(Exception):
+    """A command-line parameter is invalid; the message names the parameter."""

@@ -1,0 +1,10 @@
+#!/usr/bin/env bash
+# Debian services the tests start on loopback (a real Prometheus Pushgateway). Idempotent.
+set -euo pipefail
+need=()
+command -v prometheus-pushgateway >/dev/null 2>&1 || need+=(prometheus-pushgateway)
+if [ ${#need[@]} -gt 0 ]; then
+  if [ "$(id -u)" = 0 ]; then SUDO=""; else SUDO="sudo"; fi
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
+fi
