@@ -42,14 +42,13 @@ def _unstrip(fs: fsspec.AbstractFileSystem, path: str, template: str) -> str:
 
 
 def expand_inputs(patterns: list[str], suffix: str | None = None) -> list[str]:
-    """Sorted, de-duplicated URLs for files or globs; a pattern that matches nothing is an error."""
+    """Sorted, de-duplicated URLs for files, globs or directories (whose files ending in `suffix` are
+    taken); a pattern that matches nothing is an error."""
     out: list[str] = []
     for pattern in patterns:
         fs, path = filesystem(pattern)
         if GLOB_CHARS & set(path):
             matches = sorted(p for p in fs.glob(path) if fs.isfile(p))
-            if suffix:
-                matches = [p for p in matches if p.endswith(suffix)]
             if not matches:
                 raise BadInputError(pattern, "the glob matches no file")
             out.extend(_unstrip(fs, p, pattern) for p in matches)
@@ -219,6 +218,9 @@ def atomic_output_dir(url: str) -> Iterator[str]:
         parent = os.path.dirname(os.path.abspath(final)) or "."
         os.makedirs(parent, exist_ok=True)
         staging = tempfile.mkdtemp(prefix=f".{os.path.basename(final)}.staging-", dir=parent)
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(staging, 0o777 & ~umask)  # mkdtemp's 0700 would make the output private
     else:
         staging = tempfile.mkdtemp(prefix="colliderflow-staging-")
     try:
