@@ -23,14 +23,21 @@ from jobs.common.chunks import Partial, fold_good, merger, run_chunk
 from jobs.common.dimuon_selection import CUTS, SCHEMA_BRANCHES, SELECTIONS, detect_schema
 from jobs.common.errors import BadInputError, UsageError
 from jobs.common.metrics import job_metrics
-from jobs.common.rootio import Chunk, open_tree, read_arrays, require_branches, split_entries
+from jobs.common.rootio import (
+    Chunk,
+    open_root,
+    open_tree,
+    read_arrays,
+    require_branches,
+    split_entries,
+    tree_names,
+)
 from jobs.common.spark import map_reduce, spark_info, spark_session
 from jobs.common.storage import (
     IOStats,
     atomic_output_dir,
     expand_inputs,
     merge_io,
-    open_instrumented,
     select_subset,
     write_json,
 )
@@ -47,8 +54,13 @@ def new_histograms(mass_bins: int = DEFAULT_MASS_BINS) -> dict[str, hist.Hist]:
     """Empty histograms: log-spaced mass bins over the full di-muon range, the reference's muon binning."""
     return {
         "dimuon_mass": hist.Hist(
-            hist.axis.Regular(mass_bins, *MASS_RANGE, transform=hist.axis.transform.log, name="mass",
-                              label=r"$m_{\mu\mu}$ [GeV]"),
+            hist.axis.Regular(
+                mass_bins,
+                *MASS_RANGE,
+                transform=hist.axis.transform.log,
+                name="mass",
+                label=r"$m_{\mu\mu}$ [GeV]",
+            ),
             storage=hist.storage.Double(),
         ),
         "muon_pt": hist.Hist(hist.axis.Regular(200, 0, 200, name="pt", label=r"$p_T$ [GeV]")),
@@ -108,14 +120,8 @@ def resolve_tree(url: str, requested: str | None, stats: IOStats) -> str:
     """The tree to read: --tree if given, else Events/events, else the file's only TTree."""
     if requested:
         return requested
-    handle = open_instrumented(url, stats)
-    try:
-        root = uproot.open(handle)
-    except Exception as exc:
-        handle.close()
-        raise BadInputError(url, f"not a readable ROOT file ({type(exc).__name__}: {exc})") from None
-    with root:
-        trees = sorted({k.split(";")[0] for k, c in root.classnames(recursive=False).items() if c == "TTree"})
+    with open_root(url, stats) as root:
+        trees = tree_names(root)
     for name in DEFAULT_TREES:
         if name in trees:
             return name
@@ -173,17 +179,22 @@ def write_cutflow(path: str, schema: str, counts: np.ndarray, skipped: dict[str,
     cuts = []
     for i, (name, n) in enumerate(zip(names, counts.tolist(), strict=True)):
         prev = counts[i - 1] if i else n
-        cuts.append({
-            "cut": name,
-            "events": int(n),
-            "fraction_of_previous": float(n / prev) if prev else None,
-            "fraction_of_total": float(n / counts[0]) if counts[0] else None,
-        })
-    write_json(path, {
-        "schema": schema,
-        "cuts": cuts,
-        "skipped_files": [{"url": u, "problem": p} for u, p in sorted(skipped.items())],
-    })
+        cuts.append(
+            {
+                "cut": name,
+                "events": int(n),
+                "fraction_of_previous": float(n / prev) if prev else None,
+                "fraction_of_total": float(n / counts[0]) if counts[0] else None,
+            }
+        )
+    write_json(
+        path,
+        {
+            "schema": schema,
+            "cuts": cuts,
+            "skipped_files": [{"url": u, "problem": p} for u, p in sorted(skipped.items())],
+        },
+    )
 
 
 def write_histograms(path: str, hists: dict[str, hist.Hist]) -> None:
@@ -245,9 +256,16 @@ def run(
     wall = time.perf_counter() - t0
     io = merge_io(p.io, total.io)
     metrics = job_metrics(
-        stage="dimuon", events=int(result.counts[0]), wall_seconds=wall, io=io, skipped=bad,
-        spark={**info, "tasks": len(p.chunks)}, task_seconds=total.task_seconds,
-        schema=p.schema, pairs=int(result.pairs), files_read=len(good_files),
+        stage="dimuon",
+        events=int(result.counts[0]),
+        wall_seconds=wall,
+        io=io,
+        skipped=bad,
+        spark={**info, "tasks": len(p.chunks)},
+        task_seconds=total.task_seconds,
+        schema=p.schema,
+        pairs=int(result.pairs),
+        files_read=len(good_files),
     )
     with atomic_output_dir(output) as out:
         write_histograms(os.path.join(out, "histograms.root"), result.hists)
@@ -256,21 +274,37 @@ def run(
         if plot:
             from jobs.common.spectrum_plot import plot_spectrum
 
-            plot_spectrum(result.hists["dimuon_mass"], os.path.join(out, "dimuon_mass.png"),
-                          events=int(result.counts[0]), pairs=int(result.pairs))
-    log.info("dimuon: %d events, %d pairs, %.2f s (%.0f events/s) -> %s",
-             result.counts[0], result.pairs, wall, result.counts[0] / wall, output)
+            plot_spectrum(
+                result.hists["dimuon_mass"],
+                os.path.join(out, "dimuon_mass.png"),
+                events=int(result.counts[0]),
+                pairs=int(result.pairs),
+            )
+    log.info(
+        "dimuon: %d events, %d pairs, %.2f s (%.0f events/s) -> %s",
+        result.counts[0],
+        result.pairs,
+        wall,
+        result.counts[0] / wall,
+        output,
+    )
     return metrics
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m jobs.dimuon", description=__doc__.splitlines()[0])
-    parser.add_argument("--input", nargs="+", required=True, help="ROOT files, globs or directories (fsspec URLs)")
+    parser.add_argument(
+        "--input", nargs="+", required=True, help="ROOT files, globs or directories (fsspec URLs)"
+    )
     parser.add_argument("--output", required=True, help="output directory (replaced atomically)")
     parser.add_argument("--schema", default="auto", choices=["auto", *SCHEMA_BRANCHES])
     parser.add_argument("--tree", default=None, help="tree name (default: Events/events or the only TTree)")
-    parser.add_argument("--chunk-entries", type=int, default=DEFAULT_CHUNK_ENTRIES, help="entries per Spark task")
-    parser.add_argument("--partitions", type=int, default=None, help="Spark partitions (default: one per chunk)")
+    parser.add_argument(
+        "--chunk-entries", type=int, default=DEFAULT_CHUNK_ENTRIES, help="entries per Spark task"
+    )
+    parser.add_argument(
+        "--partitions", type=int, default=None, help="Spark partitions (default: one per chunk)"
+    )
     parser.add_argument("--mass-bins", type=int, default=DEFAULT_MASS_BINS, help="log-spaced mass bins")
     parser.add_argument("--subset", default=None, help="k/N: process the k-th of N disjoint file subsets")
     parser.add_argument("--no-plot", action="store_true", help="skip dimuon_mass.png")
@@ -282,10 +316,19 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     run(
-        args.input, args.output, schema=args.schema, tree=args.tree, on_bad_file=args.on_bad_file,
-        chunk_entries=args.chunk_entries, mass_bins=args.mass_bins, subset=args.subset,
-        partitions=args.partitions, master=args.master, event_log_dir=args.event_log_dir,
-        spark_conf=cli.parse_kv(args.spark_conf, "--spark-conf"), plot=not args.no_plot,
+        args.input,
+        args.output,
+        schema=args.schema,
+        tree=args.tree,
+        on_bad_file=args.on_bad_file,
+        chunk_entries=args.chunk_entries,
+        mass_bins=args.mass_bins,
+        subset=args.subset,
+        partitions=args.partitions,
+        master=args.master,
+        event_log_dir=args.event_log_dir,
+        spark_conf=cli.parse_kv(args.spark_conf, "--spark-conf"),
+        plot=not args.no_plot,
     )
     return 0
 

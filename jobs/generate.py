@@ -1,4 +1,4 @@
-"""Sample generators: ``python -m jobs.generate nanoaod|delphes --events N --output DIR [--files K] [--seed S]``.
+"""Sample generators: ``python -m jobs.generate nanoaod|delphes --events N --output DIR [--files K]``.
 
 Writes physically shaped ROOT files so that every selection has real work to do, deterministically for
 a seed. The generators live in jobs.generators; this module is the one command line for both.

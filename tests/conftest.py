@@ -20,7 +20,9 @@ def spark():
     """A real local[2] SparkSession shared by every test that needs one."""
     from jobs.common.spark import spark_session
 
-    session = spark_session("colliderflow-tests", master="local[2]", conf={"spark.sql.shuffle.partitions": "4"})
+    session = spark_session(
+        "colliderflow-tests", master="local[2]", conf={"spark.sql.shuffle.partitions": "4"}
+    )
     yield session
     session.stop()
 

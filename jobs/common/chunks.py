@@ -34,7 +34,9 @@ def run_chunk(chunk: Chunk, compute: Callable[[Chunk, IOStats], V]) -> Partial[V
     try:
         value = compute(chunk, stats)
     except BadInputError as exc:
-        return Partial(io={chunk.url: stats}, bad={chunk.url: exc.problem}, task_seconds=time.perf_counter() - t0)
+        return Partial(
+            io={chunk.url: stats}, bad={chunk.url: exc.problem}, task_seconds=time.perf_counter() - t0
+        )
     return Partial(values={chunk.url: value}, io={chunk.url: stats}, task_seconds=time.perf_counter() - t0)
 
 

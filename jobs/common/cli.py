@@ -15,9 +15,19 @@ EXIT_BAD_INPUT = 2
 
 
 def add_spark_args(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--master", default=None, help="Spark master URL (default: local[*] or $COLLIDERFLOW_SPARK_MASTER)")
-    parser.add_argument("--event-log-dir", default=None, help="write the Spark event log here (read by jobs.metrics)")
-    parser.add_argument("--spark-conf", action="append", default=[], metavar="KEY=VALUE", help="extra Spark setting (repeatable)")
+    parser.add_argument(
+        "--master", default=None, help="Spark master URL (default: local[*] or $COLLIDERFLOW_SPARK_MASTER)"
+    )
+    parser.add_argument(
+        "--event-log-dir", default=None, help="write the Spark event log here (read by jobs.metrics)"
+    )
+    parser.add_argument(
+        "--spark-conf",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="extra Spark setting (repeatable)",
+    )
 
 
 def add_bad_file_arg(parser: argparse.ArgumentParser) -> None:

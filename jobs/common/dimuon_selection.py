@@ -14,8 +14,15 @@ from jobs.common import physics
 SCHEMA_BRANCHES: dict[str, list[str]] = {
     "nanoaod": ["nMuon", "Muon_pt", "Muon_eta", "Muon_phi", "Muon_mass", "Muon_charge"],
     "aod": [
-        "Muon_pt", "Muon_eta", "Muon_phi", "Muon_charge", "Muon_isGlobal",
-        "Muon_sumChargedHadronPt", "Muon_sumNeutralHadronEt", "Muon_sumPhotonEt", "Muon_sumPUPt",
+        "Muon_pt",
+        "Muon_eta",
+        "Muon_phi",
+        "Muon_charge",
+        "Muon_isGlobal",
+        "Muon_sumChargedHadronPt",
+        "Muon_sumNeutralHadronEt",
+        "Muon_sumPhotonEt",
+        "Muon_sumPUPt",
     ],
     "pairs": ["E1", "px1", "py1", "pz1", "Q1", "E2", "px2", "py2", "pz2", "Q2"],
     "p4": ["Muon_Px", "Muon_Py", "Muon_Pz", "Muon_E", "Muon_Charge"],
@@ -55,8 +62,9 @@ def select_nanoaod(a: ak.Array) -> Selected:
     q = ak.to_numpy(ak.flatten(two["Muon_charge"])).reshape(-1, 2)
     os_ = q[:, 0] != q[:, 1]
     pt, eta, phi, m = (_pairs_of_two(two[f"Muon_{x}"])[os_] for x in ("pt", "eta", "phi", "mass"))
-    mass = physics.pair_mass_ptetaphim(pt[:, 0], eta[:, 0], phi[:, 0], m[:, 0],
-                                       pt[:, 1], eta[:, 1], phi[:, 1], m[:, 1])
+    mass = physics.pair_mass_ptetaphim(
+        pt[:, 0], eta[:, 0], phi[:, 0], m[:, 0], pt[:, 1], eta[:, 1], phi[:, 1], m[:, 1]
+    )
     return Selected(mass, pt.ravel(), eta.ravel(), phi.ravel(), [len(n), len(q), int(os_.sum())])
 
 
@@ -101,8 +109,9 @@ def select_aod(a: ak.Array) -> Selected:
         & (iso < AOD_MUON_ISO)
         & (a["Muon_isGlobal"] != 0)
     )
-    mu = ak.zip({"pt": a["Muon_pt"], "eta": a["Muon_eta"], "phi": a["Muon_phi"],
-                 "q": a["Muon_charge"], "iso": iso})[good]
+    mu = ak.zip(
+        {"pt": a["Muon_pt"], "eta": a["Muon_eta"], "phi": a["Muon_phi"], "q": a["Muon_charge"], "iso": iso}
+    )[good]
     mu = mu[ak.argsort(mu["pt"], axis=1, ascending=False)]
     two = mu[ak.num(mu) >= 2]
     lead, sub = two[:, 0], two[:, 1]
@@ -110,8 +119,9 @@ def select_aod(a: ak.Array) -> Selected:
     os_ = tight & (lead["q"] != sub["q"])
     l1, l2 = lead[os_], sub[os_]
     f = lambda x: ak.to_numpy(x).astype(np.float64)  # noqa: E731 - local shorthand
-    mass = physics.massless_pair_mass(f(l1["pt"]), f(l1["eta"]), f(l1["phi"]),
-                                      f(l2["pt"]), f(l2["eta"]), f(l2["phi"]))
+    mass = physics.massless_pair_mass(
+        f(l1["pt"]), f(l1["eta"]), f(l1["phi"]), f(l2["pt"]), f(l2["eta"]), f(l2["phi"])
+    )
     pt, eta, phi = (np.stack([f(l1[k]), f(l2[k])], axis=1).ravel() for k in ("pt", "eta", "phi"))
     return Selected(mass, pt, eta, phi, [len(a), len(two), int(ak.sum(tight)), int(ak.sum(os_))])
 

@@ -12,21 +12,37 @@ from jobs.common.errors import BadInputError
 from jobs.common.storage import IOStats, open_instrumented
 
 
+def _first_line(exc: Exception) -> str:
+    return f"{type(exc).__name__}: {str(exc).strip().splitlines()[0] if str(exc).strip() else ''}"
+
+
+def open_root(url: str, stats: IOStats) -> uproot.ReadOnlyDirectory:
+    """Open a ROOT file through the instrumented storage layer; garbage or truncated headers raise
+    BadInputError naming the file."""
+    handle = open_instrumented(url, stats)
+    try:
+        return uproot.open(handle)
+    except Exception as exc:  # uproot raises several types for garbage input
+        handle.close()
+        raise BadInputError(url, f"not a readable ROOT file ({_first_line(exc)})") from None
+
+
+def tree_names(root: uproot.ReadOnlyDirectory) -> list[str]:
+    return sorted({k.split(";")[0] for k, c in root.classnames(recursive=False).items() if c == "TTree"})
+
+
 def open_tree(url: str, tree: str, stats: IOStats) -> uproot.TTree:
     """Open `tree` in the ROOT file at `url`; not-ROOT, truncated or tree-less files raise
     BadInputError. The caller closes the file via ``tree.file.close()``."""
-    handle = open_instrumented(url, stats)
-    try:
-        root = uproot.open(handle)
-    except Exception as exc:  # uproot raises several types for garbage input
-        handle.close()
-        raise BadInputError(url, f"not a readable ROOT file ({type(exc).__name__}: {exc})") from None
+    root = open_root(url, stats)
     try:
         obj = root[tree]
     except Exception:
         keys = sorted({k.split(";")[0] for k in root.keys(recursive=False)})
         root.close()
-        raise BadInputError(url, f"no tree {tree!r} (the file holds: {', '.join(keys) or 'nothing'})") from None
+        raise BadInputError(
+            url, f"no tree {tree!r} (the file holds: {', '.join(keys) or 'nothing'})"
+        ) from None
     if not isinstance(obj, uproot.behaviors.TTree.TTree):
         root.close()
         raise BadInputError(url, f"{tree!r} is a {type(obj).__name__}, not a TTree")
@@ -52,7 +68,7 @@ def read_arrays(url: str, tree: uproot.TTree, branches: Sequence[str], start: in
         raise
     except Exception as exc:
         raise BadInputError(
-            url, f"cannot read entries {start}-{stop} ({type(exc).__name__}: {exc}); truncated or corrupt?"
+            url, f"cannot read entries {start}-{stop} ({_first_line(exc)}); truncated or corrupt?"
         ) from None
 
 

@@ -46,8 +46,15 @@ def plot_spectrum(h: hist.Hist, path: str, *, events: int | None = None, pairs: 
         lo, hi = max(i - 2, 0), min(i + 3, len(density))
         y = density[lo:hi].max() if hi > lo else 0
         if 0 <= i < len(centers) and y > 0:
-            ax.annotate(label, (mass, y), xytext=(0, 12), textcoords="offset points", ha="center",
-                        fontsize=14, arrowprops={"arrowstyle": "-", "lw": 0.6})
+            ax.annotate(
+                label,
+                (mass, y),
+                xytext=(0, 12),
+                textcoords="offset points",
+                ha="center",
+                fontsize=14,
+                arrowprops={"arrowstyle": "-", "lw": 0.6},
+            )
     info = []
     if events is not None:
         info.append(f"{events:,} events")

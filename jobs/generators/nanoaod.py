@@ -151,6 +151,12 @@ def generate(events: int, output: str, files: int = 1, seed: int = 42) -> list[s
                     tree.extend({"Muon": muon})
             names.append(name)
     dt = time.perf_counter() - t0
-    log.info("wrote %d events in %d file(s) to %s in %.1f s (%.2f M events/s)", events, files, output, dt,
-             events / dt / 1e6)
+    log.info(
+        "wrote %d events in %d file(s) to %s in %.1f s (%.2f M events/s)",
+        events,
+        files,
+        output,
+        dt,
+        events / dt / 1e6,
+    )
     return [f"{output.rstrip('/')}/{n}" for n in names]
