@@ -39,11 +39,15 @@ def _float_feature_prefix(key: str, n_values: int) -> bytes:
     """Everything of one map entry {key: Feature{float_list: FloatList{value: [...]}}} up to the raw
     float bytes, which is constant for a fixed-length float feature."""
     floats_len = 4 * n_values
-    float_list = _len_delimited(1, floats_len)  # FloatList.value, packed
-    feature = _len_delimited(2, len(float_list) + floats_len)  # Feature.float_list
+    float_list_hdr = _len_delimited(1, floats_len)  # FloatList.value, packed
+    float_list_len = len(float_list_hdr) + floats_len
+    feature_hdr = _len_delimited(2, float_list_len)  # Feature.float_list
+    feature_len = len(feature_hdr) + float_list_len
+    value_hdr = _len_delimited(2, feature_len)  # map entry value
     k = key.encode()
-    entry_len = len(_len_delimited(1, len(k))) + len(k) + len(feature) + len(float_list) + floats_len
-    return _len_delimited(1, entry_len) + _len_delimited(1, len(k)) + k + feature + float_list
+    key_part = _len_delimited(1, len(k)) + k  # map entry key
+    entry_len = len(key_part) + len(value_hdr) + feature_len
+    return _len_delimited(1, entry_len) + key_part + value_hdr + feature_hdr + float_list_hdr
 
 
 def _int64_entry(key: str, value: int) -> bytes:
