@@ -294,7 +294,7 @@ def run(
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m jobs.dimuon", description=__doc__.splitlines()[0])
     parser.add_argument(
-        "--input", nargs="+", required=True, help="ROOT files, globs or directories (fsspec URLs)"
+        "--input", nargs="+", required=True, help="ROOT files, globs or directories (fsspec URLs; whitespace-separated also accepted)"
     )
     parser.add_argument("--output", required=True, help="output directory (replaced atomically)")
     parser.add_argument("--schema", default="auto", choices=["auto", *SCHEMA_BRANCHES])
@@ -315,8 +315,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    inputs = [url for item in args.input for url in item.split()]  # one templated string may hold several
     run(
-        args.input,
+        inputs,
         args.output,
         schema=args.schema,
         tree=args.tree,

@@ -1,0 +1,76 @@
+"""The embedded default: each stage is a subprocess ``python -m jobs.<module>`` on this machine,
+Spark stages with a local master. Its output streams into the task log; killing the task kills the
+whole process group (Spark's JVM included)."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+from collections import deque
+from collections.abc import Sequence
+from typing import Any
+
+from airflow.sdk import BaseOperator
+from airflow.sdk.exceptions import AirflowException
+
+from colliderflow.stages import Stage
+
+
+class LocalStageOperator(BaseOperator):
+    """Run ``python -m jobs.<module> *args`` with this interpreter."""
+
+    template_fields: Sequence[str] = ("args", "env")
+    ui_color = "#e8f4ea"
+
+    def __init__(self, *, module: str, args: Sequence[str] = (), env: dict[str, str] | None = None,
+                 **kwargs: Any):
+        super().__init__(**kwargs)
+        self.module = module
+        self.args = list(args)
+        self.env = dict(env or {})
+        self._proc: subprocess.Popen | None = None
+
+    def command(self) -> list[str]:
+        return [sys.executable, "-m", f"jobs.{self.module}", *[str(a) for a in self.args]]
+
+    def execute(self, context: Any) -> None:
+        cmd = self.command()
+        self.log.info("running: %s", " ".join(cmd))
+        env = {**os.environ, **{k: str(v) for k, v in self.env.items()}}
+        tail: deque[str] = deque(maxlen=20)
+        self._proc = subprocess.Popen(
+            cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env, start_new_session=True
+        )
+        assert self._proc.stdout is not None
+        for line in self._proc.stdout:
+            line = line.rstrip("\n")
+            tail.append(line)
+            self.log.info("%s", line)
+        rc = self._proc.wait()
+        if rc != 0:
+            raise AirflowException(f"jobs.{self.module} exited with {rc}: " + " | ".join(tail))
+
+    def on_kill(self) -> None:
+        if self._proc and self._proc.poll() is None:
+            os.killpg(self._proc.pid, signal.SIGTERM)
+            try:
+                self._proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                os.killpg(self._proc.pid, signal.SIGKILL)
+
+
+def local_task(stage: Stage, **kwargs: Any) -> LocalStageOperator:
+    env = {}
+    if stage.kind == "spark":
+        env["COLLIDERFLOW_SPARK_MASTER"] = os.environ.get("COLLIDERFLOW_SPARK_MASTER", "local[*]")
+    return LocalStageOperator(
+        task_id=stage.task_id,
+        module=stage.module,
+        args=list(stage.args),
+        env=env,
+        outlets=list(stage.outlets),
+        **({"pool": stage.pool} if stage.pool else {}),
+        **kwargs,
+    )

@@ -1,0 +1,51 @@
+"""Shared DAG conventions: default retries with backoff, per-run output directories, dataset subsets
+for backfills, and the Jinja filters the DAG files use. No physics here."""
+
+from __future__ import annotations
+
+import os
+import pathlib
+import re
+from datetime import datetime, timedelta
+from typing import Any
+
+PROJECT_ROOT = pathlib.Path(__file__).resolve().parents[2]
+
+
+def data_root() -> str:
+    """Where demo samples and run outputs live unless a run says otherwise."""
+    return os.environ.get("COLLIDERFLOW_DATA", str(PROJECT_ROOT / "out" / "demo"))
+
+
+def default_args() -> dict[str, Any]:
+    return {
+        "owner": "colliderflow",
+        "retries": 2,
+        "retry_delay": timedelta(seconds=30),
+        "retry_exponential_backoff": True,
+        "max_retry_delay": timedelta(minutes=10),
+    }
+
+
+def safe_path(value: str) -> str:
+    """A run id as a path component: ':' and '+' (from timestamps) and other oddities become '-'."""
+    return re.sub(r"[^A-Za-z0-9._=-]+", "-", str(value)).strip("-")
+
+
+def subset_arg(subset: str, subsets: int, logical_date: datetime | None) -> str:
+    """The job's --subset value. 'auto' maps a run's logical date to one of `subsets` disjoint file
+    slices (consecutive days -> different slices), so a backfill over N <= subsets days touches each
+    file once; a manual run without a logical date, or subsets == 1, takes everything."""
+    if subset not in ("", "auto"):
+        return subset
+    if subsets <= 1 or logical_date is None:
+        return "all"
+    return f"{logical_date.toordinal() % subsets}/{subsets}"
+
+
+def run_dir(output_root: str, dag_id: str, run_id: str) -> str:
+    return f"{output_root.rstrip('/')}/{dag_id}/{safe_path(run_id)}"
+
+
+USER_DEFINED_FILTERS = {"safe_path": safe_path}
+USER_DEFINED_MACROS = {"subset_arg": subset_arg, "run_dir": run_dir}

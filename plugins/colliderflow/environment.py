@@ -1,0 +1,52 @@
+"""The embedded default Airflow: SQLite metadata DB under AIRFLOW_HOME, the project's dags/ and
+plugins/, no example DAGs, a known admin login, and the pools the DAGs use."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+from colliderflow.dagkit import PROJECT_ROOT
+
+ADMIN_USER = "admin"
+POOLS = {"spark": (2, "Spark stages (bounds concurrent cluster-heavy tasks)"),
+         "training": (1, "TensorFlow training")}
+
+
+def airflow_env(home: str | None = None, password: str | None = None) -> dict[str, str]:
+    """Environment for every `airflow` command of the embedded default."""
+    home = os.path.abspath(home or os.environ.get("AIRFLOW_HOME") or PROJECT_ROOT / ".airflow")
+    password = password or os.environ.get("COLLIDERFLOW_ADMIN_PASSWORD", "admin")
+    os.makedirs(home, exist_ok=True)
+    pw_file = os.path.join(home, "passwords.json")
+    with open(pw_file, "w") as f:
+        json.dump({ADMIN_USER: password}, f)
+    env = dict(os.environ)
+    env.update({
+        "AIRFLOW_HOME": home,
+        "AIRFLOW__CORE__DAGS_FOLDER": str(PROJECT_ROOT / "dags"),
+        "AIRFLOW__CORE__PLUGINS_FOLDER": str(PROJECT_ROOT / "plugins"),
+        "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
+        "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": f"{ADMIN_USER}:admin",
+        "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE": pw_file,
+        "AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION": "True",
+        "AIRFLOW__LOGGING__LOGGING_LEVEL": env.get("AIRFLOW__LOGGING__LOGGING_LEVEL", "INFO"),
+        "COLLIDERFLOW_BACKEND": env.get("COLLIDERFLOW_BACKEND", "local"),
+        "PYTHONPATH": os.pathsep.join(filter(None, [str(PROJECT_ROOT), env.get("PYTHONPATH")])),
+    })
+    return env
+
+
+def airflow(env: dict[str, str], *args: str, check: bool = True, **kwargs) -> subprocess.CompletedProcess:
+    """Run the `airflow` CLI of this interpreter's environment."""
+    exe = os.path.join(os.path.dirname(sys.executable), "airflow")
+    return subprocess.run([exe, *args], env=env, check=check, **kwargs)
+
+
+def prepare(env: dict[str, str]) -> None:
+    """Create or upgrade the metadata DB and the pools (idempotent)."""
+    airflow(env, "db", "migrate", stdout=subprocess.DEVNULL)
+    for name, (slots, description) in POOLS.items():
+        airflow(env, "pools", "set", name, str(slots), description, stdout=subprocess.DEVNULL)

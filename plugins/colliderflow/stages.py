@@ -1,0 +1,36 @@
+"""What a DAG says about a stage, independent of where it runs: the job module, its (templated)
+arguments, its kind and its resource request. Backends turn this into an Airflow task."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Literal
+
+StageKind = Literal["spark", "python", "tf-multiworker"]
+
+
+@dataclass(frozen=True)
+class Resources:
+    """A stage's resource request; each backend maps it to what it understands."""
+
+    cpu: float = 1.0
+    memory: str = "2Gi"
+    gpu: int = 0
+    executors: int = 1
+    executor_cores: int = 1
+    executor_memory: str = "2g"
+    workers: int = 1  # training processes for tf-multiworker
+
+
+@dataclass(frozen=True)
+class Stage:
+    """Run ``python -m jobs.<module> <args>`` as task `task_id`. `args` may hold Jinja templates."""
+
+    task_id: str
+    module: str
+    args: Sequence[str] = ()
+    kind: StageKind = "python"
+    resources: Resources = field(default_factory=Resources)
+    outlets: Sequence = ()
+    pool: str | None = None
