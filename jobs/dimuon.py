@@ -127,7 +127,11 @@ def resolve_tree(url: str, requested: str | None, stats: IOStats) -> str:
             return name
     if len(trees) == 1:
         return trees[0]
-    raise BadInputError(url, f"cannot choose a tree among {trees or 'none'}; pass --tree")
+    if not trees:
+        with open_root(url, stats) as root:
+            held = ", ".join(f"{k.split(';')[0]} ({c})" for k, c in root.classnames(recursive=False).items())
+        raise BadInputError(url, f"holds no TTree (it holds: {held or 'nothing'})")
+    raise BadInputError(url, f"cannot choose a tree among {', '.join(trees)}; pass --tree")
 
 
 @dataclass
@@ -226,7 +230,7 @@ def run(
     if mass_bins < 1:
         raise UsageError(f"--mass-bins must be >= 1, got {mass_bins}")
     t0 = time.perf_counter()
-    urls = select_subset(expand_inputs(list(inputs), suffix=".root"), subset)
+    urls = select_subset(expand_inputs(list(inputs), ".root", missing_ok=on_bad_file == "skip"), subset)
     p = plan(urls, schema, tree, chunk_entries, on_bad_file)
     own_spark = spark is None
     if own_spark:
@@ -294,7 +298,10 @@ def run(
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m jobs.dimuon", description=__doc__.splitlines()[0])
     parser.add_argument(
-        "--input", nargs="+", required=True, help="ROOT files, globs or directories (fsspec URLs; whitespace-separated also accepted)"
+        "--input",
+        nargs="+",
+        required=True,
+        help="ROOT files, globs or directories (fsspec URLs; whitespace-separated also accepted)",
     )
     parser.add_argument("--output", required=True, help="output directory (replaced atomically)")
     parser.add_argument("--schema", default="auto", choices=["auto", *SCHEMA_BRANCHES])

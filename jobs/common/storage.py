@@ -10,6 +10,7 @@ import os
 import shutil
 import tempfile
 import time
+import urllib.parse
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -18,15 +19,79 @@ from typing import Any
 import fsspec
 import numpy as np
 
-from jobs.common.errors import BadInputError
+from jobs.common.errors import BadInputError, UsageError
 
 GLOB_CHARS = set("*?[")
 SUCCESS_MARKER = "_SUCCESS"
+COMMITTING_MARKER = "_COMMITTING"
+
+
+# Object-store endpoint for S3-compatible stores (MinIO, Ceph RGW, CERN S3, moto): the first of these
+# environment variables that is set and non-empty. AWS_ENDPOINT_URL(_S3) are the AWS SDKs' own names.
+S3_ENDPOINT_ENV = ("COLLIDERFLOW_S3_ENDPOINT", "AWS_ENDPOINT_URL_S3", "AWS_ENDPOINT_URL")
+# OCI: auth type and, for api_key, the standard config file and profile (OCI CLI/SDK variable names).
+OCI_AUTH_ENV = "COLLIDERFLOW_OCI_AUTH"
+OCI_AUTH_TYPES = ("api_key", "instance_principal", "resource_principal", "oke_workload_identity")
+_OCIFS_IAM = {"oke_workload_identity": "oke_principal"}
+
+
+def _env(*names: str) -> str | None:
+    return next((os.environ[n] for n in names if os.environ.get(n)), None)
+
+
+def _oci_options() -> dict[str, Any]:
+    """ocifs arguments from the environment. api_key (the default) needs a readable, valid OCI config
+    file ($OCI_CONFIG_FILE or ~/.oci/config, profile $OCI_CLI_PROFILE or DEFAULT); the principal types
+    need nothing but the node/pod identity. A bad config is reported here, naming the file, instead of
+    as a stack trace from inside the first request."""
+    import oci.config
+
+    auth = _env(OCI_AUTH_ENV) or "api_key"
+    if auth not in OCI_AUTH_TYPES:
+        raise UsageError(f"{OCI_AUTH_ENV}={auth!r}: choose one of {', '.join(OCI_AUTH_TYPES)}")
+    if auth != "api_key":
+        return {"iam_type": _OCIFS_IAM.get(auth, auth)}
+    location = os.path.expanduser(
+        _env("OCI_CONFIG_FILE", "OCIFS_CONFIG_LOCATION") or oci.config.DEFAULT_LOCATION
+    )
+    profile = _env("OCI_CLI_PROFILE", "OCIFS_CONFIG_PROFILE") or oci.config.DEFAULT_PROFILE
+    hint = f"(or set {OCI_AUTH_ENV}=instance_principal|resource_principal|oke_workload_identity)"
+    if not os.path.isfile(location):
+        raise BadInputError(location, f"OCI config file not found; set OCI_CONFIG_FILE {hint}")
+    try:
+        config = oci.config.from_file(location, profile)
+        oci.config.validate_config(config)
+    except Exception as exc:  # configparser.Error, oci.exceptions.*: all mean an unusable config
+        detail = exc.args[0] if exc.args else exc
+        if isinstance(detail, dict):  # validate_config: {field: "missing" | "malformed"}
+            problem = ", ".join(f"{key} {state}" for key, state in sorted(detail.items()))
+        else:
+            problem = str(detail).splitlines()[0].split(". Please", 1)[0].split(" For more info", 1)[0]
+        raise BadInputError(location, f"invalid OCI config (profile {profile}): {problem}") from None
+    return {"config": location, "profile": profile, "iam_type": "api_key"}
+
+
+def storage_options(url: str) -> dict[str, Any]:
+    """fsspec arguments for a URL's protocol, taken from the environment (Kubernetes Secrets and
+    ConfigMaps arrive as env vars). Access keys themselves are left to the SDKs' own env lookup
+    (AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, OCI config), so they never pass through here."""
+    protocol = url.split("://", 1)[0] if "://" in url else "file"
+    if protocol in ("s3", "s3a"):
+        endpoint = _env(*S3_ENDPOINT_ENV)
+        return {"endpoint_url": endpoint} if endpoint else {}
+    if protocol == "oci":
+        return _oci_options()
+    return {}
 
 
 def filesystem(url: str) -> tuple[fsspec.AbstractFileSystem, str]:
-    """The fsspec filesystem of a URL and the path inside it (credentials come from the environment)."""
-    fs, path = fsspec.core.url_to_fs(url)
+    """The fsspec filesystem of a URL and the path inside it (credentials come from the environment;
+    credentials embedded in a URL are refused, since URLs end up in logs and metrics.json)."""
+    if "://" in url and urllib.parse.urlsplit(url).password is not None:
+        raise UsageError(
+            f"{url.split('://', 1)[0]}://...: credentials in a URL are refused; use the environment"
+        )
+    fs, path = fsspec.core.url_to_fs(url, **storage_options(url))
     return fs, path
 
 
@@ -41,9 +106,10 @@ def _unstrip(fs: fsspec.AbstractFileSystem, path: str, template: str) -> str:
     return fs.unstrip_protocol(path)
 
 
-def expand_inputs(patterns: list[str], suffix: str | None = None) -> list[str]:
+def expand_inputs(patterns: list[str], suffix: str | None = None, missing_ok: bool = False) -> list[str]:
     """Sorted, de-duplicated URLs for files, globs or directories (whose files ending in `suffix` are
-    taken); a pattern that matches nothing is an error."""
+    taken); a pattern that matches nothing is an error, except that with `missing_ok` a plain path
+    that does not exist is kept, for the reader to report (and a skip policy to list) as a bad file."""
     out: list[str] = []
     for pattern in patterns:
         fs, path = filesystem(pattern)
@@ -53,12 +119,13 @@ def expand_inputs(patterns: list[str], suffix: str | None = None) -> list[str]:
                 raise BadInputError(pattern, "the glob matches no file")
             out.extend(_unstrip(fs, p, pattern) for p in matches)
         elif fs.isdir(path):
+            check_complete(pattern)
             matches = sorted(p for p in fs.find(path) if suffix is None or p.endswith(suffix))
             if not matches:
                 raise BadInputError(pattern, f"the directory holds no {suffix or ''} file")
             out.extend(_unstrip(fs, p, pattern) for p in matches)
         else:
-            if not fs.exists(path):
+            if not missing_ok and not fs.exists(path):
                 raise BadInputError(pattern, "no such file")
             out.append(pattern)
     return list(dict.fromkeys(out))
@@ -195,18 +262,47 @@ def _replace_local_dir(staging: str, final: str) -> None:
 
 
 def _commit_remote_dir(local_dir: str, url: str) -> None:
-    """Object stores have no rename: upload under a staging prefix, clear the target, copy the
-    staging prefix over and write the success marker last. Readers require the marker."""
+    """Commit a finished local directory to an object store, which has no rename.
+
+    1. upload everything under a hidden staging prefix beside the target (`.NAME.staging-*`); a
+       failure here leaves the target (and a previous output in it) untouched;
+    2. put the `_COMMITTING` marker in the target, then delete the previous `_SUCCESS` before any
+       other old object, then the rest of the old output;
+    3. server-side copy staging -> target, write `_SUCCESS`, and only then delete `_COMMITTING`.
+    From step 2 on, the target holds `_COMMITTING` until it is complete, so a reader going through
+    `check_complete` (expand_inputs does) refuses a half-copied or half-deleted output; a crash
+    leaves the marker behind, so the broken output stays refused until the task is rerun."""
     fs, path = filesystem(url)
     path = path.rstrip("/")
-    staging = f"{path}.staging-{uuid.uuid4().hex[:8]}"
-    fs.put(local_dir.rstrip("/") + "/", staging, recursive=True)
-    if fs.exists(path):
-        fs.rm(path, recursive=True)
-    fs.copy(staging, path, recursive=True)
-    fs.rm(staging, recursive=True)
-    with fs.open(f"{path}/{SUCCESS_MARKER}", "wb") as f:
-        f.write(b"")
+    parent, _, name = path.rpartition("/")
+    if not parent or not name:
+        raise UsageError(f"{url}: an output must be a prefix inside a bucket, not a bucket root")
+    staging = f"{parent}/.{name}.staging-{uuid.uuid4().hex[:12]}"
+    try:
+        fs.put(local_dir.rstrip("/") + "/", staging + "/", recursive=True)
+        fs.pipe_file(f"{path}/{COMMITTING_MARKER}", b"")
+        if fs.exists(f"{path}/{SUCCESS_MARKER}"):
+            fs.rm_file(f"{path}/{SUCCESS_MARKER}")
+        old = [p for p in fs.find(path) if p.rsplit("/", 1)[-1] != COMMITTING_MARKER]
+        if old:
+            fs.rm(old)
+        fs.copy(staging + "/", path + "/", recursive=True)
+        fs.pipe_file(f"{path}/{SUCCESS_MARKER}", b"")
+        fs.rm_file(f"{path}/{COMMITTING_MARKER}")
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            fs.rm(staging, recursive=True)
+        fs.invalidate_cache(parent)
+
+
+def check_complete(url: str) -> None:
+    """Refuse a directory that an interrupted or running object-store commit left half-written (it
+    holds `_COMMITTING`). Directories written by other tools (no marker at all) are accepted."""
+    fs, path = filesystem(url)
+    if fs.exists(f"{path.rstrip('/')}/{COMMITTING_MARKER}"):
+        raise BadInputError(
+            url, f"incomplete output ({COMMITTING_MARKER} present: its commit is running or failed; rerun it)"
+        )
 
 
 @contextlib.contextmanager
