@@ -62,11 +62,11 @@ def _oci_options() -> dict[str, Any]:
         config = oci.config.from_file(location, profile)
         oci.config.validate_config(config)
     except Exception as exc:  # configparser.Error, oci.exceptions.*: all mean an unusable config
-        detail = exc.args[0] if exc.args else exc
+        detail = exc.args[0] if exc.args and isinstance(exc.args[0], dict) else str(exc)
         if isinstance(detail, dict):  # validate_config: {field: "missing" | "malformed"}
             problem = ", ".join(f"{key} {state}" for key, state in sorted(detail.items()))
         else:
-            problem = str(detail).splitlines()[0].split(". Please", 1)[0].split(" For more info", 1)[0]
+            problem = detail.splitlines()[0].split(". Please", 1)[0].split(" For more info", 1)[0]
         raise BadInputError(location, f"invalid OCI config (profile {profile}): {problem}") from None
     return {"config": location, "profile": profile, "iam_type": "api_key"}
 

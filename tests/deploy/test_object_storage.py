@@ -1,0 +1,362 @@
+"""Object storage for real: the storage layer and the stages against moto's S3 server on loopback
+(a real HTTP S3 endpoint, reached by s3fs/botocore exactly as a MinIO or AWS endpoint would be), the
+atomic commit of outputs to a store without rename, and OCI configuration errors."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import pathlib
+import secrets
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import uproot
+
+from jobs.common import storage
+from jobs.common.errors import BadInputError, UsageError
+
+ROOT = pathlib.Path(__file__).resolve().parents[2]
+SECRET = "cf-" + secrets.token_hex(16)  # a distinctive secret key, grepped for in every output and log
+
+
+@pytest.fixture(scope="module")
+def s3_server():
+    """moto's S3 server on a free loopback port for this module."""
+    from moto.server import ThreadedMotoServer
+
+    logging.getLogger("werkzeug").setLevel(logging.ERROR)
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    yield f"http://{host}:{port}"
+    server.stop()
+
+
+@pytest.fixture
+def s3_env(s3_server, monkeypatch) -> dict[str, str]:
+    """Credentials and endpoint the way a pod gets them (env from a Secret and a ConfigMap)."""
+    env = {
+        "AWS_ACCESS_KEY_ID": "colliderflow-test",
+        "AWS_SECRET_ACCESS_KEY": SECRET,
+        "AWS_DEFAULT_REGION": "us-east-1",
+        "COLLIDERFLOW_S3_ENDPOINT": s3_server,
+    }
+    for key in ("AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3", "AWS_PROFILE"):
+        monkeypatch.delenv(key, raising=False)
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    return env
+
+
+@pytest.fixture
+def bucket(s3_env, request) -> str:
+    """A fresh bucket per test (s3fs instances are cached per endpoint, so listings are invalidated)."""
+    name = "cf-" + request.node.name.lower().replace("_", "-").replace("[", "-").replace("]", "")[:40]
+    fs, _ = storage.filesystem(f"s3://{name}")
+    fs.mkdir(name)
+    yield name
+    fs.rm(name, recursive=True)
+    fs.invalidate_cache()
+
+
+def keys(bucket: str) -> list[str]:
+    fs, _ = storage.filesystem(f"s3://{bucket}")
+    fs.invalidate_cache()
+    return sorted(p.split("/", 1)[1] for p in fs.find(bucket))
+
+
+def write_files(directory: str, files: dict[str, str]) -> None:
+    for name, text in files.items():
+        path = pathlib.Path(directory, name)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text)
+
+
+# --- the endpoint and credentials come from the environment -------------------------------------------
+
+
+def test_endpoint_from_environment_precedence(monkeypatch):
+    for key in storage.S3_ENDPOINT_ENV:
+        monkeypatch.delenv(key, raising=False)
+    assert storage.storage_options("s3://b/k") == {}
+    monkeypatch.setenv("AWS_ENDPOINT_URL", "http://generic:1")
+    assert storage.storage_options("s3://b/k") == {"endpoint_url": "http://generic:1"}
+    monkeypatch.setenv("AWS_ENDPOINT_URL_S3", "http://s3-specific:2")
+    assert storage.storage_options("s3://b/k") == {"endpoint_url": "http://s3-specific:2"}
+    monkeypatch.setenv("COLLIDERFLOW_S3_ENDPOINT", "")  # an empty value (a chart default) is unset
+    assert storage.storage_options("s3://b/k") == {"endpoint_url": "http://s3-specific:2"}
+    monkeypatch.setenv("COLLIDERFLOW_S3_ENDPOINT", "http://ours:3")
+    assert storage.storage_options("s3://b/k") == {"endpoint_url": "http://ours:3"}
+    assert storage.storage_options("/local/path") == {}
+
+
+def test_credentials_in_url_are_refused():
+    with pytest.raises(UsageError, match="credentials in a URL") as err:
+        storage.filesystem(f"s3://AKIA:{SECRET}@bucket/data.root")
+    assert SECRET not in str(err.value)
+
+
+def test_round_trip_through_loopback_server(bucket):
+    fs, _ = storage.filesystem(f"s3://{bucket}")
+    fs.pipe_file(f"{bucket}/a/x.root", b"payload")
+    stats = storage.IOStats(f"s3://{bucket}/a/x.root")
+    with storage.open_instrumented(f"s3://{bucket}/a/x.root", stats) as f:
+        assert f.read() == b"payload"
+    assert stats.bytes_read == 7 and stats.read_calls >= 1
+    assert storage.expand_inputs([f"s3://{bucket}/a"], suffix=".root") == [f"s3://{bucket}/a/x.root"]
+    with pytest.raises(BadInputError, match="no such file"):
+        storage.expand_inputs([f"s3://{bucket}/a/missing.root"])
+
+
+# --- atomic commit to the object store ----------------------------------------------------------------
+
+
+def test_commit_writes_output_and_marker(bucket):
+    url = f"s3://{bucket}/runs/out"
+    with storage.atomic_output_dir(url) as out:
+        write_files(out, {"cutflow.json": "{}", "part/one.txt": "1"})
+    assert keys(bucket) == ["runs/out/_SUCCESS", "runs/out/cutflow.json", "runs/out/part/one.txt"]
+    storage.check_complete(url)
+
+
+def test_rerun_replaces_previous_output(bucket):
+    url = f"s3://{bucket}/out"
+    with storage.atomic_output_dir(url) as out:
+        write_files(out, {"old.txt": "old", "shared.txt": "v1"})
+    with storage.atomic_output_dir(url) as out:
+        write_files(out, {"shared.txt": "v2"})
+    assert keys(bucket) == ["out/_SUCCESS", "out/shared.txt"]  # no stale file, no staging prefix left
+    fs, _ = storage.filesystem(url)
+    assert fs.cat_file(f"{bucket}/out/shared.txt") == b"v2"
+
+
+def test_failure_inside_the_block_publishes_nothing(bucket):
+    url = f"s3://{bucket}/out"
+    with storage.atomic_output_dir(url) as out:
+        write_files(out, {"good.txt": "kept"})
+    with pytest.raises(RuntimeError, match="job died"), storage.atomic_output_dir(url) as out:
+        write_files(out, {"half.txt": "partial"})
+        raise RuntimeError("job died")
+    assert keys(bucket) == ["out/_SUCCESS", "out/good.txt"]  # the previous output, untouched
+
+
+def test_failure_during_upload_leaves_previous_output(bucket, monkeypatch):
+    """The upload to the staging prefix dies after one object: the target is never touched."""
+    url = f"s3://{bucket}/out"
+    with storage.atomic_output_dir(url) as out:
+        write_files(out, {"good.txt": "kept"})
+    fs, _ = storage.filesystem(url)
+    real_put_file = type(fs)._put_file  # s3fs is async: the sync API drives these coroutines
+    calls = []
+
+    async def dying_put_file(self, lpath, rpath, *args, **kwargs):
+        calls.append(rpath)
+        if len(calls) > 1:
+            raise OSError("connection reset during upload")
+        return await real_put_file(self, lpath, rpath, *args, **kwargs)
+
+    with monkeypatch.context() as patch, pytest.raises(OSError, match="connection reset"):
+        patch.setattr(type(fs), "_put_file", dying_put_file)
+        with storage.atomic_output_dir(url) as out:
+            write_files(out, {"a.txt": "1", "b.txt": "2", "c.txt": "3"})
+    assert len(calls) >= 2 and all(".out.staging-" in c for c in calls)
+    assert keys(bucket) == ["out/_SUCCESS", "out/good.txt"]
+    storage.check_complete(url)
+
+
+def test_failure_mid_copy_is_never_read_as_complete(bucket, monkeypatch):
+    """The commit dies after part of the output reached the target: the target carries _COMMITTING
+    and no _SUCCESS, readers refuse it with a clear error, and a rerun repairs it."""
+    url = f"s3://{bucket}/out"
+    with storage.atomic_output_dir(url) as out:
+        write_files(out, {"old.root": "old"})
+    fs, _ = storage.filesystem(url)
+    real_cp_file = type(fs)._cp_file
+    copied = []
+
+    async def dying_cp_file(self, path1, path2, **kwargs):
+        if copied:
+            raise OSError("node lost mid-commit")
+        copied.append(path2)
+        return await real_cp_file(self, path1, path2, **kwargs)
+
+    with monkeypatch.context() as patch, pytest.raises(OSError, match="node lost"):
+        patch.setattr(type(fs), "_cp_file", dying_cp_file)
+        with storage.atomic_output_dir(url) as out:
+            write_files(out, {"a.root": "1", "b.root": "2", "c.root": "3"})
+    left = keys(bucket)
+    assert "out/_SUCCESS" not in left and "out/old.root" not in left
+    assert "out/_COMMITTING" in left and len([k for k in left if k.endswith(".root")]) < 3  # partial
+    assert not [k for k in left if "staging" in k]
+    with pytest.raises(BadInputError, match="incomplete output") as err:
+        storage.expand_inputs([url], suffix=".root")
+    assert err.value.source == url
+    with storage.atomic_output_dir(url) as out:  # the retry
+        write_files(out, {"a.root": "1", "b.root": "2"})
+    assert keys(bucket) == ["out/_SUCCESS", "out/a.root", "out/b.root"]
+    assert storage.expand_inputs([url], suffix=".root") == [f"s3://{bucket}/out/{n}.root" for n in "ab"]
+
+
+def test_bucket_root_is_not_an_output(bucket):
+    with pytest.raises(UsageError, match="not a bucket root"), storage.atomic_output_dir(f"s3://{bucket}"):
+        pass
+
+
+# --- stages against the store: same results as on the local filesystem --------------------------------
+
+
+def run_stage(module: str, *args: str, env: dict[str, str]) -> subprocess.CompletedProcess:
+    """A stage as a pod runs it: its command line, with credentials and endpoint only in the environment."""
+    proc = subprocess.run(
+        [sys.executable, "-m", module, *args],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=ROOT,
+        env={**os.environ, **env},
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return proc
+
+
+def download(url: str, dest: pathlib.Path) -> pathlib.Path:
+    fs, path = storage.filesystem(url)
+    fs.invalidate_cache()
+    fs.get(path.rstrip("/") + "/", str(dest) + "/", recursive=True)
+    return dest
+
+
+def assert_no_secret(directory: pathlib.Path, *logs: str) -> None:
+    """The secret key appears in no output file and no log line."""
+    for path in directory.rglob("*"):
+        if path.is_file():
+            assert SECRET.encode() not in path.read_bytes(), f"secret key written into {path.name}"
+    for log in logs:
+        assert SECRET not in log, "secret key written into the job log"
+
+
+def hist_values(path: pathlib.Path) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    with uproot.open(path) as f:
+        return {k.split(";")[0]: (f[k].values(flow=True), f[k].axis().edges()) for k in f.keys()}
+
+
+def assert_same_dimuon_outputs(local: pathlib.Path, remote: pathlib.Path) -> None:
+    a, b = (json.loads((d / "cutflow.json").read_text()) for d in (local, remote))
+    assert a["cuts"] == b["cuts"] and a["schema"] == b["schema"]
+    ha, hb = hist_values(local / "histograms.root"), hist_values(remote / "histograms.root")
+    assert ha.keys() == hb.keys() and "dimuon_mass" in ha
+    for name in ha:
+        np.testing.assert_array_equal(ha[name][0], hb[name][0], err_msg=name)
+        np.testing.assert_array_equal(ha[name][1], hb[name][1], err_msg=name)
+    assert (remote / "_SUCCESS").exists() and not (remote / "_COMMITTING").exists()
+
+
+@pytest.mark.slow
+def test_dimuon_s3_matches_local_run(spark, testdata, bucket, s3_env, tmp_path):
+    """Real CMS open data (uproot-Zmumu.root) and a generated NanoAOD sample on the store, the di-muon
+    job reading s3:// and writing s3://, against the same job on local files."""
+    from jobs import dimuon
+    from jobs.generators import nanoaod
+
+    fs, _ = storage.filesystem(f"s3://{bucket}")
+    nano_local = tmp_path / "nanoaod"
+    nanoaod.generate(events=20_000, output=str(nano_local), files=2, seed=3)
+    fs.put(str(nano_local) + "/", f"{bucket}/in/nanoaod/", recursive=True)
+    fs.put(testdata("uproot-Zmumu.root"), f"{bucket}/in/cms/uproot-Zmumu.root")
+
+    cases = {"cms": [testdata("uproot-Zmumu.root")], "nanoaod": [str(nano_local)]}
+    for name, local_inputs in cases.items():
+        local_out = tmp_path / f"local-{name}"
+        dimuon.run(local_inputs, str(local_out), spark=spark, plot=False)
+        remote_url = f"s3://{bucket}/out/{name}"
+        proc = run_stage(
+            "jobs.dimuon",
+            "--input",
+            f"s3://{bucket}/in/{name}",
+            "--output",
+            remote_url,
+            "--master",
+            "local[2]",
+            "--no-plot",
+            env=s3_env,
+        )
+        remote_out = download(remote_url, tmp_path / f"remote-{name}")
+        assert_same_dimuon_outputs(local_out, remote_out)
+        metrics = json.loads((remote_out / "metrics.json").read_text())
+        assert metrics["files"] and all(u.startswith(f"s3://{bucket}/in/") for u in metrics["files"])
+        assert metrics["bytes_read"] > 0
+        assert_no_secret(remote_out, proc.stdout, proc.stderr)
+    assert not [k for k in keys(bucket) if "staging" in k or "_COMMITTING" in k]
+
+
+# --- OCI: a missing or broken configuration is named, not a stack trace ------------------------------
+
+
+def test_oci_missing_config_file(monkeypatch, tmp_path):
+    monkeypatch.delenv(storage.OCI_AUTH_ENV, raising=False)
+    missing = tmp_path / "no-such-config"
+    monkeypatch.setenv("OCI_CONFIG_FILE", str(missing))
+    with pytest.raises(BadInputError, match="OCI config file not found") as err:
+        storage.filesystem("oci://bucket@namespace/data/x.root")
+    assert err.value.source == str(missing)
+
+
+@pytest.mark.parametrize(
+    "content, problem",
+    [
+        ("\x00\x01 this is not an ini file\n", "invalid OCI config .*no section headers\\.$"),
+        ("[OTHER]\nuser=ocid1.user.oc1..x\n", "\\(profile DEFAULT\\): fingerprint missing, key_file missing"),
+        ("[DEFAULT]\nuser=ocid1.user.oc1..x\nfingerprint=aa:bb\ntenancy=ocid1.tenancy.oc1..x\n"
+         "region=eu-frankfurt-1\nkey_file=/nonexistent/key.pem\n", "key_file's value '/nonexistent/key.pem'"),
+        ("[DEFAULT]\nuser=not-an-ocid\n", "tenancy missing, user malformed"),
+    ],
+    ids=["garbage", "no-profile", "missing-key-file", "incomplete"],
+)  # fmt: skip
+def test_oci_invalid_config_file(monkeypatch, tmp_path, content, problem):
+    monkeypatch.delenv(storage.OCI_AUTH_ENV, raising=False)
+    config = tmp_path / "config"
+    config.write_text(content)
+    monkeypatch.setenv("OCI_CONFIG_FILE", str(config))
+    with pytest.raises(BadInputError, match=problem) as err:
+        storage.filesystem("oci://bucket@namespace/data/x.root")
+    assert err.value.source == str(config)
+
+
+def test_oci_unknown_auth_type_and_principals(monkeypatch, tmp_path):
+    monkeypatch.setenv("OCI_CONFIG_FILE", str(tmp_path / "absent"))
+    monkeypatch.setenv(storage.OCI_AUTH_ENV, "password")
+    with pytest.raises(UsageError, match="COLLIDERFLOW_OCI_AUTH='password'"):
+        storage.storage_options("oci://bucket@namespace/x")
+    # Instance principals need no config file: the node identity signs the requests.
+    monkeypatch.setenv(storage.OCI_AUTH_ENV, "instance_principal")
+    assert storage.storage_options("oci://bucket@namespace/x") == {"iam_type": "instance_principal"}
+
+
+def test_oci_bad_config_cli_exit_code(tmp_path):
+    """Through a stage's command line: exit 2 and one line naming the config file."""
+    config = tmp_path / "oci-config"
+    config.write_text("garbage without sections\n")
+    env = {k: v for k, v in os.environ.items() if k != storage.OCI_AUTH_ENV}
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "jobs.dimuon",
+            "--input",
+            "oci://b@ns/x.root",
+            "--output",
+            str(tmp_path / "o"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=ROOT,
+        env={**env, "OCI_CONFIG_FILE": str(config)},
+    )
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    assert f"error: {config}: invalid OCI config" in proc.stderr
+    assert "Traceback" not in proc.stderr
