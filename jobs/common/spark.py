@@ -16,6 +16,21 @@ def default_master() -> str:
     return os.environ.get("COLLIDERFLOW_SPARK_MASTER", "local[*]")
 
 
+def event_log_url(event_log_dir: str) -> str:
+    """Spark's spelling of an event-log directory that must exist before the context starts: a local
+    path (created, made absolute) or an object-store URL (a marker object makes the prefix a
+    directory for Hadoop; s3:// becomes Hadoop's s3a://)."""
+    if "://" not in event_log_dir or event_log_dir.startswith("file://"):
+        path = event_log_dir.removeprefix("file://")
+        os.makedirs(path, exist_ok=True)
+        return os.path.abspath(path)
+    import fsspec
+
+    fs, path = fsspec.core.url_to_fs(event_log_dir)
+    fs.pipe(f"{path.rstrip('/')}/.keep", b"")
+    return "s3a://" + event_log_dir[len("s3://") :] if event_log_dir.startswith("s3://") else event_log_dir
+
+
 def spark_session(
     app_name: str,
     master: str | None = None,
@@ -38,9 +53,8 @@ def spark_session(
         .config("spark.executorEnv.PYTHONPATH", os.pathsep.join(sys.path))
     )
     if event_log_dir:
-        os.makedirs(event_log_dir, exist_ok=True)
         builder = builder.config("spark.eventLog.enabled", "true").config(
-            "spark.eventLog.dir", os.path.abspath(event_log_dir)
+            "spark.eventLog.dir", event_log_url(event_log_dir)
         )
     for key, value in (conf or {}).items():
         builder = builder.config(key, value)

@@ -34,3 +34,6 @@ class Stage:
     resources: Resources = field(default_factory=Resources)
     outlets: Sequence = ()
     pool: str | None = None
+    # Kubernetes backend: an image role (spark, tensorflow, tensorflow-gpu) or a full image reference;
+    # None picks by kind (spark -> Spark image, otherwise the TensorFlow image).
+    image: str | None = None

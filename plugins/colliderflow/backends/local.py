@@ -24,8 +24,9 @@ class LocalStageOperator(BaseOperator):
     template_fields: Sequence[str] = ("args", "env")
     ui_color = "#e8f4ea"
 
-    def __init__(self, *, module: str, args: Sequence[str] = (), env: dict[str, str] | None = None,
-                 **kwargs: Any):
+    def __init__(
+        self, *, module: str, args: Sequence[str] = (), env: dict[str, str] | None = None, **kwargs: Any
+    ):
         super().__init__(**kwargs)
         self.module = module
         self.args = list(args)
@@ -63,12 +64,16 @@ class LocalStageOperator(BaseOperator):
 
 def local_task(stage: Stage, **kwargs: Any) -> LocalStageOperator:
     env = {}
+    args = list(stage.args)
     if stage.kind == "spark":
         env["COLLIDERFLOW_SPARK_MASTER"] = os.environ.get("COLLIDERFLOW_SPARK_MASTER", "local[*]")
+    if stage.kind == "tf-multiworker" and "--workers" not in args:
+        # jobs.train's local launcher starts the N worker processes (with TF_CONFIG) itself.
+        args += ["--workers", str(stage.resources.workers)]
     return LocalStageOperator(
         task_id=stage.task_id,
         module=stage.module,
-        args=list(stage.args),
+        args=args,
         env=env,
         outlets=list(stage.outlets),
         **({"pool": stage.pool} if stage.pool else {}),
