@@ -60,6 +60,34 @@ def _list_files(url: str, suffixes: tuple[str, ...]) -> list[str]:
     return [p if is_local(url) else fs.unstrip_protocol(p) for p in found]
 
 
+def _shard_files(files: list[str], shard: tuple[int, int] | None) -> tuple[list[str], tuple[int, int] | None]:
+    """Input sharding for multi-worker training, shard = (index, count): every count-th file from index
+    when there are at least `count` files (each worker reads only its files), else all files and a
+    record-level shard (returned second) so that the workers still see disjoint events."""
+    if shard is None or shard[1] <= 1:
+        return files, None
+    index, count = shard
+    if not 0 <= index < count:
+        raise ValueError(f"shard index {index} is outside 0..{count - 1}")
+    if len(files) >= count:
+        return files[index::count], None
+    return files, shard
+
+
+def detect_format(url: str) -> str:
+    """'tfrecord' when the URL holds TFRecord shards, else 'parquet' when it holds Parquet files."""
+    try:
+        _list_files(url, TFRECORD_SUFFIXES)
+        return "tfrecord"
+    except BadInputError:
+        pass
+    try:
+        _list_files(url, (".parquet",))
+        return "parquet"
+    except BadInputError:
+        raise BadInputError(url, "holds neither TFRecord shards (.tfrecord[.gz]) nor Parquet files") from None
+
+
 def _compression_type(files: list[str], compression: str | None) -> str:
     """TFRecordDataset's compression_type: 'auto' looks at the suffixes (all files must agree)."""
     if compression is None or compression.lower() == "none":
@@ -90,14 +118,17 @@ def read_tfrecords(
     seed: int | None = None,
     include_n_particles: bool = False,
     num_parallel_calls=tf.data.AUTOTUNE,
+    shard: tuple[int, int] | None = None,
 ) -> tf.data.Dataset:
     """Decoded elements from a directory (or glob) of TFRecord shards. Shards are read interleaved in
     parallel; with batch_size the serialized records are batched before parsing (one vectorised
     parse per batch, much cheaper than one per record); always prefetched."""
-    files = _list_files(url, TFRECORD_SUFFIXES)
+    files, record_shard = _shard_files(_list_files(url, TFRECORD_SUFFIXES), shard)
     ds = tf.data.TFRecordDataset(
         files, compression_type=_compression_type(files, compression), num_parallel_reads=num_parallel_calls
     )
+    if record_shard:
+        ds = ds.shard(record_shard[1], record_shard[0])
     if shuffle_buffer > 0:
         ds = ds.shuffle(shuffle_buffer, seed=seed, reshuffle_each_iteration=True)
     spec = _feature_spec(include_n_particles)
@@ -115,13 +146,19 @@ def read_tfrecords(
 
 
 def iter_parquet_chunks(
-    url: str, *, chunk_rows: int = 1024, include_n_particles: bool = False
+    url: str,
+    *,
+    chunk_rows: int = 1024,
+    include_n_particles: bool = False,
+    shard: tuple[int, int] | None = None,
 ) -> Iterator[dict[str, np.ndarray]]:
     """numpy chunks of a prepared Parquet set, file by file in sorted order (pyarrow, no TensorFlow)."""
     import pyarrow.parquet as pq
 
     columns = [HLF_COLUMN, GRU_COLUMN, LABEL_COLUMN] + ([COUNT_COLUMN] if include_n_particles else [])
-    for f in _list_files(url, (".parquet",)):
+    files, record_shard = _shard_files(_list_files(url, (".parquet",)), shard)
+    row0 = 0  # global row index of the chunk's first row, for the record-level shard
+    for f in files:
         fs, path = filesystem(f)
         with fs.open(path, "rb") as handle:
             pf = pq.ParquetFile(handle)
@@ -135,6 +172,10 @@ def iter_parquet_chunks(
                     raise BadInputError(f, str(exc)) from None
                 if include_n_particles:
                     out[COUNT_COLUMN] = batch.column(COUNT_COLUMN).to_numpy().astype(np.int64)
+                if record_shard:
+                    keep = (row0 + np.arange(batch.num_rows)) % record_shard[1] == record_shard[0]
+                    row0 += batch.num_rows
+                    out = {k: v[keep] for k, v in out.items()}
                 yield out
 
 
@@ -146,6 +187,7 @@ def read_parquet_dataset(
     seed: int | None = None,
     include_n_particles: bool = False,
     chunk_rows: int = 1024,
+    shard: tuple[int, int] | None = None,
 ) -> tf.data.Dataset:
     """The Parquet equivalent of read_tfrecords (same element structure), reading chunks of
     `chunk_rows` rows through pyarrow in a generator and unbatching them inside tf.data."""
@@ -158,7 +200,9 @@ def read_parquet_dataset(
     if include_n_particles:
         signature[COUNT_COLUMN] = tf.TensorSpec([None], tf.int64)
     ds = tf.data.Dataset.from_generator(
-        lambda: iter_parquet_chunks(url, chunk_rows=chunk_rows, include_n_particles=include_n_particles),
+        lambda: iter_parquet_chunks(
+            url, chunk_rows=chunk_rows, include_n_particles=include_n_particles, shard=shard
+        ),
         output_signature=signature,
     )
     ds = ds.unbatch()

@@ -1,0 +1,104 @@
+"""Keras callbacks of jobs.train: the per-epoch record behind history.json and the checkpointing that
+lets a killed run resume. Checkpoints are tf.train.CheckpointManager checkpoints (model, optimizer,
+number of completed epochs) rather than BackupAndRestore, because BackupAndRestore saves either every
+epoch or every K steps, not both, and with steps it cannot tell an epoch-end save from a mid-epoch
+one when the epoch length is unknown (TFRecord shards carry no count).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+import time
+
+import tensorflow as tf
+import tf_keras as keras
+
+from jobs.common.storage import write_json
+
+HISTORY_KEYS = ("loss", "accuracy", "val_loss", "val_accuracy")
+
+
+def load_history(path: str) -> list[dict]:
+    if not os.path.exists(path):
+        return []
+    with open(path) as f:
+        return json.load(f)
+
+
+class EpochRecorder(keras.callbacks.Callback):
+    """One history entry per epoch (metrics, learning rate, events/s of the training part, seconds),
+    saved by the chief after every epoch so that a resumed run continues the same history. Entries
+    of epochs the checkpoint does not cover are dropped on resume."""
+
+    def __init__(self, path: str | None, previous: list[dict]):
+        super().__init__()
+        self.path = path
+        self.entries = list(previous)
+        self._t0 = self._t_train_end = 0.0
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.entries = [e for e in self.entries if e["epoch"] <= epoch]
+        self._t0 = time.perf_counter()
+        self._t_train_end = 0.0
+
+    def on_test_begin(self, logs=None):
+        if not self._t_train_end:  # fit's validation run: training part of the epoch is over
+            self._t_train_end = time.perf_counter()
+
+    def on_epoch_end(self, epoch, logs=None):
+        logs = logs or {}
+        now = time.perf_counter()
+        train_s = (self._t_train_end or now) - self._t0
+        events = float(logs.get("events", 0.0))
+        entry = {"epoch": epoch + 1}
+        entry.update({k: float(logs[k]) for k in HISTORY_KEYS if k in logs})
+        entry.update(
+            {
+                "events": int(events),
+                "val_events": int(logs.get("val_events", 0.0)),
+                "events_per_second": events / train_s if train_s > 0 else None,
+                "train_seconds": train_s,
+                "wall_seconds": now - self._t0,
+                "lr": float(keras.backend.get_value(self.model.optimizer.learning_rate)),
+            }
+        )
+        self.entries.append(entry)
+        if self.path:
+            write_json(self.path, self.entries)
+
+
+class Checkpointer(keras.callbacks.Callback):
+    """Saves (model, optimizer, completed epochs) after every epoch and, with every_steps, every K
+    training steps. Every worker saves (variables that sync on read need all workers), the chief into
+    `directory`, the others into a throw-away temporary directory. A mid-epoch checkpoint holds the
+    number of *completed* epochs, so a resume from it re-runs that epoch starting from its weights."""
+
+    def __init__(self, checkpoint: tf.train.Checkpoint, epoch_var: tf.Variable, directory: str,
+                 is_chief: bool, every_steps: int | None = None, max_to_keep: int = 2):  # fmt: skip
+        super().__init__()
+        self.checkpoint = checkpoint
+        self.epoch_var = epoch_var
+        self.every_steps = every_steps
+        self._scratch = None if is_chief else tempfile.mkdtemp(prefix="colliderflow-ckpt-")
+        keep = 1 if self._scratch else max_to_keep
+        self.manager = tf.train.CheckpointManager(checkpoint, self._scratch or directory, keep)
+        self._steps = 0
+
+    def _save(self) -> None:
+        self.manager.save()
+
+    def on_train_batch_end(self, batch, logs=None):
+        self._steps += 1
+        if self.every_steps and self._steps % self.every_steps == 0:
+            self._save()
+
+    def on_epoch_end(self, epoch, logs=None):
+        self.epoch_var.assign(epoch + 1)
+        self._save()
+
+    def on_train_end(self, logs=None):
+        if self._scratch:
+            shutil.rmtree(self._scratch, ignore_errors=True)
