@@ -35,7 +35,8 @@ TRACK_PT_MIN = 0.5  # pT map and particle list: tracks with PT > 0.5
 NEUTRAL_ET_MIN = 1.0  # photons and neutral hadrons with ET > 1
 LEPTON_PT_MIN = 23.0
 ISOLATION_MAX = 0.45  # chIso + neuIso + gammaIso < 0.45
-CONE_DR2 = 0.3**2
+CONE_DR2 = 0.09  # the cone test: deta^2 + dphi^2 < 0.09
+ETA_WINDOW = 0.3 + 1e-9  # map entries further away in eta cannot be in the cone
 SELF_DR = 1e-4  # tracks closer than this to the lepton are the lepton itself
 MAX_TRACKS, MAX_PHOTONS, MAX_NEUTRALS = 450, 150, 200
 JET_PT_MIN, JET_ETA_MAX = 30.0, 2.6
@@ -75,24 +76,38 @@ class Features:
 @numba.njit(cache=True, nogil=True)
 def _cone_sums(q_evt, q_eta, q_phi, m_start, m_stop, m_eta, m_phi, m_pt, physical_wrap):  # pragma: no cover
     """Sum of map pT with deta^2 + dphi^2 < 0.09 around each query (dphi = map phi - query phi),
-    over the map entries of the query's event."""
+    over the map entries of the query's event. The map is sorted by eta within each event, so only the
+    entries inside a slightly wider eta window are tested (the test itself is the exact one)."""
     out = np.zeros(q_evt.size)
     two_pi = 2.0 * np.pi
     lim = np.pi if physical_wrap else two_pi
     for i in range(q_evt.size):
         e = q_evt[i]
+        lo_eta = q_eta[i] - ETA_WINDOW
+        hi_eta = q_eta[i] + ETA_WINDOW
+        j = np.searchsorted(m_eta[m_start[e] : m_stop[e]], lo_eta) + m_start[e]
         s = 0.0
-        for j in range(m_start[e], m_stop[e]):
+        while j < m_stop[e] and m_eta[j] <= hi_eta:
             deta = m_eta[j] - q_eta[i]
             dphi = m_phi[j] - q_phi[i]
             if dphi > lim:
                 dphi -= two_pi
             elif dphi < -lim:
                 dphi += two_pi
-            if dphi * dphi + deta * deta < 0.09:
+            if dphi * dphi + deta * deta < CONE_DR2:
                 s += m_pt[j]
+            j += 1
         out[i] = s
     return out
+
+
+@numba.njit(cache=True, nogil=True)
+def _argsort_segments(start, stop, values):  # pragma: no cover
+    """An index that sorts `values` within each [start, stop) segment, segments staying in place."""
+    order = np.empty(values.size, dtype=np.int64)
+    for e in range(start.size):
+        order[start[e] : stop[e]] = np.argsort(values[start[e] : stop[e]]) + start[e]
+    return order
 
 
 @dataclass
@@ -129,7 +144,8 @@ class Collection:
 
 @dataclass
 class PtMap:
-    """[Eta, Phi, PT] of one map, grouped by event, with each event's [start, stop) range."""
+    """[Eta, Phi, PT] of one map, grouped by event and sorted by eta within an event, with each event's
+    [start, stop) range."""
 
     start: np.ndarray
     stop: np.ndarray
@@ -141,12 +157,14 @@ class PtMap:
     def from_collection(cls, coll: Collection, pt_field: str) -> PtMap:
         counts = coll.counts()
         stop = np.cumsum(counts)
+        eta = coll["Eta"].astype(np.float64)
+        order = _argsort_segments(stop - counts, stop, eta)
         return cls(
             stop - counts,
             stop,
-            coll["Eta"].astype(np.float64),
-            coll["Phi"].astype(np.float64),
-            coll[pt_field].astype(np.float64),
+            eta[order],
+            coll["Phi"].astype(np.float64)[order],
+            coll[pt_field].astype(np.float64)[order],
         )
 
     def nonempty(self) -> np.ndarray:
@@ -266,7 +284,11 @@ def compute(arrays: ak.Array, options: Options = Options(), source: str = "input
     def lep(field_e: np.ndarray, field_m: np.ndarray) -> np.ndarray:
         return np.where(use_ele, _take(field_e, ele_first), _take(field_m, mu_first))[selected].astype(float)
 
-    lep_pt, lep_eta, lep_phi = lep(ele["PT"], mu["PT"]), lep(ele["Eta"], mu["Eta"]), lep(ele["Phi"], mu["Phi"])
+    lep_pt, lep_eta, lep_phi = (
+        lep(ele["PT"], mu["PT"]),
+        lep(ele["Eta"], mu["Eta"]),
+        lep(ele["Phi"], mu["Phi"]),
+    )
     lep_iso = [lep(e, u) for e, u in zip(ele_iso, mu_iso, strict=True)]  # ch, gamma, neu
     lep_charge = lep(ele["Charge"], mu["Charge"])
     lep_is_ele = use_ele[selected].astype(np.float64)
@@ -324,7 +346,11 @@ def compute(arrays: ak.Array, options: Options = Options(), source: str = "input
         raise BadInputError(source, "an event passing the selection has an empty MissingET collection")
     met, met_phi = met_c["MET"][met_first].astype(float), met_c["Phi"][met_first].astype(float)
     hlf = np.zeros((m, N_HLF))
-    hlf[:, HLF["HT"]], hlf[:, HLF["nJets"]], hlf[:, HLF["nBjets"]] = ht[selected], n_jets[selected], n_b[selected]
+    hlf[:, HLF["HT"]], hlf[:, HLF["nJets"]], hlf[:, HLF["nBjets"]] = (
+        ht[selected],
+        n_jets[selected],
+        n_b[selected],
+    )
     hlf[:, HLF["MET"]], hlf[:, HLF["phiMET"]] = met, met_phi
     hlf[:, HLF["MT"]] = transverse_mass(met, met_phi, lep_pt, lep_phi, options.mt_sqrt)
     hlf[:, HLF["LepPt"]], hlf[:, HLF["LepEta"]], hlf[:, HLF["LepPhi"]] = lep_pt, lep_eta, lep_phi

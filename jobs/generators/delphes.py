@@ -291,7 +291,7 @@ def write_delphes(path: str, batches) -> None:
 
 
 def generate(events: int, output: str, files: int = 1, seed: int = 42) -> list[str]:
-    """Write `events` events per class over `files` files per class: ``output/<sample>/<sample>_NNNN.root``."""
+    """Write `events` events per class over `files` files per class: output/<sample>/<sample>_NNNN.root."""
     t0 = time.perf_counter()
     written = []
     with atomic_output_dir(output) as staging:
