@@ -6,7 +6,8 @@ rendered faithfully here.
 Supported: ``{{ .Values.a.b }}``, ``.Release.Name/Namespace/Service``, ``.Chart.Name/Version/AppVersion``,
 string/number/bool literals, ``{{- ... -}}`` whitespace trimming, ``{{/* comments */}}``,
 ``{{- if P }} … {{- else if P }} … {{- else }} … {{- end }}``, ``{{- range $v := .Values.list }}`` and
-``{{- range $k, $v := .Values.map }}`` (sorted keys, as Go does), pipelines with ``quote``, ``b64enc``,
+``{{- range $k, $v := .Values.map }}`` (sorted keys, as Go does; inside, ``.`` is the element and ``$`` the
+root, as in Go), pipelines with ``quote``, ``b64enc``,
 ``toYaml``, ``toJson``, ``nindent N``, ``indent N``, ``default X``, ``required "msg"``, ``not``,
 ``and``, ``or``, ``eq``, ``ne``, ``lower``, ``trunc N``, ``trimSuffix S``, and ``.Files.Get "path"``.
 """
@@ -195,14 +196,17 @@ class Renderer:
         self.context = context
 
     def lookup(self, ref: str, scope: dict[str, Any]) -> Any:
-        if ref.startswith("$"):
+        if ref == "$" or ref.startswith("$."):  # $ is the root context, also inside range
+            value = self.context
+            parts = ref[2:].split(".") if ref != "$" else []
+        elif ref.startswith("$"):
             head, _, rest = ref.partition(".")
             if head not in scope:
                 raise TemplateError(f"undefined variable {head}")
             value = scope[head]
             parts = rest.split(".") if rest else []
-        else:
-            value = self.context
+        else:  # inside range, as in Go, the dot is the current element
+            value = scope.get(".", self.context)
             parts = ref[1:].split(".") if ref != "." else []
         for i, part in enumerate(parts):
             if value is None:
@@ -282,6 +286,7 @@ class Renderer:
                     raise TemplateError(f"cannot range over {type(seq).__name__}")
                 for key, item in items:
                     inner = dict(scope)
+                    inner["."] = item
                     if len(node.var_names) == 2:
                         inner[node.var_names[0]], inner[node.var_names[1]] = key, item
                     else:

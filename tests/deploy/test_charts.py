@@ -1,0 +1,370 @@
+"""The Helm charts, without a helm binary: templates rendered by tests/deploy/helm_render.py (a faithful
+subset of Helm's templating; anything else fails loudly), every manifest parsed and validated against
+the official Kubernetes schemas (kubernetes-validate, strict), values checked against each chart's
+values.schema.json, and the dashboards' queries checked against real Spark metric names."""
+
+from __future__ import annotations
+
+import base64
+import json
+import pathlib
+import re
+
+import jsonschema
+import kubernetes_validate
+import pytest
+import yaml
+
+from tests.deploy.helm_render import TemplateError, deep_merge, manifests, render_chart
+
+ROOT = pathlib.Path(__file__).resolve().parents[2]
+CHARTS = ROOT / "charts"
+# The chart's kubeVersion floor and a current release.
+K8S_VERSIONS = ("1.29.0", "1.33.0")
+SPARK_METRICS = pathlib.Path(__file__).parent / "data/spark-4.2.0-prometheus-metrics.txt"
+# What jobs.metrics pushes to the Pushgateway (docs/deployment.md, "Metric names"): name -> labels.
+PIPELINE_METRICS = {
+    "colliderflow_stage_wall_seconds": {"dag", "run", "stage"},
+    "colliderflow_events_per_second": {"dag", "run", "stage"},
+    "colliderflow_auc": {"dag", "run", "class"},
+}
+# Values a real install passes on the command line (charts refuse to render without them).
+INSTALL_VALUES = {"colliderflow": {}, "spark-dashboard": {"grafana": {"adminPassword": "install-time-pw"}}}
+
+
+def chart_values(chart: str) -> dict:
+    return yaml.safe_load((CHARTS / chart / "values.yaml").read_text())
+
+
+def render(chart: str, values: dict | None = None, namespace: str = "colliderflow") -> list[dict]:
+    merged = deep_merge(INSTALL_VALUES[chart], values or {})
+    return manifests(render_chart(CHARTS / chart, merged, namespace=namespace))
+
+
+def by_kind(docs: list[dict], kind: str) -> dict[str, dict]:
+    return {d["metadata"]["name"]: d for d in docs if d["kind"] == kind}
+
+
+# --- both charts -------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("chart", sorted(INSTALL_VALUES))
+def test_chart_metadata(chart):
+    meta = yaml.safe_load((CHARTS / chart / "Chart.yaml").read_text())
+    assert meta["apiVersion"] == "v2" and meta["name"] == chart
+    assert re.fullmatch(r"\d+\.\d+\.\d+", meta["version"])
+    assert (CHARTS / chart / "values.schema.json").is_file()
+
+
+@pytest.mark.parametrize("chart", sorted(INSTALL_VALUES))
+def test_values_match_schema(chart):
+    schema = json.loads((CHARTS / chart / "values.schema.json").read_text())
+    jsonschema.Draft7Validator.check_schema(schema)
+    jsonschema.validate(chart_values(chart), schema)
+    jsonschema.validate(deep_merge(chart_values(chart), INSTALL_VALUES[chart]), schema)
+
+
+@pytest.mark.parametrize(
+    "chart, bad, where",
+    [
+        ("colliderflow", {"images": {"spark": "colliderflow/spark:latest"}}, "images"),
+        ("colliderflow", {"storageTypo": {}}, "storageTypo"),
+        ("spark-dashboard", {"prometheus": {"scrapeInterval": "often"}}, "scrapeInterval"),
+        ("spark-dashboard", {"images": {"grafana": "grafana/grafana:latest"}}, "grafana"),
+    ],
+)
+def test_schema_rejects_bad_values(chart, bad, where):
+    schema = json.loads((CHARTS / chart / "values.schema.json").read_text())
+    values = chart_values(chart)
+    for key, value in bad.items():
+        values[key] = {**values[key], **value} if isinstance(values.get(key), dict) else value
+    with pytest.raises(jsonschema.ValidationError) as err:
+        jsonschema.validate(values, schema)
+    assert where in str(err.value.path) + err.value.message
+
+
+def test_oci_auth_schema_enum():
+    schema = json.loads((CHARTS / "colliderflow/values.schema.json").read_text())
+    values = chart_values("colliderflow")
+    values["storage"]["oci"]["auth"] = "password"
+    with pytest.raises(jsonschema.ValidationError, match="password"):
+        jsonschema.validate(values, schema)
+
+
+@pytest.mark.parametrize("chart", sorted(INSTALL_VALUES))
+@pytest.mark.parametrize("version", K8S_VERSIONS)
+def test_manifests_pass_kubernetes_validate(chart, version):
+    docs = render(chart)
+    assert docs
+    for doc in docs:
+        kubernetes_validate.validate(doc, version, strict=True)
+        assert doc["metadata"]["labels"]["app.kubernetes.io/instance"] == "colliderflow"
+
+
+@pytest.mark.parametrize("chart", sorted(INSTALL_VALUES))
+def test_no_duplicate_objects(chart):
+    docs = render(chart)
+    ids = [(d["kind"], d["metadata"].get("namespace"), d["metadata"]["name"]) for d in docs]
+    assert len(ids) == len(set(ids))
+
+
+# --- colliderflow ------------------------------------------------------------------------------------
+
+
+def test_service_accounts_and_bindings():
+    docs = render("colliderflow")
+    values = chart_values("colliderflow")["serviceAccounts"]
+    accounts = by_kind(docs, "ServiceAccount")
+    assert {values["sparkDriver"], values["training"]} <= set(accounts)
+    roles, bindings = by_kind(docs, "Role"), by_kind(docs, "RoleBinding")
+    for binding in bindings.values():
+        assert binding["roleRef"]["name"] in roles
+    subjects = {s["name"] for b in bindings.values() for s in b["subjects"]}
+    assert {values["sparkDriver"], values["training"], values["airflowWorker"]} <= subjects
+    driver = roles["colliderflow-spark-driver"]["rules"][0]
+    assert {"pods", "services", "configmaps"} <= set(driver["resources"])
+    assert {"create", "delete", "watch"} <= set(driver["verbs"])
+
+
+def test_job_namespace_moves_workload_objects_not_the_airflow_subject():
+    docs = render("colliderflow", {"spark": {"jobNamespace": "physics"}}, namespace="airflow")
+    for doc in docs:
+        assert doc["metadata"]["namespace"] == "physics", doc["metadata"]["name"]
+    launcher = by_kind(docs, "RoleBinding")["colliderflow-launcher"]
+    assert launcher["subjects"] == [
+        {"kind": "ServiceAccount", "name": "colliderflow-airflow-worker", "namespace": "airflow"}
+    ]
+
+
+SECRET_KEY = "wJalrXUtnFEMI-not-a-real-key"
+
+
+def test_credentials_only_in_the_secret():
+    values = {
+        "storage": {
+            **chart_values("colliderflow")["storage"],
+            "s3": {"endpointUrl": "https://s3.cern.ch", "region": "us-east-1"},
+            "credentials": {
+                "existingSecret": "",
+                "awsAccessKeyId": "AKIA-test",
+                "awsSecretAccessKey": SECRET_KEY,
+            },
+        }
+    }
+    docs = render("colliderflow", values)
+    (secret,) = by_kind(docs, "Secret").values()
+    assert base64.b64decode(secret["data"]["AWS_SECRET_ACCESS_KEY"]).decode() == SECRET_KEY
+    others = [d for d in docs if d["kind"] != "Secret"]
+    assert SECRET_KEY not in yaml.safe_dump_all(others)
+    config = by_kind(docs, "ConfigMap")["colliderflow-storage"]["data"]
+    assert config["COLLIDERFLOW_S3_ENDPOINT"] == "https://s3.cern.ch"
+    assert config["OCI_CONFIG_FILE"] == "/etc/colliderflow/storage/oci-config"
+
+
+def test_existing_secret_renders_no_secret_and_missing_half_fails():
+    storage = chart_values("colliderflow")["storage"]
+    values = {"storage": {**storage, "credentials": {"existingSecret": "mine", "awsAccessKeyId": "AKIA"}}}
+    assert not by_kind(render("colliderflow", values), "Secret")
+    assert not by_kind(render("colliderflow"), "Secret")  # nothing to store: no empty Secret
+    values = {"storage": {**storage, "credentials": {"existingSecret": "", "awsAccessKeyId": "AKIA"}}}
+    with pytest.raises(TemplateError, match="awsSecretAccessKey is required"):
+        render("colliderflow", values)
+
+
+def test_principal_auth_needs_no_config_file():
+    storage = chart_values("colliderflow")["storage"]
+    values = {"storage": {**storage, "oci": {"auth": "instance_principal", "profile": "DEFAULT"}}}
+    config = by_kind(render("colliderflow", values), "ConfigMap")["colliderflow-storage"]["data"]
+    assert config["COLLIDERFLOW_OCI_AUTH"] == "instance_principal" and "OCI_CONFIG_FILE" not in config
+
+
+def test_storage_variables_are_the_ones_the_jobs_read():
+    """Every COLLIDERFLOW_* setting the chart hands the pods is read by jobs/common/storage.py."""
+    from jobs.common import storage
+
+    config = by_kind(render("colliderflow"), "ConfigMap")["colliderflow-storage"]["data"]
+    source = (ROOT / "jobs/common/storage.py").read_text()
+    for key in config:
+        if key.startswith("COLLIDERFLOW_") and key != "COLLIDERFLOW_STORAGE_ROOT":
+            assert key in source, key
+    assert "COLLIDERFLOW_S3_ENDPOINT" in storage.S3_ENDPOINT_ENV
+
+
+def test_spark_operator_is_a_documented_dependency():
+    meta = yaml.safe_load((CHARTS / "colliderflow/Chart.yaml").read_text())
+    (dep,) = [d for d in meta["dependencies"] if d["name"] == "spark-operator"]
+    assert dep["repository"] == "https://kubeflow.github.io/spark-operator"
+    assert re.fullmatch(r"\d+\.\d+\.\d+", dep["version"]) and dep["condition"] == "spark-operator.enabled"
+    values = chart_values("colliderflow")["spark-operator"]
+    assert (
+        values["spark"]["serviceAccount"]["name"]
+        == chart_values("colliderflow")["serviceAccounts"]["sparkDriver"]
+    )
+    assert "helm dependency build charts/colliderflow" in (ROOT / "docs/deployment.md").read_text()
+
+
+def test_airflow_chart_values():
+    """The official Airflow chart's values: our image (the tag the Dockerfile documents), Airflow
+    3.3.2, an executor, DAGs baked in or git-synced, the worker service account bound by our RBAC."""
+    values = yaml.safe_load((CHARTS / "colliderflow/airflow-values.yaml").read_text())
+    dockerfile = (ROOT / "images/airflow/Dockerfile").read_text()
+    image = f"{values['images']['airflow']['repository']}:{values['images']['airflow']['tag']}"
+    assert f"-t {image} " in dockerfile, f"{image} is not what images/airflow/Dockerfile builds"
+    lock = (ROOT / "uv.lock").read_text()
+    airflow = re.search(r'name = "apache-airflow"\nversion = "([^"]+)"', lock).group(1)
+    assert values["airflowVersion"] == airflow
+    assert values["executor"] in {
+        "KubernetesExecutor",
+        "CeleryExecutor",
+        "LocalExecutor",
+        "CeleryKubernetesExecutor",
+    }
+    assert values["dags"]["gitSync"]["enabled"] or "/opt/airflow/dags" in dockerfile
+    assert values["dags"]["gitSync"]["subPath"] == "dags"
+    worker_sa = chart_values("colliderflow")["serviceAccounts"]["airflowWorker"]
+    assert values["workers"]["serviceAccount"]["name"] == worker_sa
+    env = {e["name"]: e["value"] for e in values["env"]}
+    assert env["COLLIDERFLOW_BACKEND"] == "kubernetes"
+    assert "SECRET" not in values.get("extraEnvFrom", "").upper()  # credentials stay out of Airflow
+    assert yaml.safe_load(values["extraEnvFrom"])[0]["configMapRef"]["name"] == "colliderflow-storage"
+
+
+# --- spark-dashboard ---------------------------------------------------------------------------------
+
+
+def test_dashboards_shipped_verbatim_in_configmap():
+    docs = render("spark-dashboard")
+    data = by_kind(docs, "ConfigMap")["colliderflow-grafana-dashboards"]["data"]
+    for name in ("spark.json", "pipeline.json"):
+        assert json.loads(data[name]) == json.loads(
+            (CHARTS / "spark-dashboard/dashboards" / name).read_text()
+        )
+
+
+def test_grafana_provisioning_points_at_prometheus():
+    docs = render("spark-dashboard")
+    provisioning = by_kind(docs, "ConfigMap")["colliderflow-grafana-provisioning"]["data"]
+    (source,) = yaml.safe_load(provisioning["datasources.yaml"])["datasources"]
+    services = by_kind(docs, "Service")
+    prometheus = services["colliderflow-prometheus"]["spec"]["ports"][0]["port"]
+    assert source["url"] == f"http://colliderflow-prometheus:{prometheus}"
+    for name in ("spark", "pipeline"):
+        dash = json.loads((CHARTS / f"spark-dashboard/dashboards/{name}.json").read_text())
+        ds = next(v for v in dash["templating"]["list"] if v["type"] == "datasource")
+        assert ds["current"]["value"] == source["uid"]
+    mounts = by_kind(docs, "Deployment")["colliderflow-grafana"]["spec"]["template"]["spec"]["containers"][0]
+    provider = yaml.safe_load(provisioning["dashboards.yaml"])["providers"][0]
+    assert provider["options"]["path"] in {m["mountPath"] for m in mounts["volumeMounts"]}
+
+
+def test_prometheus_scrapes_pushgateway_and_spark():
+    docs = render("spark-dashboard")
+    config = yaml.safe_load(by_kind(docs, "ConfigMap")["colliderflow-prometheus"]["data"]["prometheus.yml"])
+    jobs = {j["job_name"]: j for j in config["scrape_configs"]}
+    push = by_kind(docs, "Service")["colliderflow-pushgateway"]["spec"]["ports"][0]["port"]
+    assert jobs["pushgateway"]["static_configs"][0]["targets"] == [f"colliderflow-pushgateway:{push}"]
+    assert jobs["pushgateway"]["honor_labels"] is True  # keep the pushed dag/run/stage labels
+    assert jobs["spark-driver"]["metrics_path"] == "/metrics/prometheus"
+    assert jobs["spark-executors"]["metrics_path"] == "/metrics/executors/prometheus"
+    names = jobs["spark-driver"]["kubernetes_sd_configs"][0]["namespaces"]["names"]
+    assert names == chart_values("spark-dashboard")["prometheus"]["sparkNamespaces"]
+    spark_conf = (ROOT / "images/spark/Dockerfile").read_text()
+    assert "/metrics/prometheus" in spark_conf and "spark.ui.prometheus.enabled true" in spark_conf
+
+
+def test_grafana_password_required_or_existing_secret():
+    with pytest.raises(TemplateError, match="grafana.adminPassword"):
+        manifests(render_chart(CHARTS / "spark-dashboard", {}))
+    docs = render(
+        "spark-dashboard", {"grafana": {**chart_values("spark-dashboard")["grafana"], "existingSecret": "gf"}}
+    )
+    assert not by_kind(docs, "Secret")
+    env = by_kind(docs, "Deployment")["colliderflow-grafana"]["spec"]["template"]["spec"]["containers"][0][
+        "env"
+    ]
+    assert {e["valueFrom"]["secretKeyRef"]["name"] for e in env if "valueFrom" in e} == {"gf"}
+
+
+# --- dashboard queries use metric names that exist ---------------------------------------------------
+
+PROMQL_WORDS = set(
+    "sum max min avg count by without rate irate increase clamp_min clamp_max topk bottomk label_values "
+    "on ignoring group_left histogram_quantile".split()
+)
+
+
+def queries(dashboard: dict) -> list[str]:
+    out = [t["expr"] for p in dashboard["panels"] for t in p.get("targets", [])]
+    out += [v["query"] for v in dashboard["templating"]["list"] if v["type"] == "query"]
+    return out
+
+
+def metric_names(expr: str) -> tuple[set[str], list[str]]:
+    """Metric names in a PromQL expression, and the __name__ regexes it selects with."""
+    regexes = re.findall(r'__name__=~"([^"]+)"', expr)
+    bare = re.sub(r"\{[^}]*\}", " ", expr)  # label matchers
+    bare = re.sub(r"\[[^\]]*\]", " ", bare)  # range selectors
+    bare = re.sub(r"\b(by|without|on|ignoring)\s*\([^)]*\)", " ", bare)  # grouping labels
+    bare = re.sub(r",\s*[a-z_]+\s*\)", ")", bare)  # label_values(metric, label)
+    bare = re.sub(r"\b\d+(\.\d+)?(e[-+]?\d+)?\b", " ", bare)
+    words = set(re.findall(r"[A-Za-z_:][\w:]*", bare)) - PROMQL_WORDS
+    return words, regexes
+
+
+def test_spark_dashboard_queries_use_real_spark_metric_names():
+    sample = {
+        line.split("{")[0].split()[0]
+        for line in SPARK_METRICS.read_text().splitlines()
+        if line.strip() and not line.startswith("#")
+    }
+    dash = json.loads((CHARTS / "spark-dashboard/dashboards/spark.json").read_text())
+    used: set[str] = set()
+    for expr in queries(dash):
+        names, regexes = metric_names(expr)
+        assert names or regexes, expr
+        missing = names - sample
+        assert not missing, f"{expr}: {missing} not served by Spark 4.2.0"
+        for rx in regexes:
+            assert any(re.fullmatch(rx, n) for n in sample), f"{rx} matches no Spark metric"
+        used |= names
+    titles = " ".join(p["title"].lower() for p in dash["panels"])
+    for topic in ("active tasks", "cpu", "gc", "input", "shuffle"):
+        assert topic in titles, f"the Spark dashboard has no {topic} panel"
+
+
+def test_pipeline_dashboard_uses_the_pushed_metric_names():
+    dash = json.loads((CHARTS / "spark-dashboard/dashboards/pipeline.json").read_text())
+    used: set[str] = set()
+    for expr in queries(dash):
+        names, _ = metric_names(expr)
+        assert names <= set(PIPELINE_METRICS), f"{expr}: unknown {names - set(PIPELINE_METRICS)}"
+        used |= names
+        for name in names:
+            labels = set(re.findall(r"(\w+)=~?\"", expr))
+            assert labels <= PIPELINE_METRICS[name], f"{expr}: labels {labels - PIPELINE_METRICS[name]}"
+    assert used == set(PIPELINE_METRICS)
+    legend = {
+        m
+        for p in dash["panels"]
+        for t in p["targets"]
+        for m in re.findall(r"{{(\w+)}}", t.get("legendFormat", ""))
+    }
+    assert legend <= set().union(*PIPELINE_METRICS.values())
+
+
+def test_metric_names_documented_and_pushed():
+    """docs/deployment.md lists each pipeline metric with its labels; jobs.metrics (when present) pushes
+    exactly these names."""
+    doc = (ROOT / "docs/deployment.md").read_text()
+    for name, labels in PIPELINE_METRICS.items():
+        assert f"{name}{{{','.join(sorted(labels, key=['dag', 'run', 'stage', 'class'].index))}}}" in doc, (
+            name
+        )
+    job = ROOT / "jobs/metrics.py"
+    if not job.exists():
+        pytest.skip("jobs/metrics.py does not exist yet")
+    source = job.read_text() + "".join(p.read_text() for p in (ROOT / "jobs/common").glob("*.py"))
+    for name in PIPELINE_METRICS:
+        assert name in source or name.removeprefix("colliderflow_") in source, (
+            f"jobs.metrics does not push {name}"
+        )
