@@ -110,7 +110,7 @@ def _read_input(spark, url: str):
         url = os.path.abspath(path)
     from pyspark.sql import functions as F
 
-    df = spark.read.parquet(url)
+    df = spark.read.option("pathGlobFilter", "*.parquet").parquet(url)  # not summary.json etc.
     _check_schema(df.schema, url)
     return df.withColumn(_FILE, F.col("_metadata.file_path"))
 
