@@ -81,6 +81,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--workers", type=int, default=1, help="N > 1: launch N local worker processes")
     p.add_argument("--seed", type=int, default=42)
     p.add_argument("--shuffle-buffer", type=int, default=2048, help="events (each ~60 kB)")
+    p.add_argument("--train-events", type=int, default=None, help="multi-worker: skip counting the training set")
+    p.add_argument("--test-events", type=int, default=None, help="multi-worker: skip counting the test set")
     p.add_argument("--worker-weights-dir", default=None, help="diagnostics: each worker saves final weights")
     return p
 
@@ -117,7 +119,13 @@ def train(args: argparse.Namespace, cluster: ClusterInfo) -> dict:
     from jobs.common import model as model_lib
     from jobs.common.metrics import job_metrics
     from jobs.common.train_callbacks import Checkpointer, EpochRecorder, load_history
-    from jobs.common.train_input import check_bucketing_input, make_dataset, probe, resolve_format
+    from jobs.common.train_input import (
+        check_bucketing_input,
+        count_events,
+        make_dataset,
+        probe,
+        resolve_format,
+    )
 
     keras = model_lib.keras
     keras.utils.set_random_seed(args.seed)
@@ -136,6 +144,9 @@ def train(args: argparse.Namespace, cluster: ClusterInfo) -> dict:
     global_batch = args.batch_size * n_replicas
 
     def dataset(url: str, fmt: str, shuffle: bool, ctx: tf.distribute.InputContext | None = None):
+        """Single process: one pass over the set per epoch. Multi-worker (ctx given): this worker's
+        disjoint shard, repeated, in per-replica batches (distribute_datasets_from_function does
+        no re-batching and no auto-sharding)."""
         return make_dataset(
             url,
             fmt,
@@ -145,12 +156,22 @@ def train(args: argparse.Namespace, cluster: ClusterInfo) -> dict:
             bucketing=args.bucketing,
             max_particles=args.max_particles,
             shard=(ctx.input_pipeline_id, ctx.num_input_pipelines) if ctx else None,
+            repeat=ctx is not None,
         )
 
+    steps = {}
     if cluster.num_workers > 1:
-        train_ds = strategy.distribute_datasets_from_function(
-            lambda c: dataset(args.train, train_fmt, True, c)
-        )
+        # Workers must run the same number of steps: when one runs dry first, TF feeds it an empty
+        # batch whose unknown dimensions are 0, and a GRU over 0 time steps fails. So each worker
+        # cycles through its shard and an epoch is ceil(events / global batch) steps.
+        n_train = args.train_events or count_events(args.train, train_fmt)
+        n_test = args.test_events or count_events(args.test, test_fmt)
+        steps = {
+            "steps_per_epoch": max(1, -(-n_train // global_batch)),
+            "validation_steps": max(1, -(-n_test // global_batch)),
+        }
+        log.info("%d training / %d test events -> %s per epoch", n_train, n_test, steps)
+        train_ds = strategy.distribute_datasets_from_function(lambda c: dataset(args.train, train_fmt, True, c))
         test_ds = strategy.distribute_datasets_from_function(lambda c: dataset(args.test, test_fmt, False, c))
     else:
         train_ds = dataset(args.train, train_fmt, True)
@@ -196,6 +217,7 @@ def train(args: argparse.Namespace, cluster: ClusterInfo) -> dict:
             initial_epoch=initial_epoch,
             callbacks=callbacks,
             verbose=2 if cluster.is_chief else 0,
+            **steps,
         )
     wall = time.perf_counter() - t0
 

@@ -17,7 +17,16 @@ import tensorflow as tf
 
 from jobs.common.errors import BadInputError, UsageError
 from jobs.common.prepared import COUNT_COLUMN, GRU_COLUMN, HLF_COLUMN, N_PARTICLES
-from jobs.common.tfrecord_io import detect_format, iter_parquet_chunks, read_parquet_dataset, read_tfrecords
+from jobs.common.storage import filesystem
+from jobs.common.tfrecord_io import (
+    TFRECORD_SUFFIXES,
+    _compression_type,
+    _list_files,
+    detect_format,
+    iter_parquet_chunks,
+    read_parquet_dataset,
+    read_tfrecords,
+)
 
 FORMATS = ("auto", "tfrecord", "parquet")
 # particle-count bucket edges: fine where real events are dense (tens to a few hundred rows)
@@ -94,12 +103,14 @@ def make_dataset(
     max_particles: int | None = None,
     shard: tuple[int, int] | None = None,
     keep_n_particles: bool = False,
+    repeat: bool = False,
 ) -> tf.data.Dataset:
     """Batches of ({"HLF_input", "GRU_input"}, encoded_label) for model.fit / predict.
 
     Unbucketed: fixed (batch, 801 or max_particles, 19) batches, the reference set-up.
     Bucketed: (batch, L, 19) with L the batch's longest real particle list (<= max_particles).
-    shard=(index, count) gives one worker its disjoint part of the input.
+    shard=(index, count) gives one worker its disjoint part of the input; repeat cycles through it
+    (before batching, so that the pass boundary leaves no partial batches).
     """
     if max_particles is not None and not 1 <= max_particles <= N_PARTICLES:
         raise UsageError(f"--max-particles must be in 1..{N_PARTICLES}, got {max_particles}")
@@ -113,6 +124,8 @@ def make_dataset(
             shard=shard,
             include_n_particles=keep_n_particles,
         )
+        if repeat:
+            ds = ds.unbatch().repeat().batch(batch_size)
         if max_particles is not None and max_particles < N_PARTICLES:
             ds = ds.map(lambda x, y: ({**x, GRU_COLUMN: x[GRU_COLUMN][:, :max_particles]}, y))
         return ds if keep_n_particles else ds.map(_drop_count)
@@ -128,6 +141,8 @@ def make_dataset(
         shard=shard,
         include_n_particles=True,
     ).unbatch()
+    if repeat:
+        ds = ds.repeat()
 
     def cut(x, y):
         n = tf.clip_by_value(tf.cast(x[COUNT_COLUMN], tf.int32), 1, limit)
@@ -144,3 +159,22 @@ def make_dataset(
     if not keep_n_particles:
         ds = ds.map(_drop_count)
     return ds.prefetch(tf.data.AUTOTUNE)
+
+
+def count_events(url: str, fmt: str) -> int:
+    """Events in a prepared set: Parquet footers (cheap) or one pass over the TFRecord framing
+    (no parsing). Multi-worker training needs it to give every worker the same number of steps."""
+    if fmt == "parquet":
+        import pyarrow.parquet as pq
+
+        total = 0
+        for f in _list_files(url, (".parquet",)):
+            fs, path = filesystem(f)
+            with fs.open(path, "rb") as handle:
+                total += pq.ParquetFile(handle).metadata.num_rows
+        return total
+    files = _list_files(url, TFRECORD_SUFFIXES)
+    ds = tf.data.TFRecordDataset(
+        files, compression_type=_compression_type(files, "auto"), num_parallel_reads=tf.data.AUTOTUNE
+    )
+    return int(ds.reduce(np.int64(0), lambda n, _: n + 1).numpy())

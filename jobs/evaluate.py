@@ -1,0 +1,206 @@
+"""Evaluate a trained Inclusive Classifier on a prepared test set.
+
+    python -m jobs.evaluate --model DIR/model.keras --test URL --output DIR [--history DIR/history.json]
+
+Per-class one-vs-rest ROC AUC (how the reference reports it), accuracy, confusion matrix, ROC-curve and
+loss-curve PNGs, predictions.npz; metrics.json with `auc` {qcd, ttbar, wjets}, `accuracy`,
+`confusion_matrix` (rows: true class, columns: predicted), `events`, `events_per_second`.
+The output directory appears atomically.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import time
+from collections.abc import Sequence
+
+import numpy as np
+
+from jobs.common import cli
+from jobs.common.errors import BadInputError, UsageError
+from jobs.common.storage import atomic_output_dir, filesystem, write_json
+from jobs.common.trigger_classes import CLASSES
+
+log = logging.getLogger("jobs.evaluate")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m jobs.evaluate", description=__doc__.split("\n\n")[0])
+    p.add_argument("--model", required=True, help="model.keras written by jobs.train")
+    p.add_argument("--test", required=True, help="test set: TFRecord shards or Parquet (dir/glob/URL)")
+    p.add_argument("--output", required=True, help="output directory (replaced atomically)")
+    p.add_argument("--history", default=None, help="history.json of jobs.train, for the loss-curve plot")
+    p.add_argument("--format", default="auto", choices=["auto", "tfrecord", "parquet"])
+    p.add_argument("--batch-size", type=int, default=512)
+    p.add_argument(
+        "--bucketing", action="store_true", help="batch by real particle count (global-scaling sets)"
+    )
+    p.add_argument("--max-particles", type=int, default=None, help="keep only the first K particle rows")
+    return p
+
+
+def one_vs_rest_auc(y_true: np.ndarray, scores: np.ndarray) -> dict[str, float]:
+    """ROC AUC of class k's score for 'class k' against all other events, per class."""
+    from sklearn.metrics import roc_auc_score
+
+    return {name: float(roc_auc_score(y_true == k, scores[:, k])) for k, name in enumerate(CLASSES)}
+
+
+def load_classifier(path: str, variable_length: bool):
+    """The saved model; with variable_length, the same weights in a model that accepts any particle
+    count (a model trained unbucketed has a fixed 801-row input)."""
+    from jobs.common import model as model_lib
+
+    fs, local = filesystem(path)
+    if not fs.exists(local):
+        raise BadInputError(path, "no such file")
+    if not path.endswith(".keras"):
+        raise BadInputError(path, "expected a .keras model file written by jobs.train")
+    try:
+        if "://" in path and not path.startswith("file://"):
+            import tempfile
+
+            tmp = os.path.join(tempfile.mkdtemp(prefix="colliderflow-model-"), "model.keras")
+            fs.get(local, tmp)
+            local = tmp
+        model = model_lib.load_model(local)
+    except (OSError, ValueError, KeyError) as exc:
+        raise BadInputError(path, f"cannot be loaded as a Keras model: {str(exc).splitlines()[0][:200]}") from None
+    if variable_length and model.get_layer("GRU_input").input_shape[0][1] is not None:
+        flexible = model_lib.build_model(sequence_length=None)
+        flexible.set_weights(model.get_weights())
+        model = flexible
+    return model
+
+
+def predict(model, ds) -> tuple[np.ndarray, np.ndarray]:
+    """(true class, softmax scores) over the whole dataset; one traced function for all batch shapes."""
+    import tensorflow as tf
+
+    step = tf.function(lambda x: model(x, training=False), reduce_retracing=True)
+    labels, scores = [], []
+    for x, y in ds:
+        scores.append(step(x).numpy())
+        labels.append(np.argmax(y.numpy(), axis=1))
+    if not labels:
+        return np.zeros(0, dtype=np.int64), np.zeros((0, len(CLASSES)), dtype=np.float32)
+    return np.concatenate(labels), np.concatenate(scores).astype(np.float32)
+
+
+def plot_roc(y_true: np.ndarray, scores: np.ndarray, auc: dict[str, float], path: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from sklearn.metrics import roc_curve
+
+    fig, ax = plt.subplots(figsize=(5.5, 5))
+    for k, name in enumerate(CLASSES):
+        fpr, tpr, _ = roc_curve(y_true == k, scores[:, k])
+        ax.plot(fpr, tpr, label=f"{name} (AUC {auc[name]:.4f})")
+    ax.plot([0, 1], [0, 1], ls=":", color="grey")
+    ax.set(xlabel="false positive rate", ylabel="true positive rate", title="One-vs-rest ROC")
+    ax.legend(loc="lower right")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def plot_history(history: list[dict], path: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    epochs = [e["epoch"] for e in history]
+    fig, (a1, a2) = plt.subplots(1, 2, figsize=(10, 4))
+    for key, ax in (("loss", a1), ("accuracy", a2)):
+        for prefix, label in (("", "train"), ("val_", "test")):
+            values = [e.get(prefix + key) for e in history]
+            if any(v is not None for v in values):
+                ax.plot(epochs, values, marker="o", label=label)
+        ax.set(xlabel="epoch", ylabel=key)
+        ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def read_history(path: str) -> list[dict]:
+    fs, local = filesystem(path)
+    if not fs.exists(local):
+        raise BadInputError(path, "no such file")
+    try:
+        with fs.open(local, "r") as f:
+            history = json.load(f)
+    except json.JSONDecodeError as exc:
+        raise BadInputError(path, f"is not JSON: {exc}") from None
+    if not isinstance(history, list) or not all(isinstance(e, dict) and "epoch" in e for e in history):
+        raise BadInputError(path, "expected a list of per-epoch entries with 'epoch' (jobs.train history.json)")
+    return history
+
+
+def evaluate(args: argparse.Namespace) -> dict:
+    if args.batch_size < 1:
+        raise UsageError(f"--batch-size must be positive, got {args.batch_size}")
+    from sklearn.metrics import confusion_matrix
+
+    from jobs.common.metrics import job_metrics
+    from jobs.common.train_input import check_bucketing_input, make_dataset, probe, resolve_format
+
+    history = read_history(args.history) if args.history else None
+    fmt = resolve_format(args.test, args.format)
+    check_bucketing_input(args.test, fmt) if args.bucketing else probe(args.test, fmt)
+    model = load_classifier(args.model, variable_length=bool(args.bucketing or args.max_particles))
+    ds = make_dataset(
+        args.test, fmt, batch_size=args.batch_size, bucketing=args.bucketing, max_particles=args.max_particles
+    )
+    t0 = time.perf_counter()
+    y_true, scores = predict(model, ds)
+    wall = time.perf_counter() - t0
+    missing = [name for k, name in enumerate(CLASSES) if not (y_true == k).any()]
+    if missing:
+        raise BadInputError(args.test, f"holds no events of class(es) {', '.join(missing)}; AUC is undefined")
+    auc = one_vs_rest_auc(y_true, scores)
+    y_pred = scores.argmax(axis=1)
+    metrics = job_metrics(
+        stage="evaluate",
+        events=len(y_true),
+        wall_seconds=wall,
+        io={},
+        skipped={},
+        auc=auc,
+        accuracy=float((y_pred == y_true).mean()),
+        confusion_matrix=confusion_matrix(y_true, y_pred, labels=range(len(CLASSES))).tolist(),
+        classes=list(CLASSES),
+        model=args.model,
+        test=args.test,
+        format=fmt,
+        bucketing=args.bucketing,
+    )
+    with atomic_output_dir(args.output) as staging:
+        write_json(os.path.join(staging, "metrics.json"), metrics)
+        np.savez_compressed(os.path.join(staging, "predictions.npz"), label=y_true, scores=scores)
+        plot_roc(y_true, scores, auc, os.path.join(staging, "roc.png"))
+        if history:
+            plot_history(history, os.path.join(staging, "loss.png"))
+    return metrics
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    metrics = evaluate(build_parser().parse_args(argv))
+    log.info(
+        "%d events, AUC %s, accuracy %.4f, %.0f events/s",
+        metrics["events"],
+        {k: round(v, 4) for k, v in metrics["auc"].items()},
+        metrics["accuracy"],
+        metrics["events_per_second"] or 0.0,
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(cli.run(main))
