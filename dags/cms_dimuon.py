@@ -7,6 +7,7 @@ import pendulum
 from airflow.sdk import DAG, Asset, Param
 
 from colliderflow.backends import stage_task
+from colliderflow.collect import collect_metrics
 from colliderflow.dagkit import USER_DEFINED_FILTERS, USER_DEFINED_MACROS, data_root, default_args
 from colliderflow.params import common_params
 from colliderflow.stages import Resources, Stage
@@ -54,3 +55,4 @@ with DAG(
             pool="spark",
         )
     )
+    collect_metrics(RUN, after=[dimuon])

@@ -574,16 +574,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--stage-times", default=None, help="Airflow task durations: inline JSON or a JSON file")
     p.add_argument(
         "--pushgateway",
-        default=os.environ.get("COLLIDERFLOW_PUSHGATEWAY") or None,
-        help="Pushgateway URL (default $COLLIDERFLOW_PUSHGATEWAY; empty: no push)",
+        default=None,
+        help="Pushgateway URL (unset or empty: $COLLIDERFLOW_PUSHGATEWAY; that unset too: no push)",
     )
     return p
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    if args.pushgateway is not None and not args.pushgateway.strip():
-        args.pushgateway = None
+    args.pushgateway = (args.pushgateway or "").strip() or os.environ.get("COLLIDERFLOW_PUSHGATEWAY") or None
     if args.pushgateway and "://" not in args.pushgateway:
         raise UsageError(f"--pushgateway: expected a URL like http://host:9091, got {args.pushgateway!r}")
     collect(
