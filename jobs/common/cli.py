@@ -52,6 +52,7 @@ def parse_kv(pairs: Sequence[str], option: str) -> dict[str, str]:
 def run(main: Callable[[Sequence[str] | None], int | None], argv: Sequence[str] | None = None) -> int:
     """Run a stage's main; bad input or usage ends with a one-line message naming the culprit, exit 2."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("matplotlib").setLevel(logging.WARNING)  # font substitution notes are noise
     try:
         return main(argv) or 0
     except (BadInputError, UsageError) as exc:

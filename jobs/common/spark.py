@@ -24,9 +24,9 @@ def event_log_url(event_log_dir: str) -> str:
         path = event_log_dir.removeprefix("file://")
         os.makedirs(path, exist_ok=True)
         return os.path.abspath(path)
-    import fsspec
+    from jobs.common.storage import filesystem
 
-    fs, path = fsspec.core.url_to_fs(event_log_dir)
+    fs, path = filesystem(event_log_dir)
     fs.pipe(f"{path.rstrip('/')}/.keep", b"")
     return "s3a://" + event_log_dir[len("s3://") :] if event_log_dir.startswith("s3://") else event_log_dir
 
@@ -50,6 +50,7 @@ def spark_session(
         .config("spark.sql.session.timeZone", "UTC")
         .config("spark.driver.memory", os.environ.get("COLLIDERFLOW_SPARK_DRIVER_MEMORY", "4g"))
         .config("spark.python.worker.reuse", "true")
+        .config("spark.ui.showConsoleProgress", "false")  # progress bars garble task logs
         .config("spark.executorEnv.PYTHONPATH", os.pathsep.join(sys.path))
     )
     if event_log_dir:

@@ -39,8 +39,17 @@ def main(argv: list[str] | None = None) -> int:
 
     samples = os.path.join(out, "samples")
     print(f"[demo] generating {args.dimuon_events:,} NanoAOD-style di-muon events", flush=True)
-    run_job(env, "jobs.generate", "nanoaod", "--events", str(args.dimuon_events), "--files", "4",
-            "--output", f"{samples}/nanoaod")
+    run_job(
+        env,
+        "jobs.generate",
+        "nanoaod",
+        "--events",
+        str(args.dimuon_events),
+        "--files",
+        "4",
+        "--output",
+        f"{samples}/nanoaod",
+    )
     runs = os.path.join(out, "runs")
     dags_test(env, "cms_dimuon", {"input": f"{samples}/nanoaod/*.root", "output_root": runs})
 

@@ -11,8 +11,10 @@ import sys
 from colliderflow.dagkit import PROJECT_ROOT
 
 ADMIN_USER = "admin"
-POOLS = {"spark": (2, "Spark stages (bounds concurrent cluster-heavy tasks)"),
-         "training": (1, "TensorFlow training")}
+POOLS = {
+    "spark": (2, "Spark stages (bounds concurrent cluster-heavy tasks)"),
+    "training": (1, "TensorFlow training"),
+}
 
 
 def airflow_env(home: str | None = None, password: str | None = None) -> dict[str, str]:
@@ -24,19 +26,30 @@ def airflow_env(home: str | None = None, password: str | None = None) -> dict[st
     with open(pw_file, "w") as f:
         json.dump({ADMIN_USER: password}, f)
     env = dict(os.environ)
-    env.update({
-        "AIRFLOW_HOME": home,
-        "AIRFLOW__CORE__DAGS_FOLDER": str(PROJECT_ROOT / "dags"),
-        "AIRFLOW__CORE__PLUGINS_FOLDER": str(PROJECT_ROOT / "plugins"),
-        "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
-        "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": f"{ADMIN_USER}:admin",
-        "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE": pw_file,
-        "AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION": "True",
-        "AIRFLOW__LOGGING__LOGGING_LEVEL": env.get("AIRFLOW__LOGGING__LOGGING_LEVEL", "INFO"),
-        "COLLIDERFLOW_BACKEND": env.get("COLLIDERFLOW_BACKEND", "local"),
-        "PYTHONPATH": os.pathsep.join(filter(None, [str(PROJECT_ROOT), env.get("PYTHONPATH")])),
-    })
+    env.update(
+        {
+            "AIRFLOW_HOME": home,
+            "AIRFLOW__CORE__DAGS_FOLDER": str(PROJECT_ROOT / "dags"),
+            "AIRFLOW__CORE__PLUGINS_FOLDER": str(PROJECT_ROOT / "plugins"),
+            "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
+            "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": f"{ADMIN_USER}:admin",
+            "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE": pw_file,
+            "AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION": "True",
+            # a laptop: a handful of LocalExecutor workers, not one per core of a server
+            "AIRFLOW__CORE__PARALLELISM": env.get("AIRFLOW__CORE__PARALLELISM", "4"),
+            "AIRFLOW__LOGGING__LOGGING_LEVEL": env.get("AIRFLOW__LOGGING__LOGGING_LEVEL", "INFO"),
+            "COLLIDERFLOW_BACKEND": env.get("COLLIDERFLOW_BACKEND", "local"),
+            # `airflow standalone` starts its components as `airflow ...` from PATH: this environment's
+            "PATH": os.pathsep.join(filter(None, [os.path.dirname(sys.executable), env.get("PATH")])),
+            "PYTHONPATH": os.pathsep.join(filter(None, [str(PROJECT_ROOT), env.get("PYTHONPATH")])),
+        }
+    )
     return env
+
+
+def admin_password(env: dict[str, str]) -> str:
+    with open(env["AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE"]) as f:
+        return json.load(f)[ADMIN_USER]
 
 
 def airflow(env: dict[str, str], *args: str, check: bool = True, **kwargs) -> subprocess.CompletedProcess:
