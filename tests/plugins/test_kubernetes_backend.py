@@ -266,6 +266,13 @@ def test_configuration_from_environment(monkeypatch):
     cfg = KubernetesConfig.load()
     assert (cfg.spark_image, cfg.namespace, cfg.tf_port) == ("my.registry/spark:1", "hep", 3333)
     assert cfg.storage_secret == "colliderflow-storage"  # the chart's <release>-storage
+    monkeypatch.setenv("COLLIDERFLOW_STORAGE_ROOT", "s3://physics-bucket/cf/")
+    monkeypatch.setenv("COLLIDERFLOW_S3_ENDPOINT", "https://s3.example.org")
+    cfg = KubernetesConfig.load()
+    assert cfg.event_log_dir == "s3a://physics-bucket/cf/spark-events"
+    conf = kubernetes_task(Stage(task_id="s", module="dimuon", kind="spark"), cfg).application_body()["spec"]
+    assert conf["sparkConf"]["spark.hadoop.fs.s3a.endpoint"] == "https://s3.example.org"
+    assert conf["sparkConf"]["spark.eventLog.dir"] == "s3a://physics-bucket/cf/spark-events"
     assert spark_memory("512Mi") == "512m" and spark_memory("2g") == "2g"
     with pytest.raises(ValueError, match="memory"):
         spark_memory("lots")

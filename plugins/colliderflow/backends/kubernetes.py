@@ -57,7 +57,10 @@ class KubernetesConfig:
     storage_secret: str = "colliderflow-storage"
     storage_configmap: str = "colliderflow-storage"
     # Default Spark event-log location (a Hadoop URL); a stage's --event-log-dir overrides it per run.
+    # Unset: <$COLLIDERFLOW_STORAGE_ROOT>/spark-events (the chart's storage ConfigMap sets the root).
     event_log_dir: str = "s3a://colliderflow/spark-events"
+    # S3-compatible endpoint for Spark's own s3a:// I/O (event logs); default $COLLIDERFLOW_S3_ENDPOINT.
+    s3_endpoint: str = ""
     # Where the job modules live inside the images (images/*/Dockerfile: WORKDIR /opt/colliderflow/src).
     jobs_path: str = "local:///opt/colliderflow/src/jobs"
     kubernetes_conn_id: str = "kubernetes_default"
@@ -80,6 +83,13 @@ class KubernetesConfig:
             raise ValueError(
                 f"Variable colliderflow_kubernetes: unknown key(s) {unknown}; known: {sorted(known)}"
             )
+        root = os.environ.get("COLLIDERFLOW_STORAGE_ROOT", "")
+        if root.startswith(("s3://", "s3a://")):
+            overrides.setdefault(
+                "event_log_dir", "s3a://" + root.split("://", 1)[1].rstrip("/") + "/spark-events"
+            )
+        if os.environ.get("COLLIDERFLOW_S3_ENDPOINT"):
+            overrides.setdefault("s3_endpoint", os.environ["COLLIDERFLOW_S3_ENDPOINT"])
         for name in known:
             env = os.environ.get(f"COLLIDERFLOW_K8S_{name.upper()}")
             if env:
@@ -195,7 +205,6 @@ def spark_application(stage: Stage, cfg: KubernetesConfig) -> dict[str, Any]:
         # jobs.common.spark.spark_session: keep the cluster's master, serve the UI (Prometheus servlet).
         {"name": "COLLIDERFLOW_SPARK_MASTER", "value": IN_CLUSTER_MASTER},
         {"name": "COLLIDERFLOW_SPARK_UI", "value": "true"},
-        {"name": "COLLIDERFLOW_STORAGE_CREDENTIALS_DIR", "value": STORAGE_MOUNT},
     ]
     env_from = [
         {"secretRef": {"name": cfg.storage_secret, "optional": True}},
@@ -231,6 +240,14 @@ def spark_application(stage: Stage, cfg: KubernetesConfig) -> dict[str, Any]:
                 "spark.metrics.conf.*.sink.prometheusServlet.path": "/metrics/prometheus",
                 "spark.executor.processTreeMetrics.enabled": "true",
                 "spark.kubernetes.executor.deleteOnTermination": "true",
+                **(
+                    {
+                        "spark.hadoop.fs.s3a.endpoint": cfg.s3_endpoint,
+                        "spark.hadoop.fs.s3a.path.style.access": "true",
+                    }
+                    if cfg.s3_endpoint
+                    else {}
+                ),
             },
             "driver": {
                 **copy.deepcopy(common),
@@ -303,7 +320,6 @@ def spark_task(stage: Stage, cfg: KubernetesConfig, **kwargs: Any) -> Colliderfl
 def _pod_env(extra: dict[str, str] | None = None) -> list[k8s.V1EnvVar]:
     env = {
         "COLLIDERFLOW_BACKEND": "kubernetes",
-        "COLLIDERFLOW_STORAGE_CREDENTIALS_DIR": STORAGE_MOUNT,
         **(extra or {}),
     }
     return [k8s.V1EnvVar(name=k, value=str(v)) for k, v in env.items()]
