@@ -202,6 +202,12 @@ def _require_leaves(url: str, tree) -> None:
         require_branches(url, tree, missing)
 
 
+def _active_session():
+    from pyspark.sql import SparkSession
+
+    return SparkSession.getActiveSession()
+
+
 def class_summary(name: str, files: list[str], bad: dict[str, str], flow: np.ndarray | None) -> dict:
     flow = np.zeros(len(CUTS), np.int64) if flow is None else flow
     return {
@@ -240,11 +246,13 @@ def run(
         name: select_subset(expand_inputs(patterns, suffix=".root"), subset)
         for name, patterns in parse_inputs(inputs).items()
     }
-    own_spark = spark is None
     with atomic_output_dir(output) as staging:
         p = plan(files, staging, options, chunk_entries, batch_entries, on_bad_file)
-        if own_spark:
-            spark = spark_session("colliderflow-ingest", master, event_log_dir, spark_conf)
+        own_spark = spark is None and _active_session() is None  # never stop a session we did not start
+        if spark is None:
+            spark = _active_session() or spark_session(
+                "colliderflow-ingest", master, event_log_dir, spark_conf
+            )
         try:
             total = (
                 map_reduce(spark, p.items, _process, merger(merge_outs), partitions)
