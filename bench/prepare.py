@@ -1,0 +1,164 @@
+"""Throughput of the DL-trigger preparation: jobs.prepare and jobs.tfrecords on >= 100 k events.
+
+    python -m bench.prepare [--events 112000] [--master local[2]] [--scratch /tmp/bench-prepare]
+
+The input is a synthetic ingestion output (tests/jobs/ingested_fixture.py; generated once and reused
+from the scratch directory). Class shares 30/37/33 % so that undersampling keeps about 90 % of the
+events (>= 100 k with the default). Reported per stage: events/s, events/s per core (Spark task
+slots), MB written and MB/s written, and the ratio to a baseline measured here on the same machine:
+the same per-event work (decode, ΔR sort, scaling, encode) run in one plain Python process on one
+core without Spark. A ratio near 1 means Spark adds little per core; below 1 is the cost of the JVM
+<-> Arrow transfer of the particle lists, the shuffle and the task scheduling.
+"""
+
+from __future__ import annotations
+
+import argparse
+import glob
+import io
+import json
+import os
+import shutil
+import time
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from jobs import prepare, tfrecords
+from jobs.common.prepare_features import load_scaler
+from jobs.common.prepared import (
+    COUNT_COLUMN,
+    GRU_COLUMN,
+    HLF_COLUMN,
+    LABEL_COLUMN,
+    N_HLF,
+    N_PARTICLE_FEATURES,
+    N_PARTICLES,
+    nested_to_numpy,
+    numpy_to_nested,
+)
+from jobs.common.spark import spark_session
+from jobs.tfrecords import ShardTask, convert_file
+
+SHARES = (0.30, 0.37, 0.33)
+
+
+def make_input(directory: str, events: int) -> dict[int, int]:
+    from tests.jobs.ingested_fixture import write_ingested
+
+    counts = {k: int(events * s) for k, s in enumerate(SHARES)}
+    marker = os.path.join(directory, "summary.json")
+    if os.path.exists(marker):
+        with open(marker) as f:
+            if json.load(f).get("events_per_class") == {str(k): v for k, v in counts.items()}:
+                return counts
+    shutil.rmtree(directory, ignore_errors=True)
+    t0 = time.perf_counter()
+    write_ingested(directory, counts, seed=1, events_per_file=5000)
+    print(f"generated {sum(counts.values())} events in {time.perf_counter() - t0:.0f} s -> {directory}")
+    return counts
+
+
+def baseline_prepare(input_dir: str, scaler_path: str, max_events: int) -> float:
+    """events/s of the per-event work of jobs.prepare in one process: read, transform, encode."""
+    scaler = load_scaler(scaler_path)
+    files = sorted(glob.glob(os.path.join(input_dir, "label=*", "*.parquet")))
+    done, t0 = 0, time.perf_counter()
+    for path in files:
+        label = int(path.split("label=")[1].split(os.sep)[0])
+        for batch in pq.ParquetFile(path).iter_batches(batch_size=prepare.ARROW_BATCH_ROWS):
+            hlf = nested_to_numpy(batch.column("hfeatures"), (N_HLF,))
+            particles = nested_to_numpy(batch.column("particles"), (N_PARTICLES, N_PARTICLE_FEATURES))
+            out = scaler.transform(hlf, particles, np.full(len(hlf), label))
+            table = pa.table(
+                {
+                    HLF_COLUMN: numpy_to_nested(out[HLF_COLUMN]),
+                    GRU_COLUMN: numpy_to_nested(out[GRU_COLUMN]),
+                    LABEL_COLUMN: numpy_to_nested(out[LABEL_COLUMN]),
+                    COUNT_COLUMN: pa.array(out[COUNT_COLUMN]),
+                }
+            )
+            pq.write_table(table, io.BytesIO(), compression=prepare.PARQUET_COMPRESSION)
+            done += len(hlf)
+            if done >= max_events:
+                return done / (time.perf_counter() - t0)
+    return done / (time.perf_counter() - t0)
+
+
+def baseline_tfrecords(prepared_dir: str, scratch: str) -> float:
+    """events/s of one shard conversion in this process (what one Spark task does)."""
+    source = sorted(glob.glob(os.path.join(prepared_dir, "train", "*.parquet")))[0]
+    os.makedirs(scratch, exist_ok=True)
+    t0 = time.perf_counter()
+    result = convert_file(ShardTask("train", source, os.path.join(scratch, "one.tfrecord.gz")), "gzip")
+    return result.records["train"] / (time.perf_counter() - t0)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(prog="python -m bench.prepare", description=__doc__.splitlines()[0])
+    parser.add_argument("--events", type=int, default=112_000, help="ingested events (about 90%% are kept)")
+    parser.add_argument("--master", default="local[2]")
+    parser.add_argument("--scratch", default="/tmp/bench-prepare")
+    parser.add_argument("--baseline-events", type=int, default=5000)
+    parser.add_argument("--keep", action="store_true", help="keep the outputs in the scratch directory")
+    args = parser.parse_args()
+
+    input_dir = os.path.join(args.scratch, "ingest")
+    counts = make_input(input_dir, args.events)
+    prepared_dir, tfr_dir = os.path.join(args.scratch, "prepared"), os.path.join(args.scratch, "tfrecords")
+    spark = spark_session("bench-prepare", args.master, conf={"spark.ui.showConsoleProgress": "false"})
+    cores = spark.sparkContext.defaultParallelism
+    results = {"input_events": sum(counts.values()), "cores": cores, "master": args.master}
+    try:
+        t0 = time.perf_counter()
+        m = prepare.run(input_dir, prepared_dir, spark=spark)
+        wall = time.perf_counter() - t0
+        written = m["events_written"]
+        results["prepare"] = {
+            "events_in": m["events"],
+            "events_written": written,
+            "wall_s": wall,
+            "events_per_s": written / wall,
+            "events_per_s_per_core": written / wall / cores,
+            "mb_written": m["bytes_written"] / 1e6,
+            "mb_written_per_s": m["bytes_written"] / 1e6 / wall,
+        }
+        t0 = time.perf_counter()
+        m = tfrecords.run(prepared_dir, tfr_dir, compression="gzip", spark=spark)
+        wall = time.perf_counter() - t0
+        results["tfrecords"] = {
+            "events": m["events"],
+            "wall_s": wall,
+            "events_per_s": m["events"] / wall,
+            "events_per_s_per_core": m["events"] / wall / cores,
+            "mb_written": m["bytes_written"] / 1e6,
+            "mb_written_per_s": m["bytes_written"] / 1e6 / wall,
+            "compression": "gzip",
+        }
+    finally:
+        spark.stop()
+    base_p = baseline_prepare(input_dir, os.path.join(prepared_dir, "scaler.json"), args.baseline_events)
+    base_t = baseline_tfrecords(prepared_dir, os.path.join(args.scratch, "baseline"))
+    results["prepare"]["baseline_events_per_s_one_core"] = base_p
+    results["prepare"]["ratio_per_core_vs_baseline"] = results["prepare"]["events_per_s_per_core"] / base_p
+    results["tfrecords"]["baseline_events_per_s_one_core"] = base_t
+    results["tfrecords"]["ratio_per_core_vs_baseline"] = (
+        results["tfrecords"]["events_per_s_per_core"] / base_t
+    )
+    print(json.dumps(results, indent=2))
+    for stage in ("prepare", "tfrecords"):
+        r = results[stage]
+        print(
+            f"{stage:9s}: {r['events_per_s_per_core']:8.0f} events/s/core "
+            f"({cores} cores, {r['wall_s']:.0f} s), "
+            f"{r['mb_written_per_s']:6.1f} MB/s written, {r['ratio_per_core_vs_baseline']:.2f}x the "
+            f"single-process baseline ({r['baseline_events_per_s_one_core']:.0f} events/s)"
+        )
+    if not args.keep:
+        for d in (prepared_dir, tfr_dir, os.path.join(args.scratch, "baseline")):
+            shutil.rmtree(d, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
