@@ -19,6 +19,7 @@ from jobs import metrics as metrics_job
 from jobs.common.errors import BadInputError
 from jobs.common.eventlog import read_applications
 from tests.conftest import ROOT
+from tests.deploy.test_object_storage import bucket, s3_env, s3_server  # noqa: F401 (fixtures)
 
 CHUNK = 4000
 FILES, EVENTS = 2, 20_000
@@ -275,3 +276,26 @@ def test_push_to_a_real_pushgateway(dimuon_run, tmp_path, pushgateway):
         ]
         == 30.0
     )
+
+
+def test_report_from_a_run_on_object_storage(dimuon_run, bucket):  # noqa: F811 (fixture)
+    """The same run read from and reported to S3 (moto's server on loopback): the Kubernetes layout."""
+    from jobs.common.spark import event_log_url
+    from jobs.common.storage import filesystem
+
+    fs, _ = filesystem(f"s3://{bucket}")
+    fs.put(str(dimuon_run / "dimuon"), f"{bucket}/runs/r1/dimuon", recursive=True)
+    fs.put(str(dimuon_run / "spark-events"), f"{bucket}/runs/r1/spark-events", recursive=True)
+    fs.invalidate_cache()
+    run = f"s3://{bucket}/runs/r1"
+    summary = metrics_job.collect(run, dag_id="cms_dimuon", run_id="r1")
+    local = metrics_job.collect(str(dimuon_run), str(dimuon_run.parent / "local-report"), dag_id="cms_dimuon")
+    assert summary["stages"]["dimuon"]["events"] == local["stages"]["dimuon"]["events"] == EVENTS
+    assert summary["spark"]["applications"][0]["totals"] == local["spark"]["applications"][0]["totals"]
+    assert set(summary["plots"]) == set(local["plots"])
+    fs.invalidate_cache()
+    written = {p.rsplit("/", 1)[1] for p in fs.find(f"{bucket}/runs/r1/report")}
+    assert {"report.html", "summary.json", "_SUCCESS", *summary["plots"]} <= written
+    # Spark's spelling of an object-store event-log directory, created so Hadoop sees a directory.
+    assert event_log_url(f"s3://{bucket}/runs/r2/spark-events") == f"s3a://{bucket}/runs/r2/spark-events"
+    assert fs.exists(f"{bucket}/runs/r2/spark-events/.keep")
