@@ -9,8 +9,8 @@ import subprocess
 import sys
 
 import pytest
-from colliderflow.environment import airflow, airflow_env, prepare
 
+from colliderflow.environment import airflow, airflow_env, prepare
 from tests.conftest import ROOT
 
 

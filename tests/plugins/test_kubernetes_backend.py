@@ -16,6 +16,8 @@ import pytest
 import yaml
 from airflow.providers.cncf.kubernetes.operators.pod import KubernetesPodOperator
 from airflow.providers.cncf.kubernetes.operators.spark_kubernetes import SparkKubernetesOperator
+from kubernetes.client import ApiClient
+
 from colliderflow.backends import stage_task
 from colliderflow.backends.kubernetes import (
     IN_CLUSTER_MASTER,
@@ -26,8 +28,6 @@ from colliderflow.backends.kubernetes import (
 )
 from colliderflow.backends.local import LocalStageOperator
 from colliderflow.stages import Resources, Stage
-from kubernetes.client import ApiClient
-
 from tests.conftest import ROOT
 
 K8S_VERSION = "1.37.0"
@@ -323,3 +323,23 @@ def test_cms_dimuon_dag_on_kubernetes_submits_a_spark_application(monkeypatch, s
     assert args[args.index("--event-log-dir") + 1] == f"{run}/spark-events"
     assert args[args.index("--master") + 1] == IN_CLUSTER_MASTER
     assert not any("{{" in a for a in args)
+
+
+def test_a_dag_with_every_kind_serializes():
+    """What the DAG processor stores for the scheduler and UI (custom operators included)."""
+    from airflow.sdk import DAG
+    from airflow.serialization.serialized_objects import DagSerialization
+
+    with DAG("k8s_every_kind", start_date=pendulum.datetime(2026, 1, 1, tz="UTC"), schedule=None) as dag:
+        spark = kubernetes_task(
+            Stage(task_id="s", module="dimuon", kind="spark", args=["--o", "{{ run_id }}"]), CFG
+        )
+        pod = kubernetes_task(Stage(task_id="p", module="metrics", args=["--o", "{{ run_id }}"]), CFG)
+        train = kubernetes_task(
+            Stage(task_id="t", module="train", kind="tf-multiworker", resources=Resources(workers=2)), CFG
+        )
+        spark >> pod >> train
+    restored = DagSerialization.from_dict(DagSerialization.to_dict(dag))
+    assert restored.get_task("t").template_fields == ["arguments"]
+    assert restored.get_task("s").template_spec["spark"]["spec"]["arguments"] == ["--o", "{{ run_id }}"]
+    assert restored.get_task("p").upstream_task_ids == {"s"}
