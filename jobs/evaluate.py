@@ -68,7 +68,9 @@ def load_classifier(path: str, variable_length: bool):
             local = tmp
         model = model_lib.load_model(local)
     except (OSError, ValueError, KeyError) as exc:
-        raise BadInputError(path, f"cannot be loaded as a Keras model: {str(exc).splitlines()[0][:200]}") from None
+        raise BadInputError(
+            path, f"cannot be loaded as a Keras model: {str(exc).splitlines()[0][:200]}"
+        ) from None
     if variable_length and model.get_layer("GRU_input").input_shape[0][1] is not None:
         flexible = model_lib.build_model(sequence_length=None)
         flexible.set_weights(model.get_weights())
@@ -139,7 +141,9 @@ def read_history(path: str) -> list[dict]:
     except json.JSONDecodeError as exc:
         raise BadInputError(path, f"is not JSON: {exc}") from None
     if not isinstance(history, list) or not all(isinstance(e, dict) and "epoch" in e for e in history):
-        raise BadInputError(path, "expected a list of per-epoch entries with 'epoch' (jobs.train history.json)")
+        raise BadInputError(
+            path, "expected a list of per-epoch entries with 'epoch' (jobs.train history.json)"
+        )
     return history
 
 

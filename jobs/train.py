@@ -81,7 +81,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--workers", type=int, default=1, help="N > 1: launch N local worker processes")
     p.add_argument("--seed", type=int, default=42)
     p.add_argument("--shuffle-buffer", type=int, default=2048, help="events (each ~60 kB)")
-    p.add_argument("--train-events", type=int, default=None, help="multi-worker: skip counting the training set")
+    p.add_argument(
+        "--train-events", type=int, default=None, help="multi-worker: skip counting the training set"
+    )
     p.add_argument("--test-events", type=int, default=None, help="multi-worker: skip counting the test set")
     p.add_argument("--worker-weights-dir", default=None, help="diagnostics: each worker saves final weights")
     return p
@@ -171,7 +173,9 @@ def train(args: argparse.Namespace, cluster: ClusterInfo) -> dict:
             "validation_steps": max(1, -(-n_test // global_batch)),
         }
         log.info("%d training / %d test events -> %s per epoch", n_train, n_test, steps)
-        train_ds = strategy.distribute_datasets_from_function(lambda c: dataset(args.train, train_fmt, True, c))
+        train_ds = strategy.distribute_datasets_from_function(
+            lambda c: dataset(args.train, train_fmt, True, c)
+        )
         test_ds = strategy.distribute_datasets_from_function(lambda c: dataset(args.test, test_fmt, False, c))
     else:
         train_ds = dataset(args.train, train_fmt, True)
@@ -248,6 +252,7 @@ def train(args: argparse.Namespace, cluster: ClusterInfo) -> dict:
         training_events_per_second=events / train_s if train_s > 0 else None,
         epochs=args.epochs,
         initial_epoch=initial_epoch,
+        resumed_from=latest,
         epochs_run=len(this_run),
         workers=cluster.num_workers,
         replicas=n_replicas,
