@@ -160,6 +160,9 @@ def build_summary(
     for app in apps:
         d = app.to_dict()
         d["stage"] = app_stage.get(app.app_id) or app.app_name.removeprefix("colliderflow-")
+        # The application a stage's metrics.json names produced its output; others under the same
+        # stage are earlier attempts (killed or failed tries that Airflow retried).
+        d["produced_output"] = app.app_id in app_stage
         spark_apps.append(d)
     tasks = {t["task_id"]: {k: v for k, v in t.items() if k != "task_id"} for t in times.get("tasks", [])}
     return {
@@ -283,7 +286,7 @@ def stage_plots(outputs: dict[str, dict[str, Any]], summary: dict[str, Any], sta
                     "roc.png": "ROC curves",
                     "loss.png": "Loss curves",
                 }[name]
-        if output.get("history") and "loss.png" not in output["pngs"]:
+        if output.get("history") and not any("loss.png" in o["pngs"] for o in outputs.values()):
             from jobs.evaluate import plot_history
 
             dest = f"{key.replace('/', '_')}_loss.png"
@@ -374,7 +377,7 @@ def render_html(summary: dict[str, Any], plots: dict[str, str], staging: str) ->
             for st in a["stages"]:
                 rows.append(
                     (
-                        f"{a['stage']} / stage {st['stage_id']}.{st['attempt']}",
+                        f"{a['stage']} ({a['app_id']}) / stage {st['stage_id']}.{st['attempt']}",
                         st["num_tasks"],
                         st["tasks"],
                         st["failed_tasks"],
@@ -405,6 +408,9 @@ def render_html(summary: dict[str, Any], plots: dict[str, str], staging: str) ->
                 rows,
             )
         )
+    for err in s["spark"].get("unreadable_event_logs", []):
+        where, problem = html.escape(err["log"]), html.escape(err["problem"])
+        parts.append(f"<p>Unreadable event log <code>{where}</code>: {problem}</p>")
     if s["evaluation"]:
         ev = s["evaluation"]
         parts.append("<h2>Evaluation</h2>")
@@ -486,7 +492,11 @@ def prometheus_registry(summary: dict[str, Any]):
         if seconds is not None:
             wall.labels(name).set(seconds)
     per_stage: dict[str, dict[str, float]] = {}
-    for app in summary["spark"]["applications"]:
+    apps = summary["spark"]["applications"]
+    producing = {a["stage"] for a in apps if a["produced_output"]}
+    for app in apps:
+        if app["stage"] in producing and not app["produced_output"]:
+            continue  # an earlier attempt: its time is not the stage's
         acc = per_stage.setdefault(app["stage"], {})
         for key in (
             "executor_run_seconds",
@@ -540,8 +550,12 @@ def collect(
     run_id = run_id or times.get("run_id") or run_dir.rstrip("/").rsplit("/", 1)[-1]
     output = output or f"{run_dir.rstrip('/')}/report"
     outputs = find_stage_outputs(run_dir)
-    apps = read_applications(f"{run_dir.rstrip('/')}")
+    log_errors: list[dict[str, str]] = []
+    apps = read_applications(run_dir.rstrip("/"), errors=log_errors)
+    for err in log_errors:
+        log.warning("skipped event log %s: %s", err["log"], err["problem"])
     summary = build_summary(run_dir, dag_id, run_id, times, outputs, apps)
+    summary["spark"]["unreadable_event_logs"] = log_errors
     with atomic_output_dir(output) as staging:
         plots = stage_plots(outputs, summary, staging)
         summary["plots"] = plots

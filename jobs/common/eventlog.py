@@ -274,7 +274,16 @@ def summarize_application(parts: list[str]) -> ApplicationSummary:
     return app
 
 
-def read_applications(root: str) -> list[ApplicationSummary]:
-    """Every application whose event log lies below `root`, ordered by start time."""
-    apps = [summarize_application(parts) for parts in find_event_logs(root)]
+def read_applications(root: str, errors: list[dict[str, str]] | None = None) -> list[ApplicationSummary]:
+    """Every application whose event log lies below `root`, ordered by start time. With `errors`, an
+    unreadable log (e.g. of a driver killed before it wrote anything useful) is recorded there
+    instead of raised, so one killed attempt does not hide the metrics of its successful retry."""
+    apps = []
+    for parts in find_event_logs(root):
+        try:
+            apps.append(summarize_application(parts))
+        except BadInputError as exc:
+            if errors is None:
+                raise
+            errors.append({"log": exc.source, "problem": exc.problem})
     return sorted(apps, key=lambda a: (a.start_ms or 0, a.app_id))

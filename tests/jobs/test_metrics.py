@@ -179,6 +179,42 @@ def test_bad_inputs_name_the_culprit(tmp_path, dimuon_run):
     part.write_bytes(part.read_bytes()[: part.stat().st_size // 2])
     with pytest.raises(BadInputError, match=part.name):
         read_applications(str(broken))
+    garbage = broken / "spark-events" / "local-1.zstd"
+    garbage.write_bytes(b"not zstd at all" * 10)
+    with pytest.raises(BadInputError, match="local-1.zstd: corrupt zstd"):
+        read_applications(str(broken / "spark-events" / "local-1.zstd"))
+
+
+def test_a_killed_earlier_attempt_neither_blocks_nor_inflates_the_report(dimuon_run, tmp_path):
+    """A retried stage leaves the killed attempt's log (uncompressed, in progress, cut mid-line) and
+    an unreadable stub beside the successful one: the report lists them, the stage's Spark metrics
+    are those of the attempt that produced the output."""
+    import zstandard
+
+    run = tmp_path / "run"
+    shutil.copytree(dimuon_run / "dimuon", run / "dimuon")
+    shutil.copytree(dimuon_run / "spark-events", run / "spark-events")
+    (part,) = (run / "spark-events").glob("eventlog_v2_*/events_*")
+    job_app = json.loads((run / "dimuon" / "metrics.json").read_text())["spark"]["app_id"]
+    text = (
+        zstandard.ZstdDecompressor().stream_reader(part.read_bytes(), read_across_frames=True).read().decode()
+    )
+    killed = text.replace(job_app, "local-1000").split('{"Event":"SparkListenerJobEnd"')[0]
+    (run / "spark-events" / "local-1000.inprogress").write_text(killed + '{"Event":"SparkListenerTaskE')
+    (run / "spark-events" / "local-1001.inprogress").write_text('{"Event":"SparkListenerLogStart"}\n')
+    summary = metrics_job.collect(str(run), dag_id="cms_dimuon", run_id="r")
+    apps = {a["app_id"]: a for a in summary["spark"]["applications"]}
+    assert set(apps) == {job_app, "local-1000"}
+    assert apps[job_app]["produced_output"] and apps[job_app]["complete"]
+    assert not apps["local-1000"]["produced_output"] and not apps["local-1000"]["complete"]
+    assert apps["local-1000"]["totals"]["tasks"] > 0 and apps["local-1000"]["stage"] == "dimuon"
+    (err,) = summary["spark"]["unreadable_event_logs"]
+    assert err["log"].endswith("local-1001.inprogress") and "ApplicationStart" in err["problem"]
+    assert "local-1001.inprogress" in (run / "report" / "report.html").read_text()
+    reg = metrics_job.prometheus_registry(summary)
+    assert reg.get_sample_value(
+        "colliderflow_spark_executor_run_seconds", {"stage": "dimuon"}
+    ) == pytest.approx(apps[job_app]["totals"]["executor_run_seconds"])
 
 
 def _free_port() -> int:
