@@ -240,7 +240,12 @@ def open_instrumented(url: str, stats: IOStats, block_size: int = 4 * 2**20) -> 
 
 
 def write_json(path: str, obj: Any) -> None:
-    """Write JSON to a local path atomically (temp file in the same directory, then rename)."""
+    """Write JSON atomically: locally a temp file in the same directory, then rename; on an object
+    store (a shared staging prefix) one PUT, which is atomic per object."""
+    if not is_local(path):
+        fs, remote = filesystem(path)
+        fs.pipe_file(remote, (json.dumps(obj, indent=2, sort_keys=False) + "\n").encode())
+        return
     tmp = f"{path}.tmp-{uuid.uuid4().hex[:8]}"
     with open(tmp, "w") as f:
         json.dump(obj, f, indent=2, sort_keys=False)
@@ -261,38 +266,55 @@ def _replace_local_dir(staging: str, final: str) -> None:
         shutil.rmtree(old, ignore_errors=True)
 
 
-def _commit_remote_dir(local_dir: str, url: str) -> None:
-    """Commit a finished local directory to an object store, which has no rename.
-
-    1. upload everything under a hidden staging prefix beside the target (`.NAME.staging-*`); a
-       failure here leaves the target (and a previous output in it) untouched;
-    2. put the `_COMMITTING` marker in the target, then delete the previous `_SUCCESS` before any
-       other old object, then the rest of the old output;
-    3. server-side copy staging -> target, write `_SUCCESS`, and only then delete `_COMMITTING`.
-    From step 2 on, the target holds `_COMMITTING` until it is complete, so a reader going through
-    `check_complete` (expand_inputs does) refuses a half-copied or half-deleted output; a crash
-    leaves the marker behind, so the broken output stays refused until the task is rerun."""
+def _remote_target(url: str) -> tuple[fsspec.AbstractFileSystem, str, str]:
+    """The filesystem, the output path and a fresh hidden staging path beside it (`.NAME.staging-*`,
+    skipped by readers and globs over the parent)."""
     fs, path = filesystem(url)
     path = path.rstrip("/")
     parent, _, name = path.rpartition("/")
     if not parent or not name:
         raise UsageError(f"{url}: an output must be a prefix inside a bucket, not a bucket root")
-    staging = f"{parent}/.{name}.staging-{uuid.uuid4().hex[:12]}"
+    return fs, path, f"{parent}/.{name}.staging-{uuid.uuid4().hex[:12]}"
+
+
+def _publish_remote(fs: fsspec.AbstractFileSystem, staging: str, path: str) -> None:
+    """Copy a complete staging prefix over the output `path` of the same store (no rename there).
+
+    1. put the `_COMMITTING` marker in the target, then delete the previous `_SUCCESS` before any
+       other old object, then the rest of the old output;
+    2. server-side copy staging -> target, write `_SUCCESS`, and only then delete `_COMMITTING`.
+    From step 1 on the target holds `_COMMITTING` until it is complete, so a reader going through
+    `check_complete` (expand_inputs does) refuses a half-copied or half-deleted output; a crash
+    leaves the marker behind, so the broken output stays refused until the task is rerun."""
+    fs.invalidate_cache(staging)
+    sources = [p for p in fs.find(staging) if p.rsplit("/", 1)[-1] not in (SUCCESS_MARKER, COMMITTING_MARKER)]
+    fs.pipe_file(f"{path}/{COMMITTING_MARKER}", b"")
+    if fs.exists(f"{path}/{SUCCESS_MARKER}"):
+        fs.rm_file(f"{path}/{SUCCESS_MARKER}")
+    old = [p for p in fs.find(path) if p.rsplit("/", 1)[-1] != COMMITTING_MARKER]
+    if old:
+        fs.rm(old)
+    if sources:
+        fs.copy(sources, [path + p[len(staging) :] for p in sources])
+    fs.pipe_file(f"{path}/{SUCCESS_MARKER}", b"")
+    fs.rm_file(f"{path}/{COMMITTING_MARKER}")
+
+
+def _drop_remote(fs: fsspec.AbstractFileSystem, staging: str) -> None:
+    with contextlib.suppress(FileNotFoundError):
+        fs.rm(staging, recursive=True)
+    fs.invalidate_cache(staging.rpartition("/")[0])
+
+
+def _commit_remote_dir(local_dir: str, url: str) -> None:
+    """Commit a finished local directory to an object store: upload it under a hidden staging prefix
+    (a failure here leaves the target and a previous output untouched), then `_publish_remote`."""
+    fs, path, staging = _remote_target(url)
     try:
         fs.put(local_dir.rstrip("/") + "/", staging + "/", recursive=True)
-        fs.pipe_file(f"{path}/{COMMITTING_MARKER}", b"")
-        if fs.exists(f"{path}/{SUCCESS_MARKER}"):
-            fs.rm_file(f"{path}/{SUCCESS_MARKER}")
-        old = [p for p in fs.find(path) if p.rsplit("/", 1)[-1] != COMMITTING_MARKER]
-        if old:
-            fs.rm(old)
-        fs.copy(staging + "/", path + "/", recursive=True)
-        fs.pipe_file(f"{path}/{SUCCESS_MARKER}", b"")
-        fs.rm_file(f"{path}/{COMMITTING_MARKER}")
+        _publish_remote(fs, staging, path)
     finally:
-        with contextlib.suppress(FileNotFoundError):
-            fs.rm(staging, recursive=True)
-        fs.invalidate_cache(parent)
+        _drop_remote(fs, staging)
 
 
 def check_complete(url: str) -> None:
@@ -306,9 +328,23 @@ def check_complete(url: str) -> None:
 
 
 @contextlib.contextmanager
-def atomic_output_dir(url: str) -> Iterator[str]:
-    """Yield a local staging directory; on success it becomes `url` (replacing a previous output),
-    on failure it is deleted, so a half-written output is never visible under `url`."""
+def atomic_output_dir(url: str, *, shared: bool = False) -> Iterator[str]:
+    """Yield a staging directory; on success it becomes `url` (replacing a previous output), on
+    failure it is deleted, so a half-written output is never visible under `url`.
+
+    By default the staging directory is local (for a remote `url` it is uploaded at the end). With
+    `shared=True` and a remote `url`, it is a staging URL in the same store instead, for outputs that
+    Spark executors on other machines write into (through `filesystem()`/fsspec, or Spark's own
+    writers with the image's s3a/oci connectors); it is published the same way, with server-side
+    copies. For a local `url` both are the same local directory."""
+    if shared and not is_local(url):
+        fs, path, staging_path = _remote_target(url)
+        try:
+            yield f"{url.split('://', 1)[0]}://{staging_path}"
+            _publish_remote(fs, staging_path, path)
+        finally:
+            _drop_remote(fs, staging_path)
+        return
     if is_local(url):
         final = fsspec.core.url_to_fs(url)[1]
         parent = os.path.dirname(os.path.abspath(final)) or "."
