@@ -273,6 +273,11 @@ def test_configuration_from_environment(monkeypatch):
     conf = kubernetes_task(Stage(task_id="s", module="dimuon", kind="spark"), cfg).application_body()["spec"]
     assert conf["sparkConf"]["spark.hadoop.fs.s3a.endpoint"] == "https://s3.example.org"
     assert conf["sparkConf"]["spark.eventLog.dir"] == "s3a://physics-bucket/cf/spark-events"
+    monkeypatch.setenv("COLLIDERFLOW_STORAGE_ROOT", "oci://hep@tenancy/cf")
+    assert KubernetesConfig.load().event_log_dir == "oci://hep@tenancy/cf/spark-events"
+    monkeypatch.setenv("COLLIDERFLOW_K8S_TF_PORT", "twenty")
+    with pytest.raises(ValueError, match="COLLIDERFLOW_K8S_TF_PORT"):
+        KubernetesConfig.load()
     assert spark_memory("512Mi") == "512m" and spark_memory("2g") == "2g"
     with pytest.raises(ValueError, match="memory"):
         spark_memory("lots")

@@ -69,7 +69,8 @@ class KubernetesConfig:
 
     @classmethod
     def load(cls) -> KubernetesConfig:
-        """COLLIDERFLOW_K8S_<FIELD> wins, then the Airflow Variable `colliderflow_kubernetes` (JSON)."""
+        """COLLIDERFLOW_K8S_<FIELD> wins, then the Airflow Variable `colliderflow_kubernetes` (JSON),
+        then what the chart's storage ConfigMap says (storage root, S3 endpoint), then the defaults."""
         overrides: dict[str, Any] = {}
         try:
             from airflow.sdk import Variable
@@ -83,11 +84,10 @@ class KubernetesConfig:
             raise ValueError(
                 f"Variable colliderflow_kubernetes: unknown key(s) {unknown}; known: {sorted(known)}"
             )
-        root = os.environ.get("COLLIDERFLOW_STORAGE_ROOT", "")
-        if root.startswith(("s3://", "s3a://")):
-            overrides.setdefault(
-                "event_log_dir", "s3a://" + root.split("://", 1)[1].rstrip("/") + "/spark-events"
-            )
+        root = os.environ.get("COLLIDERFLOW_STORAGE_ROOT", "").rstrip("/")
+        if root.startswith(("s3://", "s3a://", "oci://")):
+            hadoop_root = "s3a://" + root.split("://", 1)[1] if root.startswith("s3") else root
+            overrides.setdefault("event_log_dir", f"{hadoop_root}/spark-events")
         if os.environ.get("COLLIDERFLOW_S3_ENDPOINT"):
             overrides.setdefault("s3_endpoint", os.environ["COLLIDERFLOW_S3_ENDPOINT"])
         for name in known:
@@ -96,7 +96,12 @@ class KubernetesConfig:
                 overrides[name] = env
         for name, value in list(overrides.items()):
             if known[name].type in ("int", int):
-                overrides[name] = int(value)
+                try:
+                    overrides[name] = int(value)
+                except ValueError:
+                    raise ValueError(
+                        f"COLLIDERFLOW_K8S_{name.upper()}: {value!r} is not an integer"
+                    ) from None
         return replace(cls(), **overrides)
 
     def image(self, role: str) -> str:
