@@ -345,6 +345,30 @@ def test_a_dag_with_every_kind_serializes():
         )
         spark >> pod >> train
     restored = DagSerialization.from_dict(DagSerialization.to_dict(dag))
-    assert restored.get_task("t").template_fields == ["arguments"]
+    assert restored.get_task("t").template_fields == ["arguments", "num_workers"]
     assert restored.get_task("s").template_spec["spark"]["spec"]["arguments"] == ["--o", "{{ run_id }}"]
     assert restored.get_task("p").upstream_task_ids == {"s"}
+
+
+def test_worker_count_from_a_param_on_both_backends(monkeypatch):
+    """`--workers {{ params.workers }}`: N local processes locally, N pods (each one worker) on Kubernetes."""
+    stage = Stage(task_id="train", module="train", kind="tf-multiworker",
+                  args=["--epochs", "1", "--workers", "{{ params.workers }}"])  # fmt: skip
+    monkeypatch.setenv("COLLIDERFLOW_BACKEND", "local")
+    local = stage_task(stage)
+    local.render_template_fields({"params": {"workers": 3}})
+    assert local.command()[-4:] == ["--epochs", "1", "--workers", "3"]
+    op = kubernetes_task(stage, CFG)
+    op.render_template_fields({"params": {"workers": 3}})
+    service, pods = op.manifests()
+    assert len(pods) == 3
+    for i, pod in enumerate(pods):
+        (c,) = pod["spec"]["containers"]
+        assert c["args"] == ["--epochs", "1"]  # no --workers inside a pod: each is one worker
+        assert (
+            json.loads(next(e["value"] for e in c["env"] if e["name"] == "TF_CONFIG"))["task"]["index"] == i
+        )
+    zero = kubernetes_task(stage, CFG)
+    zero.render_template_fields({"params": {"workers": 0}})
+    with pytest.raises(ValueError, match="worker count must be >= 1"):
+        zero.manifests()

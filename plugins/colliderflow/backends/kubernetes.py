@@ -379,7 +379,7 @@ class TFMultiWorkerOperator(BaseOperator):
     worker fails, and pods and Service are deleted on success, failure and kill alike. The pods are
     owned by the Service, so deleting it garbage-collects them even if this process dies."""
 
-    template_fields: Sequence[str] = ("arguments",)
+    template_fields: Sequence[str] = ("arguments", "num_workers")
     ui_color = "#ffe4b5"
 
     def __init__(
@@ -388,21 +388,30 @@ class TFMultiWorkerOperator(BaseOperator):
         stage: Stage,
         config: KubernetesConfig,
         arguments: Sequence[str] = (),
+        num_workers: int | str | None = None,
         poll_interval: float = 10.0,
         **kwargs: Any,
     ):
         super().__init__(**kwargs)
-        if stage.resources.workers < 1:
-            raise ValueError(f"{stage.task_id}: resources.workers must be >= 1")
         self.stage = stage
         self.config = config
         self.arguments = [str(a) for a in arguments]
+        # An int, or Jinja (e.g. "{{ params.workers }}") rendered before execute.
+        self.num_workers = stage.resources.workers if num_workers is None else num_workers
         self.poll_interval = poll_interval
         self._created: tuple[str, list[str]] | None = None
+        if isinstance(self.num_workers, int):
+            _ = self.workers  # validate now when it is known at parse time
 
     @property
     def workers(self) -> int:
-        return self.stage.resources.workers
+        try:
+            n = int(self.num_workers)
+        except (TypeError, ValueError):
+            raise ValueError(f"{self.task_id}: worker count {self.num_workers!r} is not an integer") from None
+        if n < 1:
+            raise ValueError(f"{self.task_id}: worker count must be >= 1, got {n}")
+        return n
 
     def job_name(self, context: Any | None = None) -> str:
         """Unique per DAG run and try (a retry never meets the previous try's pods), DNS-safe."""
@@ -565,11 +574,20 @@ class TFMultiWorkerOperator(BaseOperator):
 
 
 def tf_multiworker_task(stage: Stage, cfg: KubernetesConfig, **kwargs: Any) -> TFMultiWorkerOperator:
+    """A stage's `--workers N` (the local launcher's option, possibly Jinja) becomes the number of pods;
+    inside a pod the job is one worker of the cluster that TF_CONFIG describes."""
+    args = [str(a) for a in stage.args]
+    workers: int | str = stage.resources.workers
+    if "--workers" in args[:-1]:
+        i = args.index("--workers")
+        workers = args[i + 1]
+        del args[i : i + 2]
     return TFMultiWorkerOperator(
         task_id=stage.task_id,
         stage=stage,
         config=cfg,
-        arguments=stage.args,
+        arguments=args,
+        num_workers=workers,
         **_operator_kwargs(stage),
         **kwargs,
     )
