@@ -26,7 +26,7 @@ from jobs.common.delphes_features import BRANCHES, CUTS, LEPTON_CHOICES, Feature
 from jobs.common.errors import BadInputError, UsageError
 from jobs.common.metrics import job_metrics
 from jobs.common.prepared import N_HLF, N_PARTICLE_FEATURES, N_PARTICLES
-from jobs.common.rootio import Chunk, open_tree, read_arrays, require_branches, split_entries
+from jobs.common.rootio import Chunk, iterate_arrays, open_tree, require_branches, split_entries
 from jobs.common.spark import map_reduce, spark_info, spark_session
 from jobs.common.storage import (
     IOStats,
@@ -82,12 +82,13 @@ class ChunkOut:
 
     cutflow: dict[str, np.ndarray]
     written: int
+    cpu_seconds: float = 0.0  # process CPU time of the tasks: throughput per core on a shared machine
 
     def __add__(self, other: ChunkOut) -> ChunkOut:
         flow = dict(self.cutflow)
         for k, v in other.cutflow.items():
             flow[k] = flow[k] + v if k in flow else v
-        return ChunkOut(flow, self.written + other.written)
+        return ChunkOut(flow, self.written + other.written, self.cpu_seconds + other.cpu_seconds)
 
 
 def merge_outs(a: ChunkOut, b: ChunkOut) -> ChunkOut:
@@ -112,24 +113,34 @@ class ChunkTask:
         fs.makedirs(os.path.dirname(path), exist_ok=True)
         tmp = f"{path}.tmp"
         flow = np.zeros(len(CUTS), dtype=np.int64)
+        cpu0 = time.process_time()
         tree = open_tree(chunk.url, chunk.tree, stats)
         try:
             with (
                 fs.open(tmp, "wb") as sink,
                 pq.ParquetWriter(
-                    sink, SCHEMA, compression=COMPRESSION, use_dictionary=["source_file"]
+                    sink,
+                    SCHEMA,
+                    compression=COMPRESSION,
+                    use_dictionary=["source_file"],
+                    write_statistics=["source_file", "entry"],
                 ) as writer,
             ):
-                for start in range(chunk.start, chunk.stop, self.batch_entries):
-                    stop = min(start + self.batch_entries, chunk.stop)
-                    arrays = read_arrays(chunk.url, tree, BRANCHES, start, stop)
+                batches = iterate_arrays(
+                    chunk.url, tree, BRANCHES, chunk.start, chunk.stop, self.batch_entries
+                )
+                for start, arrays in batches:
                     features = compute(arrays, self.options, chunk.url)
                     flow += features.cutflow
                     writer.write_table(to_table(features, chunk.url, start))
+        except BaseException:
+            if fs.exists(tmp):
+                fs.rm(tmp)  # no partial file is left behind for readers (or for --on-bad-file skip)
+            raise
         finally:
             tree.file.close()
         fs.mv(tmp, path)
-        return ChunkOut({self.name: flow}, int(flow[-1]))
+        return ChunkOut({self.name: flow}, int(flow[-1]), time.process_time() - cpu0)
 
 
 def _process(item: tuple[Chunk, ChunkTask]) -> Partial[ChunkOut]:
@@ -303,6 +314,7 @@ def run(
             skipped=bad,
             spark={**info, "tasks": len(p.items)},
             task_seconds=total.task_seconds,
+            task_cpu_seconds=merged.cpu_seconds,
             events_written=merged.written,
             events_per_class={n: c["events_read"] for n, c in summary["classes"].items()},
             written_per_class={n: c["events_written"] for n, c in summary["classes"].items()},

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
 import awkward as ak
@@ -69,6 +69,27 @@ def read_arrays(url: str, tree: uproot.TTree, branches: Sequence[str], start: in
     except Exception as exc:
         raise BadInputError(
             url, f"cannot read entries {start}-{stop} ({_first_line(exc)}); truncated or corrupt?"
+        ) from None
+
+
+def iterate_arrays(
+    url: str, tree: uproot.TTree, branches: Sequence[str], start: int, stop: int, step: int
+) -> Iterator[tuple[int, ak.Array]]:
+    """(first entry, arrays) of consecutive `step`-entry batches of [start, stop). Unlike repeated
+    read_arrays calls, a basket spanning several batches is read and decompressed once. Errors become
+    BadInputError for `url`, as in read_arrays."""
+    first = start
+    try:
+        for arrays in tree.iterate(
+            list(branches), entry_start=start, entry_stop=stop, step_size=step, library="ak"
+        ):
+            yield first, arrays
+            first += len(arrays)
+    except BadInputError:
+        raise
+    except Exception as exc:
+        raise BadInputError(
+            url, f"cannot read entries {first}-{stop} ({_first_line(exc)}); truncated or corrupt?"
         ) from None
 
 

@@ -28,7 +28,7 @@ from jobs.generators.nanoaod import _file_events, two_body_decay
 log = logging.getLogger(__name__)
 
 W_MASS, W_WIDTH = 80.377, 2.085  # GeV, PDG
-EVENTS_PER_BASKET = 20_000
+EVENTS_PER_BASKET = 2_000  # one basket per extend: small enough for entry-range reads
 TWO_PI = 2 * np.pi
 
 

@@ -535,6 +535,8 @@ def test_on_bad_file_skip_drops_the_whole_file(generated, good_files, tmp_path, 
     assert summary["classes"]["wjets"]["skipped_files"] == 1
     rows = read_output(out)
     assert not [k for k in rows if k[0] == bad]
+    parts = [f for _, _, fs in os.walk(out) for f in fs if f.startswith("part-")]
+    assert parts and all(f.endswith(".parquet") and "-00001-" not in f for f in parts if "Wlnu" in f)
     wjets = [k for k in rows if rows[k][0] == LABELS["wjets"]]
     assert {k[0] for k in wjets} == {str(good)}
     assert summary["classes"]["wjets"]["events_written"] == len(wjets)

@@ -1,0 +1,140 @@
+"""Throughput of the DL-trigger ingestion (jobs.ingest) on >= 100 k generated Delphes events, beside the
+per-event oracle measured in the same run and the reference's 17 events/s/core.
+
+    python -m bench.ingest [--events 34000] [--master local[2]] [--scratch /tmp/bench-ingest]
+
+--events is per class (three classes). Reported:
+- job: events/s of the whole Spark job (wall clock, JVM start included) divided by the task slots,
+  and events per task CPU-second (the per-core rate of the tasks themselves: read, compute, write;
+  CPU time, so that other load on a shared machine does not count);
+- in-process: one core, no Spark, read + compute + Parquet write of a sample of events (CPU time);
+- oracle: tests/jobs/delphes_oracle.py (plain Python, one event at a time) on a sample, one core,
+  CPU time, reading excluded, so the ratio is a lower bound of the speed-up;
+- the reference: 54.5 M events in 2 h 11 min on 400 cores = 17 events/s/core.
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import os
+import time
+
+import pyarrow.parquet as pq
+import uproot
+
+from jobs import ingest
+from jobs.common.delphes_features import BRANCHES, compute
+from jobs.common.trigger_classes import CLASSES, SAMPLES, TREE
+from jobs.generators.delphes import generate
+
+REFERENCE_EVENTS_PER_S_PER_CORE = 54.47e6 / (2 * 3600 + 11 * 60) / 400  # ~17
+TARGET = 1000.0
+
+
+def make_input(directory: str, events: int, files: int) -> dict[str, str]:
+    """Generate (or reuse) `events` per class under `directory`."""
+    marker = os.path.join(directory, "bench.json")
+    spec = {"events": events, "files": files}
+    if not (os.path.exists(marker) and json.load(open(marker)) == spec):
+        t0 = time.perf_counter()
+        generate(events=events, output=directory, files=files, seed=1)
+        size = sum(os.path.getsize(os.path.join(r, f)) for r, _, fs in os.walk(directory) for f in fs)
+        print(f"generated 3 x {events} events ({size / 1e9:.2f} GB) in {time.perf_counter() - t0:.0f} s")
+        with open(marker, "w") as f:
+            json.dump(spec, f)
+    return {name: os.path.join(directory, SAMPLES[name]) for name in CLASSES}
+
+
+def first_file(directory: str) -> str:
+    return os.path.join(directory, sorted(f for f in os.listdir(directory) if f.endswith(".root"))[0])
+
+
+def in_process(inputs: dict[str, str], events: int) -> float:
+    """Events/s of read + compute + Parquet write in this process (one core), `events` per class."""
+    n, seconds = 0, 0.0
+    for directory in inputs.values():
+        path = first_file(directory)
+        with uproot.open(path) as f:
+            compute(f[TREE].arrays(list(BRANCHES), entry_stop=10))  # JIT warm-up outside the clock
+        t0 = time.process_time()
+        with uproot.open(path) as f, pq.ParquetWriter(io.BytesIO(), ingest.SCHEMA, compression="zstd") as w:
+            tree = f[TREE]
+            for start in range(0, events, ingest.DEFAULT_BATCH_ENTRIES):
+                stop = min(start + ingest.DEFAULT_BATCH_ENTRIES, events)
+                arrays = tree.arrays(list(BRANCHES), entry_start=start, entry_stop=stop)
+                w.write_table(ingest.to_table(compute(arrays), path, start))
+                n += stop - start
+        seconds += time.process_time() - t0
+    return n / seconds
+
+
+def oracle(inputs: dict[str, str], events: int) -> float:
+    """Events/s of the per-event oracle (file reading excluded), `events` per class."""
+    from tests.jobs.delphes_oracle import events_as_dicts, oracle_event
+
+    n, seconds = 0, 0.0
+    for directory in inputs.values():
+        with uproot.open(first_file(directory)) as f:
+            arrays = f[TREE].arrays(list(BRANCHES), entry_stop=events)
+        t0 = time.process_time()
+        for event in events_as_dicts(arrays):
+            oracle_event(event)
+        seconds += time.process_time() - t0
+        n += len(arrays)
+    return n / seconds
+
+
+def main(argv: list[str] | None = None) -> dict:
+    parser = argparse.ArgumentParser(prog="python -m bench.ingest", description=__doc__.splitlines()[0])
+    parser.add_argument("--events", type=int, default=34_000, help="events per class (3 classes)")
+    parser.add_argument("--files", type=int, default=4, help="files per class")
+    parser.add_argument("--master", default="local[2]")
+    parser.add_argument("--chunk-entries", type=int, default=ingest.DEFAULT_CHUNK_ENTRIES)
+    parser.add_argument("--sample-events", type=int, default=3000, help="in-process events per class")
+    parser.add_argument("--oracle-events", type=int, default=600, help="oracle events per class")
+    parser.add_argument("--scratch", default="/tmp/bench-ingest")
+    args = parser.parse_args(argv)
+
+    inputs = make_input(os.path.join(args.scratch, "delphes"), args.events, args.files)
+    os.environ.setdefault("COLLIDERFLOW_SPARK_DRIVER_MEMORY", "2g")
+    metrics = ingest.run(
+        [f"{n}={u}" for n, u in inputs.items()],
+        os.path.join(args.scratch, "out"),
+        master=args.master,
+        chunk_entries=args.chunk_entries,
+    )
+    cores = metrics["spark"]["default_parallelism"]
+    job_per_core = metrics["events"] / metrics["wall_seconds"] / cores
+    task_rate = metrics["events"] / metrics["task_cpu_seconds"]
+    single = in_process(inputs, args.sample_events)
+    slow = oracle(inputs, args.oracle_events)
+    result = {
+        "events": metrics["events"],
+        "events_written": metrics["events_written"],
+        "cores": cores,
+        "wall_seconds": metrics["wall_seconds"],
+        "job_events_per_s_per_core": job_per_core,
+        "task_events_per_s_per_core": task_rate,
+        "in_process_events_per_s": single,
+        "oracle_events_per_s": slow,
+        "reference_events_per_s_per_core": REFERENCE_EVENTS_PER_S_PER_CORE,
+        "bytes_read": metrics["bytes_read"],
+    }
+    print(f"ingestion of {metrics['events']} events ({metrics['events_written']} written) on {cores} cores:")
+    print(f"  job (wall, JVM start included): {job_per_core:8.0f} events/s/core")
+    print(f"  job (task CPU time)           : {task_rate:8.0f} events/s/core")
+    print(f"  in-process, one core          : {single:8.0f} events/s")
+    print(f"  per-event oracle, one core    : {slow:8.0f} events/s  (reading excluded)")
+    print(f"  reference (SparkDLTrigger)    : {REFERENCE_EVENTS_PER_S_PER_CORE:8.1f} events/s/core")
+    print(f"  ratio job/oracle {job_per_core / slow:.1f}x, task/oracle {task_rate / slow:.1f}x, ")
+    print(f"  ratio job/reference {job_per_core / REFERENCE_EVENTS_PER_S_PER_CORE:.0f}x")
+    print(f"  target {TARGET:.0f} events/s/core: {'met' if job_per_core >= TARGET else 'NOT met'} (job wall)")
+    with open(os.path.join(args.scratch, "bench-ingest.json"), "w") as f:
+        json.dump(result, f, indent=2)
+    return result
+
+
+if __name__ == "__main__":
+    main()
