@@ -151,6 +151,13 @@ def test_monitoring_wired_like_the_chart():
     jobs = {j["job_name"]: j for j in prometheus["scrape_configs"]}
     assert jobs["pushgateway"]["honor_labels"] is True
     assert jobs["pushgateway"]["static_configs"][0]["targets"] == ["pushgateway:9091"]
+    for job in ("spark-driver", "spark-executors"):  # local-mode Spark runs where LocalExecutor runs tasks
+        (target,) = jobs[job]["static_configs"][0]["targets"]
+        assert (
+            target == "airflow-scheduler:4040"
+            and env(SERVICES["airflow-scheduler"])["COLLIDERFLOW_BACKEND"] == "local"
+        )
+    assert "SPARK_CONF_DIR" in (ROOT / "images/airflow/Dockerfile").read_text()
     (source,) = yaml.safe_load(configs["grafana-datasources"]["content"])["datasources"]
     assert source["url"] == "http://prometheus:9090" and source["uid"] == "prometheus"
     provider = yaml.safe_load(configs["grafana-dashboards"]["content"])["providers"][0]
