@@ -79,10 +79,17 @@ def load_classifier(path: str, variable_length: bool):
 
 
 def predict(model, ds) -> tuple[np.ndarray, np.ndarray]:
-    """(true class, softmax scores) over the whole dataset; one traced function for all batch shapes."""
+    """(true class, softmax scores) over the whole dataset; one trace for all batch shapes (bucketed
+    batches vary in length, and a retrace of the GRU costs seconds)."""
     import tensorflow as tf
 
-    step = tf.function(lambda x: model(x, training=False), reduce_retracing=True)
+    from jobs.common.prepared import GRU_COLUMN, HLF_COLUMN, N_HLF, N_PARTICLE_FEATURES
+
+    signature = {
+        GRU_COLUMN: tf.TensorSpec([None, None, N_PARTICLE_FEATURES], tf.float32),
+        HLF_COLUMN: tf.TensorSpec([None, N_HLF], tf.float32),
+    }
+    step = tf.function(lambda x: model(x, training=False), input_signature=[signature])
     labels, scores = [], []
     for x, y in ds:
         scores.append(step(x).numpy())

@@ -38,20 +38,22 @@ class EpochRecorder(keras.callbacks.Callback):
         self.path = path
         self.entries = list(previous)
         self._t0 = self._t_train_end = 0.0
+        self._cpu0 = self._cpu_train_end = 0.0
 
     def on_epoch_begin(self, epoch, logs=None):
         self.entries = [e for e in self.entries if e["epoch"] <= epoch]
-        self._t0 = time.perf_counter()
-        self._t_train_end = 0.0
+        self._t0, self._cpu0 = time.perf_counter(), time.process_time()
+        self._t_train_end = self._cpu_train_end = 0.0
 
     def on_test_begin(self, logs=None):
         if not self._t_train_end:  # fit's validation run: training part of the epoch is over
-            self._t_train_end = time.perf_counter()
+            self._t_train_end, self._cpu_train_end = time.perf_counter(), time.process_time()
 
     def on_epoch_end(self, epoch, logs=None):
         logs = logs or {}
         now = time.perf_counter()
         train_s = (self._t_train_end or now) - self._t0
+        cpu_s = (self._cpu_train_end or time.process_time()) - self._cpu0
         events = float(logs.get("events", 0.0))
         entry = {"epoch": epoch + 1}
         entry.update({k: float(logs[k]) for k in HISTORY_KEYS if k in logs})
@@ -61,6 +63,9 @@ class EpochRecorder(keras.callbacks.Callback):
                 "val_events": int(logs.get("val_events", 0.0)),
                 "events_per_second": events / train_s if train_s > 0 else None,
                 "train_seconds": train_s,
+                # CPU seconds of this process in the training part: events per CPU-second is a
+                # per-core figure that holds up on a shared machine (wall-clock rates do not)
+                "train_cpu_seconds": cpu_s,
                 "wall_seconds": now - self._t0,
                 "lr": float(keras.backend.get_value(self.model.optimizer.learning_rate)),
             }
