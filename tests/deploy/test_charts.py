@@ -152,6 +152,8 @@ def test_credentials_only_in_the_secret():
         }
     }
     docs = render("colliderflow", values)
+    for doc in docs:
+        kubernetes_validate.validate(doc, K8S_VERSIONS[-1], strict=True)
     (secret,) = by_kind(docs, "Secret").values()
     assert base64.b64decode(secret["data"]["AWS_SECRET_ACCESS_KEY"]).decode() == SECRET_KEY
     others = [d for d in docs if d["kind"] != "Secret"]

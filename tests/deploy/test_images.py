@@ -129,4 +129,4 @@ def test_spark_image_has_object_store_connectors():
 def test_gpu_variant_keeps_locked_tensorflow_version():
     text = (ROOT / "images/tensorflow/Dockerfile").read_text()
     assert "ARG TF_VARIANT=cpu" in text
-    assert 'tensorflow[and-cuda]==$tfv' in text and "tensorflow-cpu==" in text
+    assert "tensorflow[and-cuda]==$tfv" in text and "tensorflow-cpu==" in text
