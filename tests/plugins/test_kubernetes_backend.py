@@ -372,3 +372,27 @@ def test_worker_count_from_a_param_on_both_backends(monkeypatch):
     zero.render_template_fields({"params": {"workers": 0}})
     with pytest.raises(ValueError, match="worker count must be >= 1"):
         zero.manifests()
+
+
+def test_shared_work_volume_in_every_kind(spark_schema):
+    """jobs.train needs a filesystem all workers share: a RWX claim mounted everywhere when configured."""
+    from dataclasses import replace
+
+    cfg = replace(CFG, work_volume_claim="cf-work", work_mount="/work")
+    body = kubernetes_task(Stage(task_id="s", module="prepare", kind="spark"), cfg).application_body()
+    jsonschema.validate(body, spark_schema)
+    assert body["spec"]["volumes"] == [{"name": "work", "persistentVolumeClaim": {"claimName": "cf-work"}}]
+    for role in ("driver", "executor"):
+        assert body["spec"][role]["volumeMounts"] == [{"name": "work", "mountPath": "/work"}]
+    _, pods = kubernetes_task(
+        Stage(task_id="t", module="train", kind="tf-multiworker", resources=Resources(workers=2)), cfg
+    ).manifests()
+    pod = pod_dict(
+        kubernetes_task(Stage(task_id="e", module="evaluate"), cfg).build_pod_request_obj(dry_run=True)
+    )
+    for p in [*pods, pod]:
+        validate_k8s(p)
+        assert {"name": "work", "persistentVolumeClaim": {"claimName": "cf-work"}} in p["spec"]["volumes"]
+        assert {"name": "work", "mountPath": "/work"} in p["spec"]["containers"][0]["volumeMounts"]
+    default = kubernetes_task(Stage(task_id="s", module="prepare", kind="spark"), CFG).application_body()
+    assert "volumes" not in default["spec"]

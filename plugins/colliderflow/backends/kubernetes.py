@@ -66,6 +66,11 @@ class KubernetesConfig:
     kubernetes_conn_id: str = "kubernetes_default"
     tf_port: int = 2222
     startup_timeout_seconds: int = 600
+    # A ReadWriteMany PersistentVolumeClaim mounted at `work_mount` in every stage pod (Spark driver
+    # and executors included), for outputs that need a shared filesystem (jobs.train's checkpoints and
+    # model, written by all workers). Empty: none.
+    work_volume_claim: str = ""
+    work_mount: str = "/work"
 
     @classmethod
     def load(cls) -> KubernetesConfig:
@@ -217,7 +222,11 @@ def spark_application(stage: Stage, cfg: KubernetesConfig) -> dict[str, Any]:
     ]
     secrets = [{"name": cfg.storage_secret, "path": STORAGE_MOUNT, "secretType": "Generic"}]
     labels = stage_labels(stage)
-    common = {"labels": labels, "env": env, "envFrom": env_from, "secrets": secrets}
+    common: dict[str, Any] = {"labels": labels, "env": env, "envFrom": env_from, "secrets": secrets}
+    volumes = []
+    if cfg.work_volume_claim:
+        volumes = [{"name": "work", "persistentVolumeClaim": {"claimName": cfg.work_volume_claim}}]
+        common["volumeMounts"] = [{"name": "work", "mountPath": cfg.work_mount}]
     module_path = stage.module.replace(".", "/")
     return {
         "apiVersion": SPARK_API_VERSION,
@@ -236,6 +245,7 @@ def spark_application(stage: Stage, cfg: KubernetesConfig) -> dict[str, Any]:
             # operator would multiply attempts and hide failures.
             "restartPolicy": {"type": "Never"},
             "timeToLiveSeconds": 86400,
+            **({"volumes": volumes} if volumes else {}),
             "sparkConf": {
                 "spark.eventLog.enabled": "true",
                 "spark.eventLog.dir": cfg.event_log_dir,
@@ -333,6 +343,17 @@ def _pod_env(extra: dict[str, str] | None = None) -> list[k8s.V1EnvVar]:
 def pod_operator_kwargs(stage: Stage, cfg: KubernetesConfig) -> dict[str, Any]:
     """KubernetesPodOperator arguments of a Python stage (shared with the training workers)."""
     volume, mount = storage_volume(cfg)
+    volumes, mounts = [volume], [mount]
+    if cfg.work_volume_claim:
+        volumes.append(
+            k8s.V1Volume(
+                name="work",
+                persistent_volume_claim=k8s.V1PersistentVolumeClaimVolumeSource(
+                    claim_name=cfg.work_volume_claim
+                ),
+            )
+        )
+        mounts.append(k8s.V1VolumeMount(name="work", mount_path=cfg.work_mount))
     return {
         "namespace": cfg.namespace,
         "image": cfg.image(image_role(stage)),
@@ -341,8 +362,8 @@ def pod_operator_kwargs(stage: Stage, cfg: KubernetesConfig) -> dict[str, Any]:
         "container_resources": container_resources(stage.resources),
         "env_vars": _pod_env(),
         "env_from": storage_env_from(cfg),
-        "volumes": [volume],
-        "volume_mounts": [mount],
+        "volumes": volumes,
+        "volume_mounts": mounts,
         "tolerations": gpu_tolerations(stage.resources),
         "service_account_name": cfg.training_service_account,
         "labels": stage_labels(stage),
