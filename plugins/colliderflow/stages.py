@@ -9,6 +9,20 @@ from typing import Literal
 
 StageKind = Literal["spark", "python", "tf-multiworker"]
 
+# An argument that renders to this is left out of the command line (see `flag`).
+OMIT = "__colliderflow_omit__"
+
+
+def flag(name: str, condition: str) -> str:
+    """A templated on/off option: `name` when the Jinja expression `condition` is true, else nothing
+    (e.g. flag("--bucketing", "params.bucketing")). Every backend drops the OMIT marker after rendering."""
+    return f"{{{{ '{name}' if ({condition}) else '{OMIT}' }}}}"
+
+
+def command_args(args: Sequence) -> list[str]:
+    """Rendered arguments as the job receives them."""
+    return [str(a) for a in args if str(a) != OMIT]
+
 
 @dataclass(frozen=True)
 class Resources:

@@ -396,3 +396,27 @@ def test_shared_work_volume_in_every_kind(spark_schema):
         assert {"name": "work", "mountPath": "/work"} in p["spec"]["containers"][0]["volumeMounts"]
     default = kubernetes_task(Stage(task_id="s", module="prepare", kind="spark"), CFG).application_body()
     assert "volumes" not in default["spec"]
+
+
+def test_flags_switched_by_params_on_every_backend(monkeypatch):
+    """flag("--bucketing", "params.b"): present when true, absent (not an empty argument) when false."""
+    from colliderflow.stages import flag
+
+    for kind in ("python", "spark", "tf-multiworker"):
+        stage = Stage(
+            task_id="t", module="train", kind=kind, args=["--epochs", "2", flag("--bucketing", "params.b")]
+        )
+        for on in (True, False):
+            expected = ["--epochs", "2", "--bucketing"] if on else ["--epochs", "2"]
+            monkeypatch.setenv("COLLIDERFLOW_BACKEND", "local")
+            local = stage_task(stage)
+            local.render_template_fields({"params": {"b": on}})
+            assert local.command()[3:] == expected + (["--workers", "1"] if kind == "tf-multiworker" else [])
+            op = kubernetes_task(stage, CFG)
+            op.render_template_fields({"params": {"b": on}})
+            if kind == "spark":
+                assert op.application_body()["spec"]["arguments"] == expected
+            elif kind == "python":
+                assert op.build_pod_request_obj(dry_run=True).spec.containers[0].args == expected
+            else:
+                assert op.manifests()[1][0]["spec"]["containers"][0]["args"] == expected

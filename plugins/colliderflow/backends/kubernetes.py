@@ -32,7 +32,7 @@ from airflow.sdk import BaseOperator
 from airflow.sdk.exceptions import AirflowException
 from kubernetes.client import models as k8s
 
-from colliderflow.stages import Resources, Stage
+from colliderflow.stages import Resources, Stage, command_args
 
 SPARK_API_VERSION = "sparkoperator.k8s.io/v1beta2"
 IN_CLUSTER_MASTER = "k8s://https://kubernetes.default.svc:443"
@@ -296,6 +296,7 @@ class ColliderflowSparkOperator(SparkKubernetesOperator):
     def render_template_fields(self, context, jinja_env=None) -> None:
         super().render_template_fields(context, jinja_env)
         spec = self.template_spec.get("spark", self.template_spec).get("spec", {})
+        spec["arguments"] = command_args(spec.get("arguments", []))
         for role in ("driver", "executor"):
             for key in self.INT_FIELDS:
                 value = spec.get(role, {}).get(key)
@@ -372,8 +373,16 @@ def pod_operator_kwargs(stage: Stage, cfg: KubernetesConfig) -> dict[str, Any]:
     }
 
 
+class ColliderflowPodOperator(KubernetesPodOperator):
+    """KubernetesPodOperator whose rendered arguments drop the stages' OMIT marker (off flags)."""
+
+    def render_template_fields(self, context, jinja_env=None) -> None:
+        super().render_template_fields(context, jinja_env)
+        self.arguments = command_args(self.arguments or [])
+
+
 def python_task(stage: Stage, cfg: KubernetesConfig, **kwargs: Any) -> KubernetesPodOperator:
-    return KubernetesPodOperator(
+    return ColliderflowPodOperator(
         task_id=stage.task_id,
         name=dns_name(stage.task_id),
         arguments=[str(a) for a in stage.args],
@@ -488,7 +497,7 @@ class TFMultiWorkerOperator(BaseOperator):
             random_name_suffix=False,
             hostname=f"{job}-worker-{index}",
             subdomain=job,
-            arguments=list(self.arguments),
+            arguments=command_args(self.arguments),
             ports=[k8s.V1ContainerPort(name="tf", container_port=self.config.tf_port)],
             **kwargs,
         )

@@ -15,7 +15,7 @@ from typing import Any
 from airflow.sdk import BaseOperator
 from airflow.sdk.exceptions import AirflowException
 
-from colliderflow.stages import Stage
+from colliderflow.stages import Stage, command_args
 
 
 class LocalStageOperator(BaseOperator):
@@ -34,7 +34,7 @@ class LocalStageOperator(BaseOperator):
         self._proc: subprocess.Popen | None = None
 
     def command(self) -> list[str]:
-        return [sys.executable, "-m", f"jobs.{self.module}", *[str(a) for a in self.args]]
+        return [sys.executable, "-m", f"jobs.{self.module}", *command_args(self.args)]
 
     def execute(self, context: Any) -> None:
         cmd = self.command()
