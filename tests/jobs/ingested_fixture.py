@@ -31,8 +31,8 @@ from jobs.common.prepared import (
     N_PARTICLE_FEATURES,
     N_PARTICLES,
     PARTICLE_FEATURES,
-    numpy_to_nested,
 )
+from jobs.ingest import SCHEMA as INGEST_SCHEMA
 
 BLOCKS = (("track", 450), ("photon", 150), ("neutral", 200))  # after the lepton row
 _F = {name: i for i, name in enumerate(PARTICLE_FEATURES)}
@@ -107,17 +107,21 @@ def generate_events(n: int, label: int, seed: int) -> tuple[np.ndarray, np.ndarr
 def ingested_table(
     hlf: np.ndarray, particles: np.ndarray, source_file: str, first_entry: int = 0, label: int | None = None
 ) -> pa.Table:
-    """The ingestion columns for arrays of events (with `label` when given)."""
+    """The ingestion columns for arrays of events, with jobs.ingest's Arrow schema (fixed-size lists,
+    non-nullable), plus `label` when given."""
     n = hlf.shape[0]
-    columns = {
-        "hfeatures": numpy_to_nested(hlf),
-        "particles": numpy_to_nested(particles),
-        "source_file": pa.array([source_file] * n, pa.string()),
-        "entry": pa.array(np.arange(first_entry, first_entry + n, dtype=np.int64)),
-    }
+    rows = pa.FixedSizeListArray.from_arrays(pa.array(particles.reshape(-1)), N_PARTICLE_FEATURES)
+    arrays = [
+        pa.FixedSizeListArray.from_arrays(pa.array(hlf.reshape(-1)), N_HLF),
+        pa.FixedSizeListArray.from_arrays(rows, N_PARTICLES),
+        pa.array([source_file] * n, pa.string()),
+        pa.array(np.arange(first_entry, first_entry + n, dtype=np.int64)),
+    ]
+    schema = INGEST_SCHEMA
     if label is not None:
-        columns["label"] = pa.array(np.full(n, label, dtype=np.int32))
-    return pa.table(columns)
+        arrays.append(pa.array(np.full(n, label, dtype=np.int32)))
+        schema = schema.append(pa.field("label", pa.int32(), nullable=False))
+    return pa.Table.from_arrays(arrays, schema=schema)
 
 
 def write_ingested(

@@ -32,6 +32,7 @@ from jobs.common.prepared import (
     N_PARTICLES,
     PHI,
     nested_to_numpy,
+    numpy_to_nested,
 )
 from tests.jobs.ingested_fixture import generate_events, ingested_table, write_ingested
 
@@ -298,7 +299,9 @@ def test_wrong_particle_count_names_the_file(spark, tmp_path):
     write_ingested(str(tmp_path / "in"), {0: 6, 1: 6, 2: 6}, events_per_file=6)
     hlf, particles = generate_events(6, 1, seed=5)
     bad = str(tmp_path / "in" / "label=1" / "part-00000.parquet")
-    pq.write_table(ingested_table(hlf, particles[:, :800], "bad.root"), bad)
+    table = ingested_table(hlf, particles[:, :801], "bad.root")  # then one particle row too few:
+    table = table.set_column(1, "particles", numpy_to_nested(particles[:, :800]))
+    pq.write_table(table, bad)
     with pytest.raises(BadInputError, match=r"part-00000\.parquet.*expected 801"):
         prepare.run(str(tmp_path / "in"), str(tmp_path / "out"), spark=spark, test_fraction=0.5)
 
