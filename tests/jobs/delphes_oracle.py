@@ -14,26 +14,20 @@ import math
 import awkward as ak
 import numpy as np
 
-COLLECTIONS = {
-    "EFlowTrack": ("PT", "Eta", "Phi", "X", "Y", "Z", "PID"),
-    "EFlowPhoton": ("ET", "Eta", "Phi"),
-    "EFlowNeutralHadron": ("ET", "Eta", "Phi"),
-    "Electron": ("PT", "Eta", "Phi", "Charge"),
-    "MuonTight": ("PT", "Eta", "Phi", "Charge"),
-    "Jet": ("PT", "Eta", "BTag"),
-    "MissingET": ("MET", "Phi"),
-}
-
 
 def events_as_dicts(arrays: ak.Array) -> list[dict[str, list[dict]]]:
-    """Each event as {collection: [ {field: value}, ... ]} from arrays with '<Collection>.<Field>' fields."""
+    """Each event as {collection: [{field: value}, ...]} from arrays with '<Collection>.<Field>' fields."""
+    fields: dict[str, list[str]] = {}
+    for name in arrays.fields:
+        coll, field = name.split(".")
+        fields.setdefault(coll, []).append(field)
     cols = {k: ak.to_list(arrays[k]) for k in arrays.fields}
     out = []
     for i in range(len(arrays)):
         event = {}
-        for coll, fields in COLLECTIONS.items():
-            n = len(cols[f"{coll}.{fields[0]}"][i])
-            event[coll] = [{f: cols[f"{coll}.{f}"][i][j] for f in fields} for j in range(n)]
+        for coll, names in fields.items():
+            n = len(cols[f"{coll}.{names[0]}"][i])
+            event[coll] = [{f: cols[f"{coll}.{f}"][i][j] for f in names} for j in range(n)]
         out.append(event)
     return out
 
