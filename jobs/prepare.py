@@ -56,6 +56,13 @@ DEFAULT_SEED = 42
 DEFAULT_TEST_FRACTION = 0.2
 ROWS_PER_PARTITION = 10_000  # training events per shuffle partition (= output file) when not given
 ARROW_BATCH_ROWS = 256  # events per Arrow batch handed to Python: ~16 MB of particles as float32
+# Row batches small enough for 801 x 19 floats per row: Spark's vectorized Parquet reader allocates
+# one contiguous vector per batch (its default of 4096 rows asks for ~250 MB per column and task and
+# runs the JVM out of heap), and Arrow batches to Python of the same size.
+BATCH_CONF = {
+    "spark.sql.parquet.columnarReaderBatchSize": str(ARROW_BATCH_ROWS),
+    "spark.sql.execution.arrow.maxRecordsPerBatch": str(ARROW_BATCH_ROWS),
+}
 PARQUET_COMPRESSION = "zstd"
 _FILE = "_file"  # the Parquet file a row came from (Spark's _metadata.file_path), for error messages
 
@@ -352,12 +359,13 @@ def run(
         conf.setdefault("spark.sql.shuffle.partitions", str(shuffle_partitions))
     if own_spark:
         spark = spark_session("colliderflow-prepare", master, event_log_dir, conf)
-    saved = {k: spark.conf.get(k, None) for k in ("spark.sql.execution.arrow.maxRecordsPerBatch",)}
+    session_conf = {k: conf.get(k, v) for k, v in BATCH_CONF.items()}  # --spark-conf may override
+    if shuffle_partitions:
+        session_conf["spark.sql.shuffle.partitions"] = str(shuffle_partitions)
+    saved = {k: spark.conf.get(k, None) for k in session_conf}
     try:
-        spark.conf.set("spark.sql.execution.arrow.maxRecordsPerBatch", str(ARROW_BATCH_ROWS))
-        if shuffle_partitions and not own_spark:
-            saved["spark.sql.shuffle.partitions"] = spark.conf.get("spark.sql.shuffle.partitions")
-            spark.conf.set("spark.sql.shuffle.partitions", str(shuffle_partitions))
+        for k, v in session_conf.items():
+            spark.conf.set(k, v)
         raw = _read_input(spark, input_url)
         counts = _class_counts(raw, input_url)
         n_min = min(counts.values())
