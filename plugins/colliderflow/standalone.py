@@ -5,12 +5,17 @@ signal is forwarded as SIGINT, which `airflow standalone` handles (SIGTERM would
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import signal
 import subprocess
 import sys
+import threading
+import time
 
 from colliderflow import environment
+
+SHUTDOWN_GRACE_S = 30.0
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -31,8 +36,8 @@ def main(argv: list[str] | None = None) -> int:
         flush=True,
     )
     exe = os.path.join(os.path.dirname(sys.executable), "airflow")
-    # own session: a terminal's Ctrl-C reaches only us, and we forward exactly one SIGINT. SIGINT back
-    # to its default in the child, since a shell starting us in the background leaves it ignored.
+    # own session: a terminal's Ctrl-C reaches only us, and shutdown() signals the whole group. SIGINT
+    # back to its default in the child, since a shell starting us in the background leaves it ignored.
     proc = subprocess.Popen(
         [exe, "standalone"],
         env=env,
@@ -40,12 +45,39 @@ def main(argv: list[str] | None = None) -> int:
         preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),  # noqa: PLW1509
     )
 
-    def forward(signum: int, _frame) -> None:
-        proc.send_signal(signal.SIGINT)
-
-    signal.signal(signal.SIGINT, forward)
-    signal.signal(signal.SIGTERM, forward)
+    stop = threading.Event()
+    signal.signal(signal.SIGINT, lambda *_: stop.set())
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    while proc.poll() is None and not stop.wait(1.0):
+        pass
+    if proc.poll() is None:
+        shutdown(proc)
     return proc.wait()
+
+
+def _group_alive(proc: subprocess.Popen) -> bool:
+    proc.poll()  # reap the leader, else its zombie keeps the group "alive"
+    try:
+        os.killpg(proc.pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+def shutdown(proc: subprocess.Popen, grace_s: float = SHUTDOWN_GRACE_S) -> None:
+    """What a terminal's Ctrl-C does, SIGINT to the whole group, so that every component takes its
+    clean-shutdown path; components still alive after `grace_s` (the LocalExecutor can wait forever on
+    a dead worker, apache/airflow#67870) get a second SIGINT, then SIGTERM, then SIGKILL, so that
+    nothing is left behind."""
+    for sig in (signal.SIGINT, signal.SIGINT, signal.SIGTERM, signal.SIGKILL):
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, sig)
+        deadline = time.monotonic() + grace_s
+        while time.monotonic() < deadline and _group_alive(proc):
+            time.sleep(0.5)
+        if not _group_alive(proc):
+            return
+        print(f"[airflow] components still running {grace_s:.0f} s after {sig.name}", flush=True)
 
 
 if __name__ == "__main__":
