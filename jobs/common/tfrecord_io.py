@@ -27,7 +27,7 @@ from jobs.common.prepared import (
     ShapeError,
     nested_to_numpy,
 )
-from jobs.common.storage import GLOB_CHARS, filesystem, is_local
+from jobs.common.storage import GLOB_CHARS, check_complete, filesystem, is_local
 
 TFRECORD_SUFFIXES = (".tfrecord", ".tfrecord.gz")
 
@@ -49,6 +49,7 @@ def _list_files(url: str, suffixes: tuple[str, ...]) -> list[str]:
     if GLOB_CHARS & set(path):
         found = [p for p in fs.glob(path) if fs.isfile(p)]
     elif fs.isdir(path):
+        check_complete(url)  # refuse an object-store output whose commit did not finish
         found = [p for p in fs.find(path) if p.endswith(suffixes)]
     elif fs.isfile(path):
         found = [path]
