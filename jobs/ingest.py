@@ -171,7 +171,6 @@ def leaf_names(tree) -> set[str]:
 @dataclass
 class Plan:
     items: list[tuple[Chunk, ChunkTask]]
-    files: dict[str, list[str]]
     bad: dict[str, str]
     io: dict[str, IOStats]
 
@@ -203,7 +202,7 @@ def plan(
                     raise
                 log.warning("skipping %s", exc)
                 bad[url] = exc.problem
-    return Plan(items, files, bad, io)
+    return Plan(items, bad, io)
 
 
 def _require_leaves(url: str, tree) -> None:
