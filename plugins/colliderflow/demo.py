@@ -1,5 +1,6 @@
-"""`make demo`: generate small samples and run the demo pipelines end to end through Airflow on the
-embedded default (SQLite metadata DB, local backend, Spark local[*]); print where the outputs are."""
+"""`make demo`: generate small samples and run both demo pipelines end to end through Airflow on the
+embedded default (SQLite metadata DB, local backend, Spark local[*], TensorFlow in one process), then
+print where the outputs, plots and run reports are."""
 
 from __future__ import annotations
 
@@ -13,55 +14,64 @@ import time
 from colliderflow import environment
 
 DIMUON_EVENTS = 2_000_000
+TRIGGER_EVENTS = 1_500  # per class: enough for the classifier to learn something in 3 epochs
+TRIGGER_EPOCHS = 3
 
 
 def run_job(env: dict[str, str], *args: str) -> None:
     subprocess.run([sys.executable, "-m", *args], env=env, check=True)
 
 
-def dags_test(env: dict[str, str], dag_id: str, conf: dict) -> None:
-    """`airflow dags test`: a real DAG run against the metadata DB, tasks executed in this process."""
+def dags_test(env: dict[str, str], dag_id: str, conf: dict) -> str:
+    """`airflow dags test`: a real DAG run against the metadata DB, tasks executed in this process.
+    Returns the run's output directory (the newest under <output_root>/<dag_id>)."""
     t0 = time.perf_counter()
     environment.airflow(env, "dags", "test", dag_id, "-c", json.dumps(conf))
     print(f"[demo] {dag_id} finished in {time.perf_counter() - t0:.0f} s", flush=True)
+    runs = os.path.join(conf["output_root"], dag_id)
+    return max((os.path.join(runs, d) for d in os.listdir(runs)), key=os.path.getmtime)
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m colliderflow.demo", description=__doc__.splitlines()[0])
     parser.add_argument("--output", default=os.path.abspath("out/demo"), help="samples and run outputs")
     parser.add_argument("--dimuon-events", type=int, default=DIMUON_EVENTS)
+    parser.add_argument("--trigger-events", type=int, default=TRIGGER_EVENTS, help="per class")
+    parser.add_argument("--epochs", type=int, default=TRIGGER_EPOCHS)
+    parser.add_argument("--only", choices=["cms_dimuon", "dl_trigger"], default=None)
     args = parser.parse_args(argv)
     out = os.path.abspath(args.output)
     env = environment.airflow_env()
     env["COLLIDERFLOW_DATA"] = out
     print(f"[demo] Airflow home {env['AIRFLOW_HOME']} (SQLite); preparing the metadata DB", flush=True)
     environment.prepare(env)
-
-    samples = os.path.join(out, "samples")
-    print(f"[demo] generating {args.dimuon_events:,} NanoAOD-style di-muon events", flush=True)
-    run_job(
-        env,
-        "jobs.generate",
-        "nanoaod",
-        "--events",
-        str(args.dimuon_events),
-        "--files",
-        "4",
-        "--output",
-        f"{samples}/nanoaod",
-    )
     runs = os.path.join(out, "runs")
-    dags_test(env, "cms_dimuon", {"input": f"{samples}/nanoaod/*.root", "output_root": runs})
+    lines = []
 
-    latest = sorted(
-        (os.path.join(runs, "cms_dimuon", d) for d in os.listdir(os.path.join(runs, "cms_dimuon"))),
-        key=os.path.getmtime,
-    )[-1]
-    print("\n[demo] outputs:")
-    print(f"  di-muon spectrum : {latest}/dimuon/dimuon_mass.png")
-    print(f"  histograms       : {latest}/dimuon/histograms.root")
-    print(f"  cut-flow         : {latest}/dimuon/cutflow.json")
-    print(f"  metrics          : {latest}/dimuon/metrics.json")
+    if args.only in (None, "cms_dimuon"):
+        samples = os.path.join(out, "samples", "nanoaod")
+        print(f"[demo] generating {args.dimuon_events:,} NanoAOD-style di-muon events", flush=True)
+        run_job(env, "jobs.generate", "nanoaod", "--events", str(args.dimuon_events), "--files", "4",
+                "--output", samples)  # fmt: skip
+        run = dags_test(env, "cms_dimuon", {"input": f"{samples}/*.root", "output_root": runs})
+        lines += [
+            f"  di-muon spectrum   : {run}/dimuon/dimuon_mass.png",
+            f"  di-muon cut-flow   : {run}/dimuon/cutflow.json",
+            f"  di-muon report     : {run}/report/report.html",
+        ]
+
+    if args.only in (None, "dl_trigger"):
+        print(f"[demo] dl_trigger on {args.trigger_events:,} generated events per class", flush=True)
+        conf = {"demo_events": args.trigger_events, "epochs": args.epochs, "output_root": runs}
+        run = dags_test(env, "dl_trigger", conf)
+        with open(f"{run}/evaluation/metrics.json") as f:
+            auc = json.load(f)["auc"]
+        lines += [
+            f"  classifier AUC     : {', '.join(f'{k} {v:.3f}' for k, v in auc.items())}",
+            f"  ROC curves         : {run}/evaluation/",
+            f"  dl_trigger report  : {run}/report/report.html",
+        ]
+    print("\n[demo] outputs:\n" + "\n".join(lines))
     return 0
 
 
