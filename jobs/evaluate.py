@@ -78,9 +78,10 @@ def load_classifier(path: str, variable_length: bool):
     return model
 
 
-def predict(model, ds) -> tuple[np.ndarray, np.ndarray]:
+def predict(model, ds, timing: dict | None = None) -> tuple[np.ndarray, np.ndarray]:
     """(true class, softmax scores) over the whole dataset; one trace for all batch shapes (bucketed
-    batches vary in length, and a retrace of the GRU costs seconds)."""
+    batches vary in length, and a retrace of the GRU costs seconds). `timing` receives the seconds
+    of the first batch (tracing included) and the events and seconds after it (steady state)."""
     import tensorflow as tf
 
     from jobs.common.prepared import GRU_COLUMN, HLF_COLUMN, N_HLF, N_PARTICLE_FEATURES
@@ -91,9 +92,17 @@ def predict(model, ds) -> tuple[np.ndarray, np.ndarray]:
     }
     step = tf.function(lambda x: model(x, training=False), input_signature=[signature])
     labels, scores = [], []
+    t0 = t1 = time.perf_counter()
     for x, y in ds:
         scores.append(step(x).numpy())
         labels.append(np.argmax(y.numpy(), axis=1))
+        if len(labels) == 1:
+            t1 = time.perf_counter()
+    if timing is not None and labels:
+        rest = sum(len(b) for b in labels[1:])
+        timing.update(
+            first_batch_seconds=t1 - t0, steady_events=rest, steady_seconds=time.perf_counter() - t1
+        )
     if not labels:
         return np.zeros(0, dtype=np.int64), np.zeros((0, len(CLASSES)), dtype=np.float32)
     return np.concatenate(labels), np.concatenate(scores).astype(np.float32)
@@ -169,9 +178,12 @@ def evaluate(args: argparse.Namespace) -> dict:
     ds = make_dataset(
         args.test, fmt, batch_size=args.batch_size, bucketing=args.bucketing, max_particles=args.max_particles
     )
-    t0 = time.perf_counter()
-    y_true, scores = predict(model, ds)
+    t0, timing = time.perf_counter(), {}
+    y_true, scores = predict(model, ds, timing)
     wall = time.perf_counter() - t0
+    steady = (
+        timing.get("steady_events", 0) / timing["steady_seconds"] if timing.get("steady_seconds") else None
+    )
     missing = [name for k, name in enumerate(CLASSES) if not (y_true == k).any()]
     if missing:
         raise BadInputError(args.test, f"holds no events of class(es) {', '.join(missing)}; AUC is undefined")
@@ -191,6 +203,8 @@ def evaluate(args: argparse.Namespace) -> dict:
         test=args.test,
         format=fmt,
         bucketing=args.bucketing,
+        first_batch_seconds=timing.get("first_batch_seconds"),
+        steady_events_per_second=steady,  # after the first batch (graph tracing excluded)
     )
     with atomic_output_dir(args.output) as staging:
         write_json(os.path.join(staging, "metrics.json"), metrics)
