@@ -217,6 +217,23 @@ def test_hand_cutflow_and_labels(hand):
         assert metrics["files"][url]["bytes_read"] > 0 and metrics["files"][url]["read_calls"] > 0
 
 
+def test_spark_reads_the_contract(hand, spark):
+    paths, out, rows = hand
+    df = spark.read.parquet(str(out))
+    types = {f.name: f.dataType.simpleString() for f in df.schema.fields}
+    assert types == {
+        "hfeatures": "array<float>",
+        "particles": "array<array<float>>",
+        "source_file": "string",
+        "entry": "bigint",
+        "label": "int",
+    }
+    got = df.where((df.source_file == paths["qcd"]) & (df.entry == 5)).collect()
+    assert len(got) == 1 and got[0]["label"] == 0 and df.count() == len(rows) == 8
+    np.testing.assert_array_equal(np.array(got[0]["particles"], F32), rows[(paths["qcd"], 5)][2])
+    np.testing.assert_array_equal(np.array(got[0]["hfeatures"], F32), rows[(paths["qcd"], 5)][1])
+
+
 def test_hand_isolated_electron(hand):
     paths, _, rows = hand
     _, hlf, p = rows[(paths["qcd"], 0)]
