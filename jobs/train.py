@@ -27,6 +27,7 @@ from jobs.common.train_cluster import ClusterInfo, cluster_info, launch_local_wo
 log = logging.getLogger("jobs.train")
 
 DEFAULT_LR_AFTER = "2:0.0002,4:0.0001"
+FINAL_KEYS = ("loss", "accuracy", "val_loss", "val_accuracy")
 
 
 def parse_lr_after(text: str) -> list[tuple[int, float]]:
@@ -264,9 +265,8 @@ def train(args: argparse.Namespace, cluster: ClusterInfo) -> dict:
         train=args.train,
         test=args.test,
         format={"train": train_fmt, "test": test_fmt},
-        final={k: v for k, v in (history[-1] if history else {}).items() if k in ("loss", "accuracy",
-                                                                                  "val_loss", "val_accuracy")},
-    )  # fmt: skip
+        final={k: v for k, v in (history[-1] if history else {}).items() if k in FINAL_KEYS},
+    )
     if cluster.is_chief:
         write_json(os.path.join(out, "history.json"), history)
         write_json(os.path.join(out, "metrics.json"), metrics)

@@ -122,6 +122,11 @@ def launch_local_workers(
         "launched %d local workers on %s (pids %s)", num_workers, ",".join(hosts), [p.pid for p in procs]
     )
     rc = 0
+
+    def _stop(signum, _frame):  # SIGTERM to the launcher (e.g. a task timeout) stops the workers too
+        raise SystemExit(128 + signum)
+
+    previous = signal.signal(signal.SIGTERM, _stop)
     try:
         while any(p.poll() is None for p in procs):
             failed = [p for p in procs if p.returncode not in (None, 0)]
@@ -131,6 +136,7 @@ def launch_local_workers(
                 break
             time.sleep(0.2)
     finally:
+        signal.signal(signal.SIGTERM, previous)
         for p in procs:
             if p.poll() is None:
                 p.send_signal(signal.SIGTERM)

@@ -185,7 +185,8 @@ def test_two_workers_train_together(prepared, tmp_path):
     out, weights = tmp_path / "mw", tmp_path / "weights"
     cmd = [sys.executable, "-m", "jobs.train", "--train", prepared["train_parquet"],
            "--test", prepared["test_parquet"], "--output", str(out), "--epochs", "2", "--workers", "2",
-           "--bucketing", "--lr", "0.002", "--shuffle-buffer", "256", "--worker-weights-dir", str(weights)]  # fmt: skip
+           "--bucketing", "--lr", "0.002", "--shuffle-buffer", "256",
+           "--worker-weights-dir", str(weights)]  # fmt: skip
     proc = subprocess.run(cmd, cwd=ROOT, env=_worker_env(), capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
     w0, w1 = np.load(weights / "worker-0.npz"), np.load(weights / "worker-1.npz")
@@ -216,8 +217,9 @@ def test_killed_run_resumes(prepared, tmp_path):
     """SIGKILL after the first checkpoint, restart with the same arguments: training continues from the
     checkpoint and ends after the requested number of epochs in total."""
     out = tmp_path / "resume"
-    args = ["--train", prepared["train_tfrecord"], "--test", prepared["test_tfrecord"], "--output", str(out),
-            "--epochs", "4", "--bucketing", "--checkpoint-every-steps", "5", "--shuffle-buffer", "256"]  # fmt: skip
+    args = ["--train", prepared["train_tfrecord"], "--test", prepared["test_tfrecord"],
+            "--output", str(out), "--epochs", "4", "--bucketing", "--checkpoint-every-steps", "5",
+            "--shuffle-buffer", "256"]  # fmt: skip
     proc = subprocess.Popen([sys.executable, "-m", "jobs.train", *args], cwd=ROOT, env=_worker_env(),
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
     marker = out / "checkpoints" / "history.json"  # written at the end of the first epoch
@@ -315,3 +317,23 @@ def test_bad_input_is_a_clear_error(prepared, tmp_path, capsys):
 
     fails(["--train", prepared["train_tfrecord"], *base, "--epochs", "0"], "--epochs")
     fails(["--train", prepared["train_tfrecord"], *base, "--output", "s3://bucket/x"], "--output")
+
+
+@pytest.mark.parametrize("files", [1, 3])
+def test_worker_input_shards_are_disjoint_and_complete(tmp_path, files):
+    """Per-worker input: by file when there are at least as many files as workers, else by event."""
+    from jobs.common.train_input import count_events, make_dataset
+
+    data = generate(40, seed=4, max_particles=8)
+    tfr = write_tfrecords(data, str(tmp_path / "tfr"), shards=files)
+    pqd = write_parquet(data, str(tmp_path / "pq"), files=files)
+    for url, fmt in ((tfr, "tfrecord"), (pqd, "parquet")):
+        assert count_events(url, fmt) == 40
+        seen = []
+        for index in range(2):
+            ds = make_dataset(url, fmt, batch_size=7, shard=(index, 2), bucketing=index == 1)
+            seen.append(np.concatenate([x["HLF_input"].numpy() for x, _ in ds]))
+        assert len(seen[0]) + len(seen[1]) == 40
+        keys = [{tuple(r) for r in s.round(6)} for s in seen]
+        assert not keys[0] & keys[1]
+        assert keys[0] | keys[1] == {tuple(r) for r in data.hlf.round(6)}
