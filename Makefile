@@ -34,6 +34,9 @@ lint: install-test
 
 bench: install
 	$(UV) run --no-sync python -m bench.dimuon
+	$(UV) run --no-sync python -m bench.ingest
+	$(UV) run --no-sync python -m bench.prepare
+	$(UV) run --no-sync python -m bench.train
 
 clean:
 	rm -rf .airflow out .pytest_cache

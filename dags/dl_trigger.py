@@ -24,8 +24,8 @@ SPARK_ARGS = ["--master", "{{ params.spark_master }}", "--event-log-dir", f"{RUN
 
 def class_input(name: str) -> str:
     """The class's input: the run's own generated sample in demo mode, else the class's URL Param."""
-    generated = f"{RUN}/samples/{SAMPLES[name]}"
-    return f"{name}={{{{ '{generated}' if params.demo_events > 0 else params.input_{name} }}}}"
+    generated = f"run_dir(params.output_root, dag.dag_id, run_id) ~ '/samples/{SAMPLES[name]}'"
+    return f"{name}={{{{ ({generated}) if params.demo_events > 0 else params.input_{name} }}}}"
 
 
 def spark_resources() -> Resources:
