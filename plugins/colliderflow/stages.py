@@ -26,15 +26,17 @@ def command_args(args: Sequence) -> list[str]:
 
 @dataclass(frozen=True)
 class Resources:
-    """A stage's resource request; each backend maps it to what it understands."""
+    """A stage's resource request; each backend maps it to what it understands. The fields typed
+    `int | str` may be Jinja (e.g. "{{ params.executors }}"): Spark executors and cores, and a
+    tf-multiworker stage's GPUs and workers, are rendered per run on Kubernetes."""
 
     cpu: float = 1.0
     memory: str = "2Gi"
-    gpu: int = 0
-    executors: int = 1
-    executor_cores: int = 1
+    gpu: int | str = 0  # per pod (per training worker)
+    executors: int | str = 1
+    executor_cores: int | str = 1
     executor_memory: str = "2g"
-    workers: int = 1  # training processes for tf-multiworker
+    workers: int | str = 1  # training processes for tf-multiworker
 
 
 @dataclass(frozen=True)

@@ -345,7 +345,7 @@ def test_a_dag_with_every_kind_serializes():
         )
         spark >> pod >> train
     restored = DagSerialization.from_dict(DagSerialization.to_dict(dag))
-    assert restored.get_task("t").template_fields == ["arguments", "num_workers"]
+    assert restored.get_task("t").template_fields == ["arguments", "num_workers", "num_gpus"]
     assert restored.get_task("s").template_spec["spark"]["spec"]["arguments"] == ["--o", "{{ run_id }}"]
     assert restored.get_task("p").upstream_task_ids == {"s"}
 
@@ -420,3 +420,17 @@ def test_flags_switched_by_params_on_every_backend(monkeypatch):
                 assert op.build_pod_request_obj(dry_run=True).spec.containers[0].args == expected
             else:
                 assert op.manifests()[1][0]["spec"]["containers"][0]["args"] == expected
+
+
+def test_gpus_per_training_worker_from_a_param():
+    stage = Stage(task_id="train", module="train", kind="tf-multiworker",
+                  resources=Resources(workers=2, gpu="{{ params.gpus }}"))  # fmt: skip
+    for gpus in (0, 2):
+        op = kubernetes_task(stage, CFG)
+        op.render_template_fields({"params": {"gpus": gpus}})
+        for pod in op.manifests()[1]:
+            validate_k8s(pod)
+            (c,) = pod["spec"]["containers"]
+            assert c["image"] == (CFG.tensorflow_gpu_image if gpus else CFG.tensorflow_image)
+            assert c["resources"]["limits"].get("nvidia.com/gpu") == (str(gpus) if gpus else None)
+            assert bool(pod["spec"].get("tolerations")) == bool(gpus)

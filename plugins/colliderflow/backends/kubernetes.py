@@ -409,7 +409,7 @@ class TFMultiWorkerOperator(BaseOperator):
     worker fails, and pods and Service are deleted on success, failure and kill alike. The pods are
     owned by the Service, so deleting it garbage-collects them even if this process dies."""
 
-    template_fields: Sequence[str] = ("arguments", "num_workers")
+    template_fields: Sequence[str] = ("arguments", "num_workers", "num_gpus")
     ui_color = "#ffe4b5"
 
     def __init__(
@@ -419,6 +419,7 @@ class TFMultiWorkerOperator(BaseOperator):
         config: KubernetesConfig,
         arguments: Sequence[str] = (),
         num_workers: int | str | None = None,
+        num_gpus: int | str | None = None,
         poll_interval: float = 10.0,
         **kwargs: Any,
     ):
@@ -428,20 +429,29 @@ class TFMultiWorkerOperator(BaseOperator):
         self.arguments = [str(a) for a in arguments]
         # An int, or Jinja (e.g. "{{ params.workers }}") rendered before execute.
         self.num_workers = stage.resources.workers if num_workers is None else num_workers
+        # GPUs per worker, likewise (the GPU image, limits and tolerations follow the rendered value).
+        self.num_gpus = stage.resources.gpu if num_gpus is None else num_gpus
         self.poll_interval = poll_interval
         self._created: tuple[str, list[str]] | None = None
         if isinstance(self.num_workers, int):
             _ = self.workers  # validate now when it is known at parse time
 
+    def _count(self, value: int | str, what: str, minimum: int) -> int:
+        try:
+            n = int(value)
+        except (TypeError, ValueError):
+            raise ValueError(f"{self.task_id}: {what} {value!r} is not an integer") from None
+        if n < minimum:
+            raise ValueError(f"{self.task_id}: {what} must be >= {minimum}, got {n}")
+        return n
+
     @property
     def workers(self) -> int:
-        try:
-            n = int(self.num_workers)
-        except (TypeError, ValueError):
-            raise ValueError(f"{self.task_id}: worker count {self.num_workers!r} is not an integer") from None
-        if n < 1:
-            raise ValueError(f"{self.task_id}: worker count must be >= 1, got {n}")
-        return n
+        return self._count(self.num_workers, "worker count", 1)
+
+    @property
+    def gpus(self) -> int:
+        return self._count(self.num_gpus, "GPUs per worker", 0)
 
     def job_name(self, context: Any | None = None) -> str:
         """Unique per DAG run and try (a retry never meets the previous try's pods), DNS-safe."""
@@ -478,7 +488,8 @@ class TFMultiWorkerOperator(BaseOperator):
     def worker_pod(self, job: str, index: int, context: Any | None = None) -> k8s.V1Pod:
         """Worker `index`, built by the real KubernetesPodOperator pod builder."""
         hosts = self.worker_hosts(job)
-        kwargs = pod_operator_kwargs(self.stage, self.config)
+        resources = replace(self.stage.resources, workers=self.workers, gpu=self.gpus)
+        kwargs = pod_operator_kwargs(replace(self.stage, resources=resources), self.config)
         kwargs["labels"] = {
             **kwargs["labels"],
             "colliderflow/tf-job": job,
