@@ -279,6 +279,7 @@ def test_configuration_from_environment(monkeypatch):
     with pytest.raises(ValueError, match="COLLIDERFLOW_K8S_TF_PORT"):
         KubernetesConfig.load()
     assert spark_memory("512Mi") == "512m" and spark_memory("2g") == "2g"
+    assert spark_memory("{{ params.executor_memory }}") == "{{ params.executor_memory }}"  # a Param's pattern
     with pytest.raises(ValueError, match="memory"):
         spark_memory("lots")
 

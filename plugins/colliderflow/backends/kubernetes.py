@@ -128,7 +128,9 @@ def dns_name(text: str, max_len: int = 63) -> str:
 
 
 def spark_memory(quantity: str) -> str:
-    """Kubernetes quantity (4Gi, 512Mi) -> JVM size (4g, 512m); JVM sizes pass through."""
+    """Kubernetes quantity (4Gi, 512Mi) -> JVM size (4g, 512m); JVM sizes and Jinja pass through."""
+    if "{{" in str(quantity):
+        return str(quantity)
     m = re.fullmatch(r"\s*([0-9]+)\s*([KMGT])i?\s*", str(quantity), flags=re.IGNORECASE)
     if m:
         return f"{m.group(1)}{m.group(2).lower()}"
