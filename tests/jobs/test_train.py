@@ -29,7 +29,7 @@ FAST = ["--lr", "0.003", "--lr-after", "4:0.001", "--shuffle-buffer", "512", "--
 # Tolerance between bucketed and unbucketed per-class AUC. The two models compute the same function
 # (bucketing only drops zero rows the mask skips anyway), so they differ only through the order and
 # composition of the batches, i.e. the SGD path. On this set the models reach AUC 0.96-0.995; runs with
-# different seeds or batch orders differ by < 0.01 at this size. 0.03 leaves room for the shared CPU's
+# different seeds differ by up to 0.008 at this size (seeds 1-3). 0.03 leaves room for the shared CPU's
 # nondeterministic thread scheduling while still catching a real defect (a wrong slice or mask drops
 # the particle information and the AUC falls to the HLF-only level, 0.58-0.81).
 BUCKETING_AUC_TOLERANCE = 0.03
