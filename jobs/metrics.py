@@ -411,6 +411,13 @@ def render_html(summary: dict[str, Any], plots: dict[str, str], staging: str) ->
     for err in s["spark"].get("unreadable_event_logs", []):
         where, problem = html.escape(err["log"]), html.escape(err["problem"])
         parts.append(f"<p>Unreadable event log <code>{where}</code>: {problem}</p>")
+    for name, st in s["stages"].items():
+        cuts = (st.get("cutflow") or {}).get("cuts") or []
+        if cuts:
+            parts.append(f"<h2>Cut flow: {html.escape(name)}</h2>")
+            rows = [(c.get("cut"), c.get("events"), c.get("fraction_of_previous"), c.get("fraction_of_total"))
+                    for c in cuts]  # fmt: skip
+            parts.append(_table(["cut", "events", "of previous", "of total"], rows))
     if s["evaluation"]:
         ev = s["evaluation"]
         parts.append("<h2>Evaluation</h2>")

@@ -118,6 +118,7 @@ def test_report_and_summary(dimuon_run, tmp_path):
         assert (report / name).stat().st_size > 1000
         assert f"alt='{name}'" in page
     assert page.count("data:image/png;base64,") == len(summary["plots"])
+    assert "Cut flow: dimuon" in page and all(c["cut"] in page for c in stage["cutflow"]["cuts"])
     assert not [p for p in dimuon_run.iterdir() if p.name.startswith(".report")]  # no staging left
 
 
