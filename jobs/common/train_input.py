@@ -12,12 +12,15 @@ per-event scaling (padded rows are not 0 there), which `check_bucketing_input` d
 
 from __future__ import annotations
 
+import json
+import os
+
 import numpy as np
 import tensorflow as tf
 
 from jobs.common.errors import BadInputError, UsageError
 from jobs.common.prepared import COUNT_COLUMN, GRU_COLUMN, HLF_COLUMN, N_PARTICLES
-from jobs.common.storage import filesystem
+from jobs.common.storage import GLOB_CHARS, filesystem
 from jobs.common.tfrecord_io import (
     TFRECORD_SUFFIXES,
     _compression_type,
@@ -161,9 +164,25 @@ def make_dataset(
     return ds.prefetch(tf.data.AUTOTUNE)
 
 
+def _count_from_summary(url: str) -> int | None:
+    """The record count jobs.tfrecords wrote for split DIR/<split> in DIR/summary.json, if any."""
+    fs, path = filesystem(url)
+    path = path.rstrip("/")
+    if GLOB_CHARS & set(path):
+        return None
+    summary = f"{os.path.dirname(path)}/summary.json"
+    try:
+        with fs.open(summary, "r") as f:
+            records = json.load(f)["splits"][os.path.basename(path)]["records"]
+    except (OSError, KeyError, TypeError, ValueError):
+        return None
+    return int(records) if isinstance(records, int) and records > 0 else None
+
+
 def count_events(url: str, fmt: str) -> int:
-    """Events in a prepared set: Parquet footers (cheap) or one pass over the TFRecord framing
-    (no parsing). Multi-worker training needs it to give every worker the same number of steps."""
+    """Events in a prepared set: Parquet footers (cheap), the summary.json jobs.tfrecords writes
+    beside the split directories, or else one pass over the TFRecord framing (no parsing).
+    Multi-worker training needs it to give every worker the same number of steps."""
     if fmt == "parquet":
         import pyarrow.parquet as pq
 
@@ -173,6 +192,9 @@ def count_events(url: str, fmt: str) -> int:
             with fs.open(path, "rb") as handle:
                 total += pq.ParquetFile(handle).metadata.num_rows
         return total
+    known = _count_from_summary(url)
+    if known is not None:
+        return known
     files = _list_files(url, TFRECORD_SUFFIXES)
     ds = tf.data.TFRecordDataset(
         files, compression_type=_compression_type(files, "auto"), num_parallel_reads=tf.data.AUTOTUNE

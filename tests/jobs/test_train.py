@@ -337,3 +337,6 @@ def test_worker_input_shards_are_disjoint_and_complete(tmp_path, files):
         keys = [{tuple(r) for r in s.round(6)} for s in seen]
         assert not keys[0] & keys[1]
         assert keys[0] | keys[1] == {tuple(r) for r in data.hlf.round(6)}
+    # the count jobs.tfrecords records in <root>/summary.json is used when present (no full read)
+    (tmp_path / "summary.json").write_text(json.dumps({"splits": {"tfr": {"records": 39}}}))
+    assert count_events(tfr, "tfrecord") == 39
