@@ -256,7 +256,7 @@ def run(
         name: select_subset(expand_inputs(patterns, suffix=".root"), subset)
         for name, patterns in parse_inputs(inputs).items()
     }
-    with atomic_output_dir(output) as staging:
+    with atomic_output_dir(output, shared=True) as staging:  # executors write parts straight into it
         p = plan(files, staging, options, chunk_entries, batch_entries, on_bad_file)
         own_spark = spark is None and _active_session() is None  # never stop a session we did not start
         if spark is None:
