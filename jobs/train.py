@@ -114,6 +114,17 @@ def _strategy(cluster: ClusterInfo):
 
 
 def train(args: argparse.Namespace, cluster: ClusterInfo) -> dict:
+    """Train, write the outputs (chief), return metrics. Non-chief workers write their copies of
+    checkpoints, TensorBoard events and the model into a scratch directory removed at the end."""
+    scratch = None if cluster.is_chief else tempfile.mkdtemp(prefix="colliderflow-worker-")
+    try:
+        return _train(args, cluster, scratch)
+    finally:
+        if scratch:
+            shutil.rmtree(scratch, ignore_errors=True)
+
+
+def _train(args: argparse.Namespace, cluster: ClusterInfo, scratch: str | None) -> dict:
     strategy = _strategy(cluster)  # first: collective ops must be configured at startup
 
     import numpy as np
@@ -204,13 +215,17 @@ def train(args: argparse.Namespace, cluster: ClusterInfo) -> dict:
     history_path = os.path.join(ckpt_dir, "history.json")
     recorder = EpochRecorder(history_path if cluster.is_chief else None, load_history(history_path))
     recorder.entries = recorder.entries[:initial_epoch]
-    tb_dir = (
-        os.path.join(out, "tensorboard") if cluster.is_chief else tempfile.mkdtemp(prefix="colliderflow-tb-")
-    )
+    tb_dir = os.path.join(scratch or out, "tensorboard")
     callbacks = [
         keras.callbacks.LearningRateScheduler(lambda e, _lr: learning_rate(e, args.lr, lr_after, scale)),
         recorder,  # history first, checkpoint second: a resume never lacks the entry of a saved epoch
-        Checkpointer(checkpoint, epoch_var, ckpt_dir, cluster.is_chief, args.checkpoint_every_steps),
+        Checkpointer(
+            checkpoint,
+            epoch_var,
+            os.path.join(scratch, "checkpoints") if scratch else ckpt_dir,
+            max_to_keep=1 if scratch else 2,
+            every_steps=args.checkpoint_every_steps,
+        ),
         keras.callbacks.TensorBoard(tb_dir, update_freq="epoch", profile_batch=0, write_graph=False),
     ]
     t0 = time.perf_counter()
@@ -227,14 +242,10 @@ def train(args: argparse.Namespace, cluster: ClusterInfo) -> dict:
     wall = time.perf_counter() - t0
 
     # every worker saves (the save may read sync-on-read variables); only the chief's copy is kept
-    save_dir = out if cluster.is_chief else tempfile.mkdtemp(prefix="colliderflow-model-")
-    tmp_model = os.path.join(save_dir, f".model.keras.tmp-{os.getpid()}.keras")
+    tmp_model = os.path.join(scratch or out, f".model.keras.tmp-{os.getpid()}.keras")
     model.save(tmp_model)
     if cluster.is_chief:
         os.replace(tmp_model, os.path.join(out, "model.keras"))
-    else:
-        shutil.rmtree(save_dir, ignore_errors=True)
-        shutil.rmtree(tb_dir, ignore_errors=True)
     if args.worker_weights_dir:
         os.makedirs(args.worker_weights_dir, exist_ok=True)
         path = os.path.join(args.worker_weights_dir, f"worker-{cluster.index}.npz")

@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
-import tempfile
 import time
 
 import tensorflow as tf
@@ -77,33 +75,23 @@ class EpochRecorder(keras.callbacks.Callback):
 
 class Checkpointer(keras.callbacks.Callback):
     """Saves (model, optimizer, completed epochs) after every epoch and, with every_steps, every K
-    training steps. Every worker saves (variables that sync on read need all workers), the chief into
-    `directory`, the others into a throw-away temporary directory. A mid-epoch checkpoint holds the
+    training steps. Every worker saves (variables that sync on read need all workers): the chief
+    into DIR/checkpoints, the others into their scratch directory. A mid-epoch checkpoint holds the
     number of *completed* epochs, so a resume from it re-runs that epoch starting from its weights."""
 
     def __init__(self, checkpoint: tf.train.Checkpoint, epoch_var: tf.Variable, directory: str,
-                 is_chief: bool, every_steps: int | None = None, max_to_keep: int = 2):  # fmt: skip
+                 max_to_keep: int = 2, every_steps: int | None = None):  # fmt: skip
         super().__init__()
-        self.checkpoint = checkpoint
         self.epoch_var = epoch_var
         self.every_steps = every_steps
-        self._scratch = None if is_chief else tempfile.mkdtemp(prefix="colliderflow-ckpt-")
-        keep = 1 if self._scratch else max_to_keep
-        self.manager = tf.train.CheckpointManager(checkpoint, self._scratch or directory, keep)
+        self.manager = tf.train.CheckpointManager(checkpoint, directory, max_to_keep)
         self._steps = 0
-
-    def _save(self) -> None:
-        self.manager.save()
 
     def on_train_batch_end(self, batch, logs=None):
         self._steps += 1
         if self.every_steps and self._steps % self.every_steps == 0:
-            self._save()
+            self.manager.save()
 
     def on_epoch_end(self, epoch, logs=None):
         self.epoch_var.assign(epoch + 1)
-        self._save()
-
-    def on_train_end(self, logs=None):
-        if self._scratch:
-            shutil.rmtree(self._scratch, ignore_errors=True)
+        self.manager.save()
