@@ -122,6 +122,10 @@ def train(args: argparse.Namespace, cluster: ClusterInfo) -> dict:
     finally:
         if scratch:
             shutil.rmtree(scratch, ignore_errors=True)
+        if args.mixed_precision:  # the policy is process-global: do not leak it to later in-process use
+            from jobs.common.model import keras
+
+            keras.mixed_precision.set_global_policy("float32")
 
 
 def _train(args: argparse.Namespace, cluster: ClusterInfo, scratch: str | None) -> dict:

@@ -171,6 +171,21 @@ def test_parquet_and_tfrecord_give_the_same_evaluation(prepared, unbucketed, tmp
     assert ev["confusion_matrix"] == unbucketed["eval"]["confusion_matrix"]
 
 
+def test_mixed_precision_runs(prepared, tmp_path):
+    """--mixed-precision is meant for GPUs (none here): check it trains, saves a model whose output
+    stays float32, and leaves the process-global policy as it was."""
+    from jobs.common.model import keras, load_model
+
+    out = str(tmp_path / "mp")
+    metrics = _train(["--train", prepared["test_tfrecord"], "--test", prepared["test_tfrecord"],
+                      "--output", out, "--epochs", "1", "--bucketing", "--mixed-precision"])  # fmt: skip
+    assert metrics["mixed_precision"] is True and metrics["epochs_run"] == 1
+    model = load_model(f"{out}/model.keras")
+    assert model.get_layer("gru").compute_dtype == "float16"
+    assert model.get_layer("output").compute_dtype == "float32"
+    assert keras.mixed_precision.global_policy().name == "float32"
+
+
 def _worker_env() -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if k not in ("TF_CONFIG", "COLLIDERFLOW_WORKER_HOSTS")}
     env["PYTHONPATH"] = ROOT + os.pathsep + env.get("PYTHONPATH", "")
