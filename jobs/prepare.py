@@ -21,6 +21,7 @@ import logging
 import math
 import os
 import time
+import urllib.parse
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
@@ -44,6 +45,7 @@ from jobs.common.prepared import (
     ShapeError,
     nested_to_numpy,
     numpy_to_nested,
+    one_hot,
 )
 from jobs.common.spark import spark_info, spark_session
 from jobs.common.storage import atomic_output_dir, filesystem, is_local, write_json
@@ -64,13 +66,15 @@ BATCH_CONF = {
     "spark.sql.execution.arrow.maxRecordsPerBatch": str(ARROW_BATCH_ROWS),
 }
 PARQUET_COMPRESSION = "zstd"
-_FILE = "_file"  # the Parquet file a row came from (Spark's _metadata.file_path), for error messages
+_FILE = "_file"  # the Parquet file a row came from (Spark's _metadata.file_path)
+_ROW = "_row"  # its row index in that file (Spark's _metadata.row_index)
+INPUT_COLUMNS = ("hfeatures", "particles", "source_file", "entry")
 
 _STATS_SCHEMA = (
     "events long, hlf_min array<double>, hlf_max array<double>, rows long, mean array<double>, "
     "m2 array<double>, error string, error_file string"
 )
-_WRITE_SCHEMA = "rows long, per_class array<long>, bytes long, file string, error string, error_file string"
+_WRITE_SCHEMA = "rows long, per_class array<long>, bytes long, file string"
 
 
 def _check_schema(schema, url: str) -> None:
@@ -119,7 +123,7 @@ def _read_input(spark, url: str):
 
     df = spark.read.option("pathGlobFilter", "*.parquet").parquet(url)  # not summary.json etc.
     _check_schema(df.schema, url)
-    return df.withColumn(_FILE, F.col("_metadata.file_path"))
+    return df.withColumn(_FILE, F.col("_metadata.file_path")).withColumn(_ROW, F.col("_metadata.row_index"))
 
 
 def _class_counts(df, url: str) -> dict[int, int]:
@@ -183,113 +187,246 @@ def _with_split(df, seed: int, test_fraction: float):
     return df.withColumn("_is_test", u < float(test_fraction))
 
 
-def _batch_arrays(batch: pa.RecordBatch, with_particles: bool) -> tuple[np.ndarray, np.ndarray | None]:
-    hlf = nested_to_numpy(batch.column("hfeatures"), (N_HLF,))
-    particles = (
-        nested_to_numpy(batch.column("particles"), (N_PARTICLES, N_PARTICLE_FEATURES))
-        if with_particles
-        else None
+def _file_path(url: str) -> str:
+    """Spark's file URL (`file:/a%20b/x.parquet`) as a path fsspec opens; other schemes unchanged."""
+    if url.startswith("file:"):
+        return urllib.parse.unquote(urllib.parse.urlparse(url).path)
+    return url
+
+
+def _files_with_rows(df, flag: str):
+    """One row per input file: its index in sorted order and the sorted row indices of the events of
+    `df` in it, with label, split, shuffle key and `flag` (which rows a task acts on). Narrow data;
+    round-robin repartitioned so that every file is a task of its own."""
+    from pyspark.sql import Window
+    from pyspark.sql import functions as F
+
+    rows = F.struct(
+        F.col(_ROW).alias("row"),
+        F.col("label").cast("int").alias("label"),
+        F.col(flag).alias("flag"),
+        F.col("_is_test").alias("is_test"),
+        F.col("_shuffle_key").alias("key"),
     )
+    files = df.groupBy(_FILE).agg(F.sort_array(F.collect_list(rows)).alias("rows"))
+    files = files.withColumn("_file_index", F.row_number().over(Window.orderBy(_FILE)) - 1)
+    n_files = max(1, len(df.inputFiles()))
+    return files.repartition(n_files)
+
+
+def _file_batches(
+    url: str, row_struct: pa.Array
+) -> Iterator[tuple[dict[str, np.ndarray], np.ndarray, pa.Table]]:
+    """Stream one input file with pyarrow in batches of ARROW_BATCH_ROWS events and yield, per batch,
+    the decisions of its listed rows, their positions in the batch and the batch itself (the columns
+    this job uses). Every row of the file is decoded, so every row is shape-checked."""
+    import pyarrow.parquet as pq
+
+    decisions = {
+        name: row_struct.field(name).to_numpy(zero_copy_only=False) for name in row_struct.type.names
+    }
+    rows = decisions["row"].astype(np.int64)
+    fs, path = filesystem(_file_path(url))
+    start = 0
+    with fs.open(path, "rb") as handle:
+        pf = pq.ParquetFile(handle)
+        for batch in pf.iter_batches(batch_size=ARROW_BATCH_ROWS, columns=list(INPUT_COLUMNS)):
+            stop = start + batch.num_rows
+            lo, hi = np.searchsorted(rows, [start, stop])
+            yield {k: v[lo:hi] for k, v in decisions.items()}, rows[lo:hi] - start, batch
+            start = stop
+
+
+def _arrays(batch: pa.RecordBatch, url: str) -> tuple[np.ndarray, np.ndarray]:
+    try:
+        hlf = nested_to_numpy(batch.column("hfeatures"), (N_HLF,))
+        particles = nested_to_numpy(batch.column("particles"), (N_PARTICLES, N_PARTICLE_FEATURES))
+    except ShapeError as exc:
+        raise BadInputError(url, str(exc)) from None
     return hlf, particles
-
-
-def _first_file(batch: pa.RecordBatch) -> str:
-    return str(batch.column(_FILE)[0].as_py()) if batch.num_rows else "?"
 
 
 @dataclass(frozen=True)
 class StatsTask:
-    """mapInArrow function: the fit statistics of a partition (one row), or the first shape error."""
+    """mapInArrow function over files: the fit statistics of the flagged rows (one row per task), or
+    the first malformed file. Reads the Parquet files itself (pyarrow): the particle lists never
+    pass through the JVM."""
 
     with_particles: bool
 
     def __call__(self, batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
         total = FitStats()
-        for batch in batches:
-            try:
-                total = total.merge(FitStats.of(*_batch_arrays(batch, self.with_particles)))
-            except ShapeError as exc:
-                yield pa.RecordBatch.from_pylist(
-                    [{**FitStats().to_row(), "error": str(exc), "error_file": _first_file(batch)}]
-                )
-                return
+        for files in batches:
+            for url, rows in zip(files.column(_FILE).to_pylist(), files.column("rows"), strict=True):
+                try:
+                    for d, pos, batch in _file_batches(url, rows.values):
+                        hlf, particles = _arrays(batch, url)
+                        sel = pos[d["flag"]]
+                        total = total.merge(
+                            FitStats.of(hlf[sel], particles[sel] if self.with_particles else None)
+                        )
+                except BadInputError as exc:
+                    yield pa.RecordBatch.from_pylist(
+                        [{**FitStats().to_row(), "error": exc.problem, "error_file": url}]
+                    )
+                    return
         yield pa.RecordBatch.from_pylist([{**total.to_row(), "error": None, "error_file": None}])
 
 
+def _table(out: dict[str, np.ndarray], source_file: pa.Array, entry: pa.Array) -> pa.Table:
+    return pa.table(
+        {
+            HLF_COLUMN: numpy_to_nested(out[HLF_COLUMN]),
+            GRU_COLUMN: numpy_to_nested(out[GRU_COLUMN]),
+            LABEL_COLUMN: numpy_to_nested(out[LABEL_COLUMN]),
+            COUNT_COLUMN: pa.array(out[COUNT_COLUMN], pa.int64()),
+            "source_file": source_file,
+            "entry": entry.cast(pa.int64()),
+        }
+    )
+
+
+class _AtomicParquet:
+    """A Parquet file written under a temporary name and renamed on close (a retried task replaces
+    its own file instead of adding a second one); opened lazily, so no rows means no file."""
+
+    def __init__(self, path: str):
+        self.path = path
+        self._tmp = os.path.join(os.path.dirname(path), f".{os.path.basename(path)}.tmp-{os.getpid()}")
+        self._writer = None
+
+    def write(self, table: pa.Table) -> None:
+        if self._writer is None:
+            self._writer = pq.ParquetWriter(self._tmp, table.schema, compression=PARQUET_COMPRESSION)
+        self._writer.write_table(table)
+
+    def close(self) -> int:
+        if self._writer is None:
+            return 0
+        self._writer.close()
+        self._writer = None
+        os.replace(self._tmp, self.path)
+        return os.path.getsize(self.path)
+
+    def abort(self) -> None:
+        if self._writer is not None:
+            self._writer.close()
+            self._writer = None
+        if os.path.exists(self._tmp):
+            os.remove(self._tmp)
+
+
+_PAYLOAD_FLOATS = N_HLF + N_PARTICLES * N_PARTICLE_FEATURES
+_SHUFFLE_SCHEMA = "key long, label int, n_particles long, source_file string, entry long, payload binary"
+
+
+def _pack(hlf: np.ndarray, gru: np.ndarray) -> pa.Array:
+    """Prepared HLF and particle rows as one binary value per event (raw little-endian float32, no
+    per-value work), so they cross to the JVM, through the shuffle and back as plain bytes."""
+    flat = np.concatenate([hlf.reshape(len(hlf), -1), gru.reshape(len(gru), -1)], axis=1).astype("<f4")
+    width = 4 * _PAYLOAD_FLOATS
+    offsets = np.arange(len(flat) + 1, dtype=np.int32) * np.int32(width)
+    return pa.BinaryArray.from_buffers(
+        pa.binary(), len(flat), [None, pa.py_buffer(offsets), pa.py_buffer(np.ascontiguousarray(flat))]
+    )
+
+
+def _unpack(payload: pa.Array) -> tuple[np.ndarray, np.ndarray]:
+    n = len(payload)
+    offsets = np.frombuffer(payload.buffers()[1], np.int32)[payload.offset : payload.offset + n + 1]
+    data = np.frombuffer(payload.buffers()[2], np.uint8)[offsets[0] : offsets[-1]]
+    flat = data.view("<f4").reshape(n, _PAYLOAD_FLOATS)
+    return flat[:, :N_HLF], flat[:, N_HLF:].reshape(n, N_PARTICLES, N_PARTICLE_FEATURES)
+
+
 @dataclass(frozen=True)
-class WriteTask:
-    """mapInArrow function: transform a partition's events with the fitted scaler and write them as
-    `directory/part-<partition>.parquet` (temporary name, then rename, so a retried task replaces its
-    own file instead of adding a second one). Returns one row of counts."""
+class TransformTask:
+    """mapInArrow function over files: transform the kept events of each file with the fitted scaler;
+    write the test events straight to `test_dir/part-<file index>.parquet` and hand the training
+    events back to Spark as packed rows for the shuffle."""
+
+    test_dir: str
+    scaler: Scaler
+
+    def __call__(self, batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
+        for files in batches:
+            urls = files.column(_FILE).to_pylist()
+            indices = files.column("_file_index").to_pylist()
+            for url, index, rows in zip(urls, indices, files.column("rows"), strict=True):
+                test = _AtomicParquet(os.path.join(self.test_dir, f"part-{index:05d}.parquet"))
+                try:
+                    for d, pos, batch in _file_batches(url, rows.values):
+                        if not len(pos):
+                            continue
+                        batch = batch.take(pa.array(pos))
+                        hlf, particles = _arrays(batch, url)
+                        out = self.scaler.transform(hlf, particles, d["label"].astype(np.int64))
+                        is_test = d["is_test"].astype(bool)
+                        if is_test.any():
+                            sel = np.flatnonzero(is_test)
+                            part = {k: v[sel] for k, v in out.items()}
+                            test.write(
+                                _table(
+                                    part,
+                                    batch.column("source_file").take(sel),
+                                    batch.column("entry").take(sel),
+                                )
+                            )
+                        train = np.flatnonzero(~is_test)
+                        if len(train):
+                            yield pa.RecordBatch.from_arrays(
+                                [
+                                    pa.array(d["key"][train], pa.int64()),
+                                    pa.array(d["label"][train], pa.int32()),
+                                    pa.array(out[COUNT_COLUMN][train], pa.int64()),
+                                    batch.column("source_file").take(train),
+                                    batch.column("entry").take(train).cast(pa.int64()),
+                                    _pack(out[HLF_COLUMN][train], out[GRU_COLUMN][train]),
+                                ],
+                                ["key", "label", "n_particles", "source_file", "entry", "payload"],
+                            )
+                    test.close()
+                except BaseException:
+                    test.abort()
+                    raise
+
+
+@dataclass(frozen=True)
+class TrainWriteTask:
+    """mapInArrow function over the shuffled training rows of one partition (in shuffle order):
+    unpack and write them as `directory/part-<partition>.parquet`; returns one row of counts."""
 
     directory: str
-    scaler: Scaler
 
     def __call__(self, batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
         from pyspark import TaskContext
 
         ctx = TaskContext.get()
         part = ctx.partitionId() if ctx else 0
-        path = os.path.join(self.directory, f"part-{part:05d}.parquet")
-        tmp = os.path.join(self.directory, f".part-{part:05d}.parquet.tmp-{os.getpid()}")
-        writer = None
+        out = _AtomicParquet(os.path.join(self.directory, f"part-{part:05d}.parquet"))
         rows, per_class = 0, np.zeros(N_CLASSES, dtype=np.int64)
         try:
             for batch in batches:
                 if not batch.num_rows:
                     continue
-                try:
-                    hlf, particles = _batch_arrays(batch, True)
-                except ShapeError as exc:
-                    if writer is not None:
-                        writer.close()
-                        writer = None
-                    yield self._row(0, per_class, 0, None, str(exc), _first_file(batch))
-                    return
+                hlf, gru = _unpack(batch.column("payload"))
                 labels = batch.column("label").to_numpy(zero_copy_only=False).astype(np.int64)
-                out = self.scaler.transform(hlf, particles, labels)
-                table = pa.table(
-                    {
-                        HLF_COLUMN: numpy_to_nested(out[HLF_COLUMN]),
-                        GRU_COLUMN: numpy_to_nested(out[GRU_COLUMN]),
-                        LABEL_COLUMN: numpy_to_nested(out[LABEL_COLUMN]),
-                        COUNT_COLUMN: pa.array(out[COUNT_COLUMN]),
-                        "source_file": batch.column("source_file"),
-                        "entry": batch.column("entry").cast(pa.int64()),
-                    }
-                )
-                if writer is None:
-                    writer = pq.ParquetWriter(tmp, table.schema, compression=PARQUET_COMPRESSION)
-                writer.write_table(table)
+                columns = {
+                    HLF_COLUMN: hlf,
+                    GRU_COLUMN: gru,
+                    LABEL_COLUMN: one_hot(labels),
+                    COUNT_COLUMN: batch.column("n_particles").to_numpy(zero_copy_only=False),
+                }
+                out.write(_table(columns, batch.column("source_file"), batch.column("entry")))
                 rows += batch.num_rows
                 per_class += np.bincount(labels, minlength=N_CLASSES)[:N_CLASSES]
-            if writer is None:
-                yield self._row(0, per_class, 0, None, None, None)
-                return
-            writer.close()
-            writer = None
-            os.replace(tmp, path)
-            yield self._row(rows, per_class, os.path.getsize(path), os.path.basename(path), None, None)
-        finally:
-            if writer is not None:
-                writer.close()
-            if os.path.exists(tmp):
-                os.remove(tmp)
-
-    @staticmethod
-    def _row(rows, per_class, nbytes, file, error, error_file) -> pa.RecordBatch:
-        return pa.RecordBatch.from_pylist(
-            [
-                {
-                    "rows": int(rows),
-                    "per_class": [int(x) for x in per_class],
-                    "bytes": int(nbytes),
-                    "file": file,
-                    "error": error,
-                    "error_file": error_file,
-                }
-            ]
-        )
+            size = out.close()
+        except BaseException:
+            out.abort()
+            raise
+        row = {"rows": rows, "per_class": per_class.tolist(), "bytes": size,
+               "file": os.path.basename(out.path) if size else None}  # fmt: skip
+        yield pa.RecordBatch.from_pylist([row])
 
 
 def _raise_task_errors(rows) -> None:
@@ -298,10 +435,9 @@ def _raise_task_errors(rows) -> None:
             raise BadInputError(r["error_file"] or "?", r["error"])
 
 
-def _fit(fit_df, particle_scaling: str, scaler_fit: str, url: str) -> Scaler:
-    with_particles = particle_scaling == "global"
-    columns = ["hfeatures", _FILE] + (["particles"] if with_particles else [])
-    rows = fit_df.select(*columns).mapInArrow(StatsTask(with_particles), _STATS_SCHEMA).collect()
+def _fit(files, particle_scaling: str, scaler_fit: str, url: str) -> Scaler:
+    """Fit statistics over the flagged rows of every file; validates every row of those files."""
+    rows = files.mapInArrow(StatsTask(particle_scaling == "global"), _STATS_SCHEMA).collect()
     _raise_task_errors(rows)
     total = FitStats()
     for r in rows:
@@ -313,17 +449,15 @@ def _fit(fit_df, particle_scaling: str, scaler_fit: str, url: str) -> Scaler:
     return Scaler.fit(total, particle_scaling, scaler_fit)
 
 
-def _write(df, directory: str, scaler: Scaler) -> dict:
-    os.makedirs(directory, exist_ok=True)
-    columns = ["hfeatures", "particles", "label", "source_file", "entry", _FILE]
-    rows = df.select(*columns).mapInArrow(WriteTask(directory, scaler), _WRITE_SCHEMA).collect()
-    _raise_task_errors(rows)
-    per_class = np.sum([r["per_class"] for r in rows], axis=0).astype(int) if rows else np.zeros(N_CLASSES)
+def _dir_summary(directory: str, per_class: dict[int, int]) -> dict:
+    files = (
+        sorted(f for f in os.listdir(directory) if f.endswith(".parquet")) if os.path.isdir(directory) else []
+    )
     return {
-        "events": int(sum(r["rows"] for r in rows)),
-        "per_class": {str(k): int(per_class[k]) for k in range(N_CLASSES)},
-        "files": sorted(r["file"] for r in rows if r["file"]),
-        "bytes": int(sum(r["bytes"] for r in rows)),
+        "events": int(sum(per_class.values())),
+        "per_class": {str(k): int(per_class.get(k, 0)) for k in range(N_CLASSES)},
+        "files": files,
+        "bytes": int(sum(os.path.getsize(os.path.join(directory, f)) for f in files)),
     }
 
 
@@ -366,33 +500,54 @@ def run(
     try:
         for k, v in session_conf.items():
             spark.conf.set(k, v)
+        from pyspark.sql import functions as F
+
         raw = _read_input(spark, input_url)
         counts = _class_counts(raw, input_url)
         n_min = min(counts.values())
         kept = _with_split(_undersample(raw, counts, seed), seed, test_fraction)
-        train = kept.where(~kept["_is_test"])
-        fit_df = train if scaler_fit == "train" else raw
-        scaler = _fit(fit_df, particle_scaling, scaler_fit, input_url)
+        kept = kept.withColumn("_shuffle_key", _event_hash(seed, "shuffle")).withColumn(
+            "_fit", ~F.col("_is_test")
+        )
+        split_counts = {(r["label"], r["_is_test"]): int(r["count"])
+                        for r in kept.groupBy("label", "_is_test").count().collect()}  # fmt: skip
+        for name, is_test in (("train", False), ("test", True)):
+            if not any(split_counts.get((k, is_test)) for k in range(N_CLASSES)):
+                raise BadInputError(
+                    input_url,
+                    f"the {name} split is empty after undersampling to {n_min} events per class; "
+                    "more events (or another --test-fraction) are needed",
+                )
+        files = _files_with_rows(kept, "_fit")
+        if scaler_fit == "all":
+            every = raw.withColumn("_is_test", F.lit(False)).withColumn("_shuffle_key", F.lit(0).cast("long"))
+            fit_files = _files_with_rows(every.withColumn("_fit", F.lit(True)), "_fit")
+        else:
+            fit_files = files
+        scaler = _fit(fit_files, particle_scaling, scaler_fit, input_url)
         n_parts = shuffle_partitions or max(
             1, math.ceil(N_CLASSES * n_min * (1 - test_fraction) / ROWS_PER_PARTITION)
         )
-        shuffled = train.withColumn("_shuffle_key", _event_hash(seed, "shuffle"))
-        shuffled = shuffled.repartition(n_parts, "_shuffle_key").sortWithinPartitions("_shuffle_key")
         with atomic_output_dir(output) as staging:
+            train_dir, test_dir = os.path.join(staging, "train"), os.path.join(staging, "test")
+            os.makedirs(train_dir)
+            os.makedirs(test_dir)
+            shuffled = (
+                files.mapInArrow(TransformTask(test_dir, scaler), _SHUFFLE_SCHEMA)
+                .repartition(n_parts, "key")
+                .sortWithinPartitions("key")
+            )
+            written = shuffled.mapInArrow(TrainWriteTask(train_dir), _WRITE_SCHEMA).collect()
+            train_per_class = np.sum([r["per_class"] for r in written], axis=0)
             splits = {
-                "train": _write(shuffled, os.path.join(staging, "train"), scaler),
-                "test": _write(kept.where(kept["_is_test"]), os.path.join(staging, "test"), scaler),
+                "train": _dir_summary(train_dir, dict(enumerate(train_per_class.tolist()))),
+                "test": _dir_summary(test_dir, {k: split_counts.get((k, True), 0) for k in range(N_CLASSES)}),
             }
-            for name, s in splits.items():
-                if s["events"] == 0:
-                    raise BadInputError(
-                        input_url,
-                        f"the {name} split is empty after undersampling to {n_min} events per class; "
-                        "more events (or another --test-fraction) are needed",
-                    )
             after = {k: splits["train"]["per_class"][str(k)] + splits["test"]["per_class"][str(k)]
                      for k in range(N_CLASSES)}  # fmt: skip
-            if any(v != n_min for v in after.values()):
+            if any(v != n_min for v in after.values()) or splits["train"]["events"] != sum(
+                split_counts.get((k, False), 0) for k in range(N_CLASSES)
+            ):
                 raise RuntimeError(f"undersampling kept {after}, expected {n_min} per class")
             info = spark_info(spark)
             wall = time.perf_counter() - t0
