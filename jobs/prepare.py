@@ -6,10 +6,12 @@
 A Spark job; the dataset never goes to the driver. Per event it is decided with seeded 64-bit hashes
 of (source_file, entry) — independent of partitioning, file order and retries — whether it survives
 the undersampling (the n_min lowest hashes of each class are kept: exact class counts), whether it
-goes to the test split, and where it lands in the shuffled training set. Spark does the narrow work
-(counts, the per-class rank on hashes, the training-set shuffle); the numpy work (ΔR ordering,
-scaling, Parquet encoding) runs in Arrow batches inside the tasks (mapInArrow), which write their
-Parquet files themselves into the job's staging directory and hand only counts back to the driver.
+goes to the test split, and where it lands in the shuffled training set. Spark SQL does this narrow
+work on (label, source_file, entry, file, row index) only. The particle lists never go through
+Spark's row format: tasks read the Parquet files themselves with pyarrow (one task per file, told
+which rows to take), do the numpy work (ΔR ordering, scaling) array-at-a-time, write the test events
+directly and hand the training events to Spark's shuffle as packed float32 bytes, which a last
+mapInArrow stage unpacks and writes in shuffled order. Only counts come back to the driver.
 Outputs (DIR/train/, DIR/test/, scaler.json, summary.json, metrics.json) appear atomically.
 Semantics and options: docs/dl-trigger-preparation.md.
 """
@@ -209,7 +211,10 @@ def _files_with_rows(df, flag: str):
         F.col("_shuffle_key").alias("key"),
     )
     files = df.groupBy(_FILE).agg(F.sort_array(F.collect_list(rows)).alias("rows"))
-    files = files.withColumn("_file_index", F.row_number().over(Window.orderBy(_FILE)) - 1)
+    # number the files in one partition on the file names alone, not on the rows lists
+    names = df.select(_FILE).distinct()
+    names = names.withColumn("_file_index", F.row_number().over(Window.orderBy(_FILE)) - 1)
+    files = files.join(F.broadcast(names), _FILE)
     n_files = max(1, len(df.inputFiles()))
     return files.repartition(n_files)
 
