@@ -256,7 +256,7 @@ def _train(args: argparse.Namespace, cluster: ClusterInfo, scratch: str | None) 
         np.savez(path, *[np.asarray(w) for w in model.get_weights()])
 
     history = recorder.entries
-    this_run = history[initial_epoch:]
+    this_run = [e for e in history if e["epoch"] > initial_epoch]
     events = sum(e["events"] for e in this_run)
     train_s = sum(e["train_seconds"] for e in this_run)
     metrics = job_metrics(
