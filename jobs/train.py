@@ -20,8 +20,8 @@ import time
 from collections.abc import Sequence
 
 from jobs.common import cli
-from jobs.common.errors import UsageError
-from jobs.common.storage import is_local, write_json
+from jobs.common.errors import BadInputError, UsageError
+from jobs.common.storage import GLOB_CHARS, filesystem, is_local, write_json
 from jobs.common.train_cluster import ClusterInfo, cluster_info, launch_local_workers
 
 log = logging.getLogger("jobs.train")
@@ -102,6 +102,10 @@ def _check_args(args: argparse.Namespace) -> None:
     if not is_local(args.output):
         raise UsageError(f"--output must be a local or mounted directory (checkpoints), got {args.output}")
     parse_lr_after(args.lr_after)
+    for option, url in (("--train", args.train), ("--test", args.test)):
+        fs, path = filesystem(url)
+        if not (fs.glob(path) if GLOB_CHARS & set(path) else fs.exists(path)):
+            raise BadInputError(url, f"({option}) no such file or directory")
 
 
 def _strategy(cluster: ClusterInfo):

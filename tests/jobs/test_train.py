@@ -258,6 +258,16 @@ def test_killed_run_resumes(prepared, tmp_path):
     assert (out / "model.keras").is_file()
 
 
+def test_launcher_returns_a_failing_workers_exit_code(prepared, tmp_path):
+    """Two real worker processes that reject their arguments (before importing TensorFlow): the
+    launcher waits for them and returns the workers' exit code."""
+    from jobs.common.train_cluster import launch_local_workers
+
+    argv = ["--train", prepared["train_tfrecord"], "--test", prepared["test_tfrecord"],
+            "--output", str(tmp_path / "o"), "--epochs", "0"]  # fmt: skip
+    assert launch_local_workers("jobs.train", argv, 2, env=_worker_env()) == cli.EXIT_BAD_INPUT
+
+
 def test_tf_config_from_worker_env():
     from jobs.common.train_cluster import cluster_info, tf_config_from_env
 
@@ -293,7 +303,8 @@ def test_bad_input_is_a_clear_error(prepared, tmp_path, capsys):
 
     base = ["--test", prepared["test_tfrecord"], "--output", str(tmp_path / "o")]
     missing = str(tmp_path / "nowhere")
-    fails(["--train", missing, *base], missing, "neither TFRecord")
+    fails(["--train", missing, *base], missing, "no such file")
+    fails(["--train", missing, *base, "--workers", "2"], missing, "no such file")  # before any launch
     empty = tmp_path / "empty"
     empty.mkdir()
     fails(["--train", str(empty), *base], str(empty))
