@@ -19,6 +19,8 @@ from colliderflow.stages import Resources, Stage, flag
 RUN = "{{ run_dir(params.output_root, dag.dag_id, run_id) }}"
 SAMPLES = {"qcd": "qcd_lepFilter_13TeV", "ttbar": "ttbar_lepFilter_13TeV", "wjets": "Wlnu_lepFilter_13TeV"}
 SUBSET = "{{ subset_arg(params.subset, params.subsets, dag_run.logical_date) }}"
+# the reference's steps 0.0005 -> 0.0002 (after epoch 2) -> 0.0001 (after 4), as fractions of the base rate
+LR_STEPS = "{{ '2:%g,4:%g' % (params.learning_rate * 0.4, params.learning_rate * 0.2) }}"
 SPARK_ARGS = ["--master", "{{ params.spark_master }}", "--event-log-dir", f"{RUN}/spark-events"]
 
 
@@ -82,6 +84,13 @@ with DAG(
         "seed": Param(42, type="integer", minimum=0),
         "epochs": Param(6, type="integer", minimum=1, maximum=200),
         "batch_size": Param(128, type="integer", minimum=1, maximum=65536, description="per worker"),
+        "learning_rate": Param(
+            0.0005,
+            type="number",
+            exclusiveMinimum=0,
+            maximum=1,
+            description="base Adam rate, x workers; the reference schedule lowers it after epochs 2 and 4",
+        ),
         "workers": Param(1, type="integer", minimum=1, maximum=64, description="training workers (MWMS)"),
         "bucketing": Param(True, type="boolean", description="batch by particle count (global scaling only)"),
         "compression": Param("gzip", enum=["gzip", "none"], description="TFRecord shard compression"),
@@ -148,7 +157,9 @@ with DAG(
             kind="tf-multiworker",
             args=["--train", f"{RUN}/tfrecords/train", "--test", f"{RUN}/tfrecords/test",
                   "--output", f"{RUN}/model", "--epochs", "{{ params.epochs }}",
-                  "--batch-size", "{{ params.batch_size }}", "--seed", "{{ params.seed }}",
+                  "--batch-size", "{{ params.batch_size }}", "--lr", "{{ params.learning_rate }}",
+                  "--lr-after", LR_STEPS,
+                  "--seed", "{{ params.seed }}",
                   "--workers", "{{ params.workers }}",
                   flag("--bucketing", "params.bucketing and params.particle_scaling == 'global'")],
             resources=Resources(cpu=2, memory="8Gi", gpu=TRAIN_GPUS, workers=1),

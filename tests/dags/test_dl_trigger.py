@@ -1,0 +1,153 @@
+"""The dl_trigger DAG against a real Airflow (SQLite metadata DB, Spark local, TensorFlow): end to end on
+a generated sample, Params rejecting a bad conf, backfill runs over disjoint subsets, and a stage killed
+mid-write then rerun giving the output of an uninterrupted run."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pyarrow.dataset as ds
+import pytest
+
+from colliderflow.dagkit import subset_arg
+from tests.dags.conftest import airflow, dags_test, import_errors
+
+STAGE_OUTPUTS = ("features", "prepared", "tfrecords", "model", "evaluation", "report")
+
+
+def test_dag_parses(airflow_env):
+    parsed = import_errors(airflow_env)
+    assert parsed["errors"] == {}
+    assert "dl_trigger" in parsed["dags"]
+
+
+@pytest.mark.slow
+def test_end_to_end_on_generated_sample(airflow_env, tmp_path):
+    """generate -> ingest -> prepare -> tfrecords -> train -> evaluate -> collect_metrics. The AUC floor
+    is 0.75 per class: the generator gives tt̄ many (b-)jets and large HT, W+jets the Jacobian lepton
+    and MT near m_W, QCD non-isolated leptons and small MET, so the high-level features alone separate
+    the classes well beyond that (tests/jobs/test_train.py); 0.75 leaves room for the few hundred
+    balanced events and 5 epochs of this test."""
+    runs = tmp_path / "runs"
+    conf = {"demo_events": 3000, "epochs": 5, "batch_size": 32, "output_root": str(runs)}
+    proc = dags_test(airflow_env, "dl_trigger", conf, timeout=1500)
+    assert proc.returncode == 0, (proc.stdout + proc.stderr)[-5000:]
+    (run,) = list((runs / "dl_trigger").iterdir())
+    for stage in STAGE_OUTPUTS:
+        assert (run / stage / "_SUCCESS").exists() or stage == "model", stage
+    assert (run / "model" / "model.keras").exists()
+    assert (run / "report" / "report.html").stat().st_size > 10_000
+    metrics = json.loads((run / "evaluation" / "metrics.json").read_text())
+    assert set(metrics["auc"]) == {"qcd", "ttbar", "wjets"}
+    for name, auc in metrics["auc"].items():
+        assert auc > 0.75, (name, metrics["auc"])
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [
+        {"particle_scaling": "minmax"},
+        {"workers": 0},
+        {"epochs": 0},
+        {"compression": "lz4"},
+        {"demo_events": -1},
+    ],
+)
+def test_invalid_conf_rejected_before_any_task(airflow_env, tmp_path, bad):
+    runs = tmp_path / "runs"
+    proc = dags_test(airflow_env, "dl_trigger", {"output_root": str(runs), **bad}, timeout=300)
+    assert proc.returncode != 0
+    (key,) = bad
+    assert f"Invalid input for param {key}" in proc.stdout + proc.stderr
+    assert not runs.exists(), "a task ran despite the invalid conf"
+
+
+@pytest.fixture(scope="module")
+def delphes_sample(tmp_path_factory) -> str:
+    from jobs.generators import delphes
+
+    out = str(tmp_path_factory.mktemp("delphes") / "sample")
+    delphes.generate(events=600, output=out, files=3, seed=5)
+    return out
+
+
+def test_backfill_days_map_to_disjoint_subsets(airflow_env, delphes_sample, tmp_path):
+    """`airflow backfill create --dry-run` lists three daily runs; their logical dates pick three disjoint
+    file subsets that cover the input, and ingesting each subset reads exactly its files. (The real
+    scheduler backfill of the same mechanism runs in test_cms_dimuon.py.)"""
+    dry = airflow(
+        airflow_env, "backfill", "create", "--dag-id", "dl_trigger", "--from-date", "2026-04-01",
+        "--to-date", "2026-04-03T03:00:00+00:00", "--dry-run",
+    )  # fmt: skip
+    assert dry.returncode == 0, dry.stderr[-3000:]
+    dates = [f"2026-04-0{d} 03:00:00+00:00" for d in (1, 2, 3)]
+    assert all(d in dry.stdout for d in dates), dry.stdout[-3000:]
+    from datetime import datetime
+
+    from jobs.common.trigger_classes import SAMPLES
+
+    subsets = [subset_arg("auto", 3, datetime.fromisoformat(d)) for d in dates]
+    assert len(set(subsets)) == 3
+    inputs = [f"{name}={delphes_sample}/{sample}" for name, sample in SAMPLES.items()]
+    seen = []
+    for subset in subsets:
+        out = tmp_path / subset.replace("/", "-")
+        cmd = [sys.executable, "-m", "jobs.ingest", *(a for i in inputs for a in ("--input", i)),
+               "--output", str(out), "--subset", subset, "--master", "local[1]"]  # fmt: skip
+        assert subprocess.run(cmd, capture_output=True, timeout=600).returncode == 0
+        table = ds.dataset(out, format="parquet", exclude_invalid_files=True).to_table(
+            columns=["source_file"]
+        )
+        seen.append(set(table.column("source_file").unique().to_pylist()))
+    assert all(len(s) == 3 for s in seen)  # one file of each class
+    assert len(set.union(*seen)) == 9, "backfill subsets overlap"
+
+
+def parquet_rows(path) -> list[tuple]:
+    table = ds.dataset(path, format="parquet", partitioning="hive", exclude_invalid_files=True).to_table()
+    cols = [table.column(c).to_pylist() for c in ("source_file", "entry", "label", "hfeatures")]
+    return sorted(zip(*cols, strict=True))
+
+
+@pytest.mark.slow
+def test_ingest_killed_mid_write_then_rerun(delphes_sample, tmp_path):
+    """SIGKILL the ingestion process group (what a killed Airflow task does) while its tasks are writing:
+    nothing is visible at the output path; the rerun's output equals that of an uninterrupted run."""
+    from jobs.common.trigger_classes import SAMPLES
+
+    inputs = [a for name, sample in SAMPLES.items() for a in ("--input", f"{name}={delphes_sample}/{sample}")]
+
+    def cmd(out):
+        return [sys.executable, "-m", "jobs.ingest", *inputs, "--output", str(out), "--chunk-entries", "50",
+                "--master", "local[1]"]  # fmt: skip
+
+    reference = tmp_path / "reference"
+    assert subprocess.run(cmd(reference), capture_output=True, timeout=600).returncode == 0
+
+    out = tmp_path / "features"
+    proc = subprocess.Popen(
+        cmd(out), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True
+    )
+    deadline = time.monotonic() + 300
+    parts = []
+    while time.monotonic() < deadline and not parts:
+        staging = [p for p in tmp_path.iterdir() if p.name.startswith(".features.staging-")]
+        parts = [f for s in staging for f in s.rglob("*.parquet")]
+        time.sleep(0.05)
+    assert parts, "the job never started writing"
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert not out.exists(), "a killed run left a visible output"
+
+    assert subprocess.run(cmd(out), capture_output=True, timeout=600).returncode == 0
+    assert (out / "_SUCCESS").exists()
+    assert parquet_rows(out) == parquet_rows(reference)
+    assert (
+        json.loads((out / "summary.json").read_text())["classes"]
+        == json.loads((reference / "summary.json").read_text())["classes"]
+    )
