@@ -14,7 +14,9 @@ import time
 from colliderflow import environment
 
 DIMUON_EVENTS = 2_000_000
-TRIGGER_EVENTS = 6_000  # per class; ~6 % of QCD events pass the isolated-lepton cut, which sets the balanced size
+TRIGGER_EVENTS = (
+    6_000  # per class; ~6 % of QCD events pass the isolated-lepton cut, which sets the balanced size
+)
 TRIGGER_EPOCHS = 4
 
 
