@@ -52,8 +52,11 @@ def nested_to_numpy(arr: pa.Array | pa.ChunkedArray, shape: Sequence[int], dtype
     for depth, size in enumerate(shape):
         if values.null_count:
             raise ShapeError(f"null entries at nesting level {depth}")
-        if not (pa.types.is_list(values.type) or pa.types.is_large_list(values.type)
-                or pa.types.is_fixed_size_list(values.type)):
+        if not (
+            pa.types.is_list(values.type)
+            or pa.types.is_large_list(values.type)
+            or pa.types.is_fixed_size_list(values.type)
+        ):
             raise ShapeError(f"expected a list at nesting level {depth}, found {values.type}")
         if len(values):
             lengths = pc.list_value_length(values)
