@@ -320,3 +320,21 @@ def test_usage_errors_and_cli(tmp_path):
         capture_output=True, text=True, env=env,
     )  # fmt: skip
     assert bad.returncode == 2 and "--test-fraction" in bad.stderr
+
+
+def test_label_column_in_files_and_global_fit_on_all(spark, tmp_path):
+    """Files that also carry `label` are read the same way; --scaler-fit all with global scaling fits
+    the particle statistics on every real row of every ingested event."""
+    counts = {0: 12, 1: 9, 2: 15}
+    write_ingested(str(tmp_path / "in"), counts, seed=4, events_per_file=5, label_in_files=True)
+    out = str(tmp_path / "out")
+    prepare.run(str(tmp_path / "in"), out, spark=spark, scaler_fit="all", test_fraction=0.3)
+    assert summary(out)["per_class_after"] == {"0": 9, "1": 9, "2": 9}
+    raw = read_raw(str(tmp_path / "in"))
+    particles = np.stack([v["particles"] for v in raw.values()]).astype(np.float64)
+    real = particles[np.any(particles != 0, axis=2)]
+    scaler = load_scaler(os.path.join(out, "scaler.json"))
+    assert scaler.fit_on == "all" and scaler.fit_events == sum(counts.values())
+    assert scaler.fit_particle_rows == len(real)
+    np.testing.assert_allclose(scaler.particle_mean, real.mean(axis=0), rtol=1e-9, atol=1e-12)
+    np.testing.assert_allclose(scaler.particle_std, real.std(axis=0), rtol=1e-9)
