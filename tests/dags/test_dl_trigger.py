@@ -28,13 +28,19 @@ def test_dag_parses(airflow_env):
 
 @pytest.mark.slow
 def test_end_to_end_on_generated_sample(airflow_env, tmp_path):
-    """generate -> ingest -> prepare -> tfrecords -> train -> evaluate -> collect_metrics. The AUC floor
-    is 0.75 per class: the generator gives tt̄ many (b-)jets and large HT, W+jets the Jacobian lepton
-    and MT near m_W, QCD non-isolated leptons and small MET, so the high-level features alone separate
-    the classes well beyond that (tests/jobs/test_train.py); 0.75 leaves room for the few hundred
-    balanced events and 5 epochs of this test."""
+    """generate -> ingest -> prepare -> tfrecords -> train -> evaluate -> collect_metrics. 10,000 events per
+    class leave ~570 per class after the isolated-lepton cut (QCD's ~6 % pass rate sets the balanced
+    size), ~1,400 training events. The floor, 0.85 per class, is what the high-level features alone
+    nearly reach on this generator (tt̄: many (b-)jets and large HT; W+jets: Jacobian lepton pT and MT
+    near m_W; QCD: non-isolated leptons, small MET); the run measured here gave 0.99/0.97/0.98."""
     runs = tmp_path / "runs"
-    conf = {"demo_events": 3000, "epochs": 5, "batch_size": 32, "output_root": str(runs)}
+    conf = {
+        "demo_events": 10_000,
+        "epochs": 5,
+        "batch_size": 32,
+        "learning_rate": 0.003,
+        "output_root": str(runs),
+    }
     proc = dags_test(airflow_env, "dl_trigger", conf, timeout=1500)
     assert proc.returncode == 0, (proc.stdout + proc.stderr)[-5000:]
     (run,) = list((runs / "dl_trigger").iterdir())
@@ -45,7 +51,7 @@ def test_end_to_end_on_generated_sample(airflow_env, tmp_path):
     metrics = json.loads((run / "evaluation" / "metrics.json").read_text())
     assert set(metrics["auc"]) == {"qcd", "ttbar", "wjets"}
     for name, auc in metrics["auc"].items():
-        assert auc > 0.75, (name, metrics["auc"])
+        assert auc > 0.85, (name, metrics["auc"])
 
 
 @pytest.mark.parametrize(
