@@ -333,9 +333,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         mass_bins=args.mass_bins,
         subset=args.subset,
         partitions=args.partitions,
-        master=args.master,
-        event_log_dir=args.event_log_dir,
-        spark_conf=cli.parse_kv(args.spark_conf, "--spark-conf"),
+        **cli.spark_kwargs(args),
         plot=not args.no_plot,
     )
     return 0

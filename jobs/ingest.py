@@ -389,9 +389,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         batch_entries=args.batch_entries,
         subset=args.subset,
         partitions=args.partitions,
-        master=args.master,
-        event_log_dir=args.event_log_dir,
-        spark_conf=cli.parse_kv(args.spark_conf, "--spark-conf"),
+        **cli.spark_kwargs(args),
     )
     return 0
 

@@ -233,9 +233,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         args.input,
         args.output,
         compression=args.compression,
-        master=args.master,
-        event_log_dir=args.event_log_dir,
-        spark_conf=cli.parse_kv(args.spark_conf, "--spark-conf"),
+        **cli.spark_kwargs(args),
     )
     return 0
 

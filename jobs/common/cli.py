@@ -6,10 +6,13 @@ import argparse
 import logging
 import sys
 from collections.abc import Callable, Sequence
+from typing import Any
 
 from jobs.common.errors import BadInputError, UsageError
 
-__all__ = ["BadInputError", "UsageError", "add_bad_file_arg", "add_spark_args", "parse_kv", "run"]
+__all__ = [
+    "BadInputError", "UsageError", "add_bad_file_arg", "add_spark_args", "parse_kv", "run", "spark_kwargs",
+]  # fmt: skip
 
 EXIT_BAD_INPUT = 2
 
@@ -28,6 +31,15 @@ def add_spark_args(parser: argparse.ArgumentParser) -> None:
         metavar="KEY=VALUE",
         help="extra Spark setting (repeatable)",
     )
+
+
+def spark_kwargs(args: argparse.Namespace) -> dict[str, Any]:
+    """The run() keyword arguments of the options add_spark_args defines."""
+    return {
+        "master": args.master,
+        "event_log_dir": args.event_log_dir,
+        "spark_conf": parse_kv(args.spark_conf, "--spark-conf"),
+    }
 
 
 def add_bad_file_arg(parser: argparse.ArgumentParser) -> None:
