@@ -646,9 +646,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         scaler_fit=args.scaler_fit,
         particle_scaling=args.particle_scaling,
         shuffle_partitions=args.shuffle_partitions,
-        master=args.master,
-        event_log_dir=args.event_log_dir,
-        spark_conf=cli.parse_kv(args.spark_conf, "--spark-conf"),
+        **cli.spark_kwargs(args),
     )
     return 0
 
