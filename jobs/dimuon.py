@@ -19,7 +19,7 @@ import numpy as np
 import uproot
 
 from jobs.common import cli
-from jobs.common.chunks import Partial, fold_good, merger, run_chunk
+from jobs.common.chunks import Partial, fold_good, merger, plan_files, run_chunk
 from jobs.common.dimuon_selection import CUTS, SCHEMA_BRANCHES, SELECTIONS, detect_schema
 from jobs.common.errors import BadInputError, UsageError
 from jobs.common.metrics import job_metrics
@@ -29,7 +29,6 @@ from jobs.common.rootio import (
     open_tree,
     read_arrays,
     require_branches,
-    split_entries,
     tree_names,
 )
 from jobs.common.spark import map_reduce, spark_info, spark_session
@@ -143,39 +142,29 @@ class Plan:
 
 
 def plan(urls: Sequence[str], schema: str, tree: str | None, chunk_entries: int, on_bad_file: str) -> Plan:
-    """Open every file on the driver (metadata only): check tree and branches, fix the schema, split
-    into entry ranges. Bad files raise or, with on_bad_file=skip, are recorded and left out."""
-    chunks: list[Chunk] = []
-    bad: dict[str, str] = {}
-    io: dict[str, IOStats] = {}
+    """Check tree and branches of every file, fix the schema (the first file that tells it, unless
+    given), split into entry ranges; bad files raise or, with on_bad_file=skip, are left out."""
     chosen = None if schema == "auto" else schema
-    for url in urls:
-        stats = io.setdefault(url, IOStats(url))
-        try:
-            name = resolve_tree(url, tree, stats)
-            t = open_tree(url, name, stats)
-            try:
-                branches = set(t.keys(recursive=True))
-                if chosen is None:
-                    chosen = detect_schema(branches)
-                    if chosen is None:
-                        raise BadInputError(
-                            url,
-                            "cannot tell the schema (pass --schema nanoaod|aod|pairs|p4); branches found: "
-                            + ", ".join(sorted(branches)),
-                        )
-                require_branches(url, t, SCHEMA_BRANCHES[chosen])
-                chunks += split_entries(url, name, t.num_entries, chunk_entries)
-            finally:
-                t.file.close()
-        except BadInputError as exc:
-            if on_bad_file == "fail":
-                raise
-            log.warning("skipping %s", exc)
-            bad[url] = exc.problem
+
+    def check(url: str, t) -> None:
+        nonlocal chosen
+        if chosen is None:
+            branches = set(t.keys(recursive=True))
+            chosen = detect_schema(branches)
+            if chosen is None:
+                raise BadInputError(
+                    url,
+                    "cannot tell the schema (pass --schema nanoaod|aod|pairs|p4); branches found: "
+                    + ", ".join(sorted(branches)),
+                )
+        require_branches(url, t, SCHEMA_BRANCHES[chosen])
+
+    files = plan_files(
+        urls, lambda url, stats: resolve_tree(url, tree, stats), check, chunk_entries, on_bad_file
+    )
     if chosen is None:
         raise BadInputError(", ".join(urls), "no readable input file")
-    return Plan(chosen, chunks, bad, io)
+    return Plan(chosen, [c for url in urls for c in files.chunks.get(url, [])], files.bad, files.io)
 
 
 def write_cutflow(path: str, schema: str, counts: np.ndarray, skipped: dict[str, str]) -> None:

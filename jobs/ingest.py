@@ -21,12 +21,12 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from jobs.common import cli
-from jobs.common.chunks import Partial, merger, run_chunk
+from jobs.common.chunks import Partial, merger, plan_files, run_chunk
 from jobs.common.delphes_features import BRANCHES, CUTS, LEPTON_CHOICES, Features, Options, compute
 from jobs.common.errors import BadInputError, UsageError
 from jobs.common.metrics import job_metrics
 from jobs.common.prepared import N_HLF, N_PARTICLE_FEATURES, N_PARTICLES
-from jobs.common.rootio import Chunk, iterate_arrays, open_tree, require_branches, split_entries
+from jobs.common.rootio import Chunk, iterate_arrays, open_tree, require_branches
 from jobs.common.spark import map_reduce, spark_info, spark_session
 from jobs.common.storage import (
     IOStats,
@@ -179,30 +179,25 @@ def plan(
     files: dict[str, list[str]], staging: str, options: Options, chunk_entries: int, batch_entries: int,
     on_bad_file: str,
 ) -> Plan:  # fmt: skip
-    """Open every file on the driver (metadata only): check the tree and the leaves, split into entry
-    ranges. Bad files raise or, with on_bad_file=skip, are recorded and left out."""
+    """Check the tree and the leaves of every file of every class and split it into entry ranges (one
+    Spark task each); bad files raise or, with on_bad_file=skip, are recorded and left out."""
     items: list[tuple[Chunk, ChunkTask]] = []
     bad: dict[str, str] = {}
     io: dict[str, IOStats] = {}
     for name, urls in files.items():
+        p = plan_files(urls, lambda url, stats: TREE, _check_tree, chunk_entries, on_bad_file)
         for index, url in enumerate(urls):
-            stats = io.setdefault(url, IOStats(url))
-            try:
-                tree = open_tree(url, TREE, stats)
-                try:
-                    _require_leaves(url, tree)
-                    if tree.num_entries == 0:
-                        raise BadInputError(url, f"tree {TREE!r} has no entries")
-                    task = ChunkTask(name, index, staging, options, batch_entries)
-                    items += [(c, task) for c in split_entries(url, TREE, tree.num_entries, chunk_entries)]
-                finally:
-                    tree.file.close()
-            except BadInputError as exc:
-                if on_bad_file == "fail":
-                    raise
-                log.warning("skipping %s", exc)
-                bad[url] = exc.problem
+            task = ChunkTask(name, index, staging, options, batch_entries)
+            items += [(c, task) for c in p.chunks.get(url, [])]
+        bad.update(p.bad)
+        io = merge_io(io, p.io)
     return Plan(items, bad, io)
+
+
+def _check_tree(url: str, tree) -> None:
+    _require_leaves(url, tree)
+    if tree.num_entries == 0:
+        raise BadInputError(url, f"tree {TREE!r} has no entries")
 
 
 def _require_leaves(url: str, tree) -> None:

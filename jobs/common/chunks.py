@@ -4,16 +4,57 @@ unreadable file can be skipped (or reported) without losing the work done on the
 from __future__ import annotations
 
 import functools
+import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Generic, TypeVar
 
 from jobs.common.errors import BadInputError
-from jobs.common.rootio import Chunk
+from jobs.common.rootio import Chunk, open_tree, split_entries
 from jobs.common.storage import IOStats, merge_io
 
 V = TypeVar("V")
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class FilePlan:
+    """The driver's plan: entry-range chunks per readable file, the bad files with their problem, and
+    the I/O the planning itself did (metadata reads), per file."""
+
+    chunks: dict[str, list[Chunk]] = field(default_factory=dict)
+    bad: dict[str, str] = field(default_factory=dict)
+    io: dict[str, IOStats] = field(default_factory=dict)
+
+
+def plan_files(
+    urls: Sequence[str],
+    tree_name: Callable[[str, IOStats], str],
+    check: Callable[[str, object], None],
+    chunk_entries: int,
+    on_bad_file: str,
+) -> FilePlan:
+    """Open every file on the driver (metadata only), choose its tree, let `check(url, tree)` validate it
+    (raising BadInputError), and split it into entry ranges of at most `chunk_entries`. A bad file
+    raises, or with on_bad_file="skip" is recorded and left out."""
+    plan = FilePlan()
+    for url in urls:
+        stats = plan.io.setdefault(url, IOStats(url))
+        try:
+            name = tree_name(url, stats)
+            tree = open_tree(url, name, stats)
+            try:
+                check(url, tree)
+                plan.chunks[url] = split_entries(url, name, tree.num_entries, chunk_entries)
+            finally:
+                tree.file.close()
+        except BadInputError as exc:
+            if on_bad_file == "fail":
+                raise
+            log.warning("skipping %s", exc)
+            plan.bad[url] = exc.problem
+    return plan
 
 
 @dataclass
