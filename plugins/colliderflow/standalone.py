@@ -15,7 +15,7 @@ import time
 
 from colliderflow import environment
 
-SHUTDOWN_GRACE_S = 30.0
+SHUTDOWN_GRACE_S = 20.0
 
 
 def main(argv: list[str] | None = None) -> int:
