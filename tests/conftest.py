@@ -3,6 +3,7 @@ the real CMS open-data files from scikit-hep-testdata, and the shared/ reference
 
 from __future__ import annotations
 
+import logging
 import os
 import pathlib
 
@@ -12,6 +13,8 @@ ROOT = pathlib.Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared"
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+# py4j logs from __del__ at interpreter exit, after pytest has closed the captured stream
+logging.getLogger("py4j").setLevel(logging.WARNING)
 os.environ.setdefault("COLLIDERFLOW_SPARK_DRIVER_MEMORY", "2g")
 
 
