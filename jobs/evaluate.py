@@ -42,11 +42,20 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def one_vs_rest_auc(y_true: np.ndarray, scores: np.ndarray) -> dict[str, float]:
-    """ROC AUC of class k's score for 'class k' against all other events, per class."""
+def one_vs_rest_auc(y_true: np.ndarray, scores: np.ndarray) -> dict[str, float | None]:
+    """ROC AUC of class k's score for 'class k' against all other events, per class; None where it is
+    undefined (a small test set without events of the class, or with nothing else)."""
     from sklearn.metrics import roc_auc_score
 
-    return {name: float(roc_auc_score(y_true == k, scores[:, k])) for k, name in enumerate(CLASSES)}
+    out: dict[str, float | None] = {}
+    for k, name in enumerate(CLASSES):
+        positive = y_true == k
+        defined = 0 < positive.sum() < positive.size
+        out[name] = float(roc_auc_score(positive, scores[:, k])) if defined else None
+        if not defined:
+            log.warning("AUC of %s is undefined: the test set has %d of %d events of it", name,
+                        positive.sum(), positive.size)  # fmt: skip
+    return out
 
 
 def load_classifier(path: str, variable_length: bool):
@@ -108,7 +117,7 @@ def predict(model, ds, timing: dict | None = None) -> tuple[np.ndarray, np.ndarr
     return np.concatenate(labels), np.concatenate(scores).astype(np.float32)
 
 
-def plot_roc(y_true: np.ndarray, scores: np.ndarray, auc: dict[str, float], path: str) -> None:
+def plot_roc(y_true: np.ndarray, scores: np.ndarray, auc: dict[str, float | None], path: str) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -117,6 +126,8 @@ def plot_roc(y_true: np.ndarray, scores: np.ndarray, auc: dict[str, float], path
 
     fig, ax = plt.subplots(figsize=(5.5, 5))
     for k, name in enumerate(CLASSES):
+        if auc[name] is None:
+            continue
         fpr, tpr, _ = roc_curve(y_true == k, scores[:, k])
         ax.plot(fpr, tpr, label=f"{name} (AUC {auc[name]:.4f})")
     ax.plot([0, 1], [0, 1], ls=":", color="grey")
@@ -220,7 +231,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     log.info(
         "%d events, AUC %s, accuracy %.4f, %.0f events/s",
         metrics["events"],
-        {k: round(v, 4) for k, v in metrics["auc"].items()},
+        {k: None if v is None else round(v, 4) for k, v in metrics["auc"].items()},
         metrics["accuracy"],
         metrics["events_per_second"] or 0.0,
     )

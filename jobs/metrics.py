@@ -520,7 +520,8 @@ def prometheus_registry(summary: dict[str, Any]):
         sh_r.labels(name).set(acc["shuffle_read_bytes"])
         sh_w.labels(name).set(acc["shuffle_write_bytes"])
     for cls, value in (summary["evaluation"].get("auc") or {}).items():
-        auc.labels(cls).set(value)
+        if value is not None:  # undefined on a test set without the class
+            auc.labels(cls).set(value)
     if summary["training"].get("training_events_per_second") is not None:
         train_eps.set(summary["training"]["training_events_per_second"])
     return reg

@@ -73,8 +73,9 @@ def main(argv: list[str] | None = None) -> int:
         run = dags_test(env, "dl_trigger", conf)
         with open(f"{run}/evaluation/metrics.json") as f:
             auc = json.load(f)["auc"]
+        shown = ", ".join(f"{k} {v:.3f}" if v is not None else f"{k} n/a" for k, v in auc.items())
         lines += [
-            f"  classifier AUC     : {', '.join(f'{k} {v:.3f}' for k, v in auc.items())}",
+            f"  classifier AUC     : {shown}",
             f"  ROC curves         : {run}/evaluation/",
             f"  dl_trigger report  : {run}/report/report.html",
         ]

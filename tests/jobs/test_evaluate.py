@@ -111,3 +111,14 @@ def test_bad_input(trained, tmp_path, capsys):
     one_class = write_tfrecords(data, str(tmp_path / "one_class"), shards=1)
     fails(["--model", trained["model"], "--test", one_class, "--output", out, "--bucketing"], "ttbar, wjets")
     assert not os.path.exists(out)  # nothing half-written
+
+
+def test_auc_undefined_for_a_class_absent_from_the_test_set():
+    """A tiny test set without any W+jets event: that AUC is None (not a crash), the others are computed."""
+    import numpy as np
+
+    from jobs.evaluate import one_vs_rest_auc
+
+    y = np.array([0, 0, 1, 1])
+    scores = np.array([[0.9, 0.1, 0.0], [0.6, 0.3, 0.1], [0.2, 0.7, 0.1], [0.4, 0.5, 0.1]])
+    assert one_vs_rest_auc(y, scores) == {"qcd": 1.0, "ttbar": 1.0, "wjets": None}
