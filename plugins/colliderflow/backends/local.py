@@ -13,9 +13,10 @@ from collections.abc import Sequence
 from typing import Any
 
 from airflow.sdk import BaseOperator
-from airflow.sdk.exceptions import AirflowException
+from airflow.sdk.exceptions import AirflowException, AirflowFailException
 
 from colliderflow.stages import Stage, command_args
+from jobs.common.cli import EXIT_BAD_INPUT  # the job said what was wrong with its input or arguments
 
 
 class LocalStageOperator(BaseOperator):
@@ -50,6 +51,8 @@ class LocalStageOperator(BaseOperator):
             tail.append(line)
             self.log.info("%s", line)
         rc = self._proc.wait()
+        if rc == EXIT_BAD_INPUT:  # bad input or usage: a retry would fail the same way
+            raise AirflowFailException(f"jobs.{self.module}: " + " | ".join(tail))
         if rc != 0:
             raise AirflowException(f"jobs.{self.module} exited with {rc}: " + " | ".join(tail))
 

@@ -1,0 +1,139 @@
+"""Real backfills through `make airflow`'s launcher (`airflow standalone`: api-server, scheduler with the
+LocalExecutor, dag-processor, triggerer): three days of each DAG with `subsets=3` give three runs per DAG,
+each on its own third of the input files, each in its own run directory; then SIGINT stops everything."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+
+import pyarrow.dataset as ds
+import pytest
+
+from tests.dags.conftest import airflow, free_port
+
+DAYS = (1, 2, 3)
+
+
+@pytest.fixture(scope="module")
+def samples(tmp_path_factory) -> dict[str, str]:
+    from jobs.generators import delphes, nanoaod
+
+    base = tmp_path_factory.mktemp("backfill-samples")
+    nanoaod.generate(events=60_000, output=str(base / "nanoaod"), files=6, seed=11)
+    delphes.generate(events=3_000, output=str(base / "delphes"), files=3, seed=12)
+    return {"nanoaod": str(base / "nanoaod"), "delphes": str(base / "delphes")}
+
+
+def wait_for(predicate, timeout: float, what: str, proc: subprocess.Popen | None = None) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        if proc is not None and proc.poll() is not None:
+            raise AssertionError(f"airflow standalone exited with {proc.returncode} while waiting for {what}")
+        time.sleep(2)
+    raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
+
+
+def http_ok(url: str) -> bool:
+    try:
+        with urllib.request.urlopen(url, timeout=5) as r:
+            return r.status == 200
+    except OSError:
+        return False
+
+
+def processes_with_env(entry: str) -> list[str]:
+    """Command lines of live processes whose environment holds `entry` (this test's AIRFLOW_HOME)."""
+    found = []
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            with open(f"/proc/{pid}/environ", "rb") as f:
+                if entry.encode() not in f.read().split(b"\0"):
+                    continue
+            with open(f"/proc/{pid}/cmdline", "rb") as f:
+                found.append(f.read().replace(b"\0", b" ").decode(errors="replace"))
+        except OSError:
+            continue
+    return found
+
+
+def backfill(env: dict[str, str], dag_id: str, hour: int, conf: dict) -> None:
+    created = airflow(
+        env, "backfill", "create", "--dag-id", dag_id, "--from-date", f"2026-03-0{DAYS[0]}",
+        "--to-date", f"2026-03-0{DAYS[-1]}T{hour:02d}:00:00+00:00", "--dag-run-conf", json.dumps(conf),
+    )  # fmt: skip
+    assert created.returncode == 0, created.stderr[-3000:]
+
+
+@pytest.mark.slow
+def test_backfills_three_days_disjoint_subsets_and_clean_stop(airflow_env, samples, tmp_path):
+    env = dict(airflow_env)
+    port = free_port()
+    home = tmp_path / "home"
+    env["AIRFLOW_HOME"] = str(home)
+    log = open(tmp_path / "standalone.log", "w")  # noqa: SIM115 - closed below
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "colliderflow.standalone", "--port", str(port)],
+        env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+    )  # fmt: skip
+    runs = tmp_path / "runs"
+    dimuon_done = lambda: len(list(runs.glob("cms_dimuon/*/report/_SUCCESS"))) == 3  # noqa: E731
+    trigger_done = lambda: len(list(runs.glob("dl_trigger/*/report/_SUCCESS"))) == 3  # noqa: E731
+    try:
+        health = f"http://127.0.0.1:{port}/api/v2/monitor/health"
+        wait_for(lambda: http_ok(health), 420, "the api-server", proc)
+        cli_env = {**env, "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"http://localhost:{port}/execution/"}
+        assert airflow(cli_env, "dags", "reserialize").returncode == 0
+        for dag_id in ("cms_dimuon", "dl_trigger"):
+            assert airflow(cli_env, "dags", "unpause", dag_id).returncode == 0
+        backfill(
+            cli_env, "cms_dimuon", 2, {"input": samples["nanoaod"], "output_root": str(runs), "subsets": 3}
+        )
+        delphes = samples["delphes"]
+        backfill(
+            cli_env, "dl_trigger", 3,
+            {"input_qcd": f"{delphes}/qcd_lepFilter_13TeV", "input_ttbar": f"{delphes}/ttbar_lepFilter_13TeV",
+             "input_wjets": f"{delphes}/Wlnu_lepFilter_13TeV", "output_root": str(runs), "subsets": 3,
+             "epochs": 1, "batch_size": 32},
+        )  # fmt: skip
+        wait_for(lambda: dimuon_done() and trigger_done(), 1500, "six backfill runs", proc)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGINT)
+        try:
+            proc.wait(timeout=180)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            raise AssertionError("airflow standalone did not stop on SIGINT") from None
+        finally:
+            log.close()
+    time.sleep(2)
+    assert processes_with_env(f"AIRFLOW_HOME={home}") == [], "processes left after SIGINT"
+
+    def run_dirs(dag_id: str, hour: int) -> list[str]:
+        names = sorted(p.name for p in (runs / dag_id).iterdir() if p.name.startswith("backfill__"))
+        assert names == [f"backfill__2026-03-0{d}T{hour:02d}-00-00-00-00" for d in DAYS]
+        return [str(runs / dag_id / n) for n in names]
+
+    dimuon_files = [
+        set(json.loads(open(f"{d}/dimuon/metrics.json").read())["files"]) for d in run_dirs("cms_dimuon", 2)
+    ]
+    assert all(len(f) == 2 for f in dimuon_files)
+    assert len(set.union(*dimuon_files)) == 6, "the di-muon runs' subsets overlap"
+
+    trigger_files = []
+    for d in run_dirs("dl_trigger", 3):
+        table = ds.dataset(f"{d}/features", format="parquet", exclude_invalid_files=True).to_table(
+            columns=["source_file"]
+        )
+        trigger_files.append(set(table.column("source_file").unique().to_pylist()))
+        assert os.path.exists(f"{d}/model/model.keras") and os.path.exists(f"{d}/evaluation/metrics.json")
+    assert all(len(f) == 3 for f in trigger_files)  # one file of each class per run
+    assert len(set.union(*trigger_files)) == 9, "the dl_trigger runs' subsets overlap"
