@@ -3,27 +3,21 @@ Thin on purpose: the stage lives in jobs/dimuon.py, the task factory in plugins/
 
 from __future__ import annotations
 
-import pendulum
 from airflow.sdk import DAG, Asset, Param
 
 from colliderflow.backends import stage_task
 from colliderflow.collect import collect_metrics
-from colliderflow.dagkit import USER_DEFINED_FILTERS, USER_DEFINED_MACROS, data_root, default_args
+from colliderflow.dagkit import RUN_DIR, data_root, nightly
 from colliderflow.params import common_params
 from colliderflow.stages import Resources, Stage
 
-RUN = "{{ run_dir(params.output_root, dag.dag_id, run_id) }}"
+RUN = RUN_DIR
 
 with DAG(
     dag_id="cms_dimuon",
     description="CMS di-muon spectrum (J/psi ... Z) with cut-flow, from NanoAOD/AOD/flat ROOT files",
-    schedule="0 2 * * *",
-    start_date=pendulum.datetime(2026, 1, 1, tz="UTC"),
-    catchup=False,
     max_active_runs=4,
-    default_args=default_args(),
-    user_defined_filters=USER_DEFINED_FILTERS,
-    user_defined_macros=USER_DEFINED_MACROS,
+    **nightly("0 2 * * *"),
     tags=["cms", "dimuon", "spark"],
     params={
         "input": Param(

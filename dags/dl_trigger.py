@@ -6,17 +6,16 @@ from __future__ import annotations
 
 import os
 
-import pendulum
 from airflow.providers.standard.operators.python import ShortCircuitOperator
 from airflow.sdk import DAG, Asset, Param
 
 from colliderflow.backends import stage_task
 from colliderflow.collect import collect_metrics
-from colliderflow.dagkit import USER_DEFINED_FILTERS, USER_DEFINED_MACROS, data_root, default_args
+from colliderflow.dagkit import RUN_DIR, data_root, nightly
 from colliderflow.params import common_params
 from colliderflow.stages import Resources, Stage, flag
 
-RUN = "{{ run_dir(params.output_root, dag.dag_id, run_id) }}"
+RUN = RUN_DIR
 SAMPLES = {"qcd": "qcd_lepFilter_13TeV", "ttbar": "ttbar_lepFilter_13TeV", "wjets": "Wlnu_lepFilter_13TeV"}
 SUBSET = "{{ subset_arg(params.subset, params.subsets, dag_run.logical_date) }}"
 # the reference's steps 0.0005 -> 0.0002 (after epoch 2) -> 0.0001 (after 4), as fractions of the base rate
@@ -48,13 +47,8 @@ TRAIN_GPUS = int(os.environ.get("COLLIDERFLOW_TRAIN_GPUS", "0"))
 with DAG(
     dag_id="dl_trigger",
     description="SparkDLTrigger: Delphes ROOT -> features -> prepared sets -> TFRecords -> GRU classifier",
-    schedule="0 3 * * *",
-    start_date=pendulum.datetime(2026, 1, 1, tz="UTC"),
-    catchup=False,
     max_active_runs=2,
-    default_args=default_args(),
-    user_defined_filters=USER_DEFINED_FILTERS,
-    user_defined_macros=USER_DEFINED_MACROS,
+    **nightly("0 3 * * *"),
     tags=["dl-trigger", "spark", "tensorflow"],
     params={
         "demo_events": Param(

@@ -6,7 +6,7 @@ from __future__ import annotations
 import os
 import pathlib
 import re
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 PROJECT_ROOT = pathlib.Path(__file__).resolve().parents[2]
@@ -47,5 +47,20 @@ def run_dir(output_root: str, dag_id: str, run_id: str) -> str:
     return f"{output_root.rstrip('/')}/{dag_id}/{safe_path(run_id)}"
 
 
+# Jinja: the run's output directory, <output_root>/<dag_id>/<run id>; every stage writes below it.
+RUN_DIR = "{{ run_dir(params.output_root, dag.dag_id, run_id) }}"
 USER_DEFINED_FILTERS = {"safe_path": safe_path}
 USER_DEFINED_MACROS = {"subset_arg": subset_arg, "run_dir": run_dir}
+
+
+def nightly(cron: str) -> dict[str, Any]:
+    """The DAG arguments every colliderflow DAG shares: a nightly `cron` schedule from 2026-01-01 without
+    catch-up, retries with backoff on every task, and the Jinja helpers the stage arguments use."""
+    return {
+        "schedule": cron,
+        "start_date": datetime(2026, 1, 1, tzinfo=UTC),
+        "catchup": False,
+        "default_args": default_args(),
+        "user_defined_filters": USER_DEFINED_FILTERS,
+        "user_defined_macros": USER_DEFINED_MACROS,
+    }
