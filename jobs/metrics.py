@@ -189,6 +189,13 @@ def _figure():
     return plt
 
 
+def _save(plt, fig, path: str) -> bool:
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return True
+
+
 def plot_stage_times(summary: dict[str, Any], path: str) -> bool:
     """Horizontal bars: Airflow task wall time per stage (job wall time where Airflow gave none)."""
     times = {k: v.get("duration_seconds") for k, v in summary["stage_times"].items()}
@@ -204,10 +211,7 @@ def plot_stage_times(summary: dict[str, Any], path: str) -> bool:
     ax.invert_yaxis()
     ax.set_xlabel("wall time [s]")
     ax.set_title("Stage wall times")
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return True
+    return _save(plt, fig, path)
 
 
 def plot_io_latency(summary: dict[str, Any], path: str) -> bool:
@@ -233,10 +237,7 @@ def plot_io_latency(summary: dict[str, Any], path: str) -> bool:
     ax.set_xlabel("read latency [ms]")
     ax.set_title("Storage read latency per file")
     ax.legend(loc="lower right")
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return True
+    return _save(plt, fig, path)
 
 
 def plot_spark_stages(summary: dict[str, Any], path: str) -> bool:
@@ -265,10 +266,7 @@ def plot_spark_stages(summary: dict[str, Any], path: str) -> bool:
     ax.set_xlabel("executor time summed over tasks [s]")
     ax.set_title("Spark executor time")
     ax.legend(loc="lower right")
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return True
+    return _save(plt, fig, path)
 
 
 def stage_plots(outputs: dict[str, dict[str, Any]], summary: dict[str, Any], staging: str) -> dict[str, str]:

@@ -37,6 +37,17 @@ def dags_test(
     return airflow(env, "dags", "test", dag_id, "-c", json.dumps(conf), timeout=timeout)
 
 
+def assert_conf_rejected(env: dict[str, str], dag_id: str, tmp_path, bad: dict) -> None:
+    """A conf violating one Param fails the run before any task: the error names the Param and no
+    run directory is created."""
+    runs = tmp_path / "runs"
+    proc = dags_test(env, dag_id, {"output_root": str(runs), **bad}, timeout=300)
+    assert proc.returncode != 0
+    (key,) = bad
+    assert f"Invalid input for param {key}" in proc.stdout + proc.stderr
+    assert not runs.exists(), "a task ran despite the invalid conf"
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -55,4 +66,4 @@ def import_errors(env: dict[str, str]) -> dict[str, str]:
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
-__all__ = ["airflow", "dags_test", "free_port", "import_errors", "os"]
+__all__ = ["airflow", "assert_conf_rejected", "dags_test", "free_port", "import_errors", "os"]

@@ -8,7 +8,7 @@ import json
 
 import pytest
 
-from tests.dags.conftest import dags_test, import_errors
+from tests.dags.conftest import assert_conf_rejected, dags_test, import_errors
 
 
 @pytest.fixture(scope="module")
@@ -51,9 +51,4 @@ def test_dags_test_end_to_end(airflow_env, sample, tmp_path):
     [{"schema": "miniaod"}, {"chunk_entries": 10}, {"spark_master": "mesos://x"}, {"subset": "3 of 4"}],
 )
 def test_invalid_conf_rejected_before_any_task(airflow_env, tmp_path, bad):
-    runs = tmp_path / "runs"
-    proc = dags_test(airflow_env, "cms_dimuon", {"output_root": str(runs), **bad}, timeout=300)
-    assert proc.returncode != 0
-    (key,) = bad
-    assert f"Invalid input for param {key}" in proc.stdout + proc.stderr
-    assert not runs.exists(), "a task ran despite the invalid conf"
+    assert_conf_rejected(airflow_env, "cms_dimuon", tmp_path, bad)

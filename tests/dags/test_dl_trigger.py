@@ -15,7 +15,7 @@ import pyarrow.dataset as ds
 import pytest
 
 from colliderflow.dagkit import subset_arg
-from tests.dags.conftest import airflow, dags_test, import_errors
+from tests.dags.conftest import airflow, assert_conf_rejected, dags_test, import_errors
 
 STAGE_OUTPUTS = ("features", "prepared", "tfrecords", "model", "evaluation", "report")
 
@@ -65,12 +65,7 @@ def test_end_to_end_on_generated_sample(airflow_env, tmp_path):
     ],
 )
 def test_invalid_conf_rejected_before_any_task(airflow_env, tmp_path, bad):
-    runs = tmp_path / "runs"
-    proc = dags_test(airflow_env, "dl_trigger", {"output_root": str(runs), **bad}, timeout=300)
-    assert proc.returncode != 0
-    (key,) = bad
-    assert f"Invalid input for param {key}" in proc.stdout + proc.stderr
-    assert not runs.exists(), "a task ran despite the invalid conf"
+    assert_conf_rejected(airflow_env, "dl_trigger", tmp_path, bad)
 
 
 @pytest.fixture(scope="module")
