@@ -11,6 +11,11 @@ import sys
 from colliderflow.dagkit import PROJECT_ROOT
 
 ADMIN_USER = "admin"
+# SQLite lets one writer at a time; the scheduler, dag-processor, api-server and a CLI call (`airflow
+# backfill create` while standalone runs) contend, and sqlite3's default 5 s busy wait is too short on
+# a loaded 2-core laptop ("database is locked"). Airflow imports these by dotted path.
+SQLITE_CONNECT_ARGS: dict = {"timeout": 120.0}
+SQLITE_ASYNC_CONNECT_ARGS: dict = {"timeout": 120.0}
 POOLS = {
     "spark": (2, "Spark stages (bounds concurrent cluster-heavy tasks)"),
     "training": (1, "TensorFlow training"),
@@ -26,6 +31,10 @@ def airflow_env(home: str | None = None, password: str | None = None) -> dict[st
     with open(pw_file, "w") as f:
         json.dump({ADMIN_USER: password}, f)
     env = dict(os.environ)
+    if env.get("AIRFLOW__DATABASE__SQL_ALCHEMY_CONN", "sqlite").startswith("sqlite"):
+        key, here = "AIRFLOW__DATABASE__SQL_ALCHEMY_CONNECT_ARGS", "colliderflow.environment"
+        env.setdefault(key, f"{here}.SQLITE_CONNECT_ARGS")
+        env.setdefault(f"{key}_ASYNC", f"{here}.SQLITE_ASYNC_CONNECT_ARGS")
     env.update(
         {
             "AIRFLOW_HOME": home,
