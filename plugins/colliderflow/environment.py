@@ -7,15 +7,14 @@ import json
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 from colliderflow.dagkit import PROJECT_ROOT
 
 ADMIN_USER = "admin"
-# SQLite lets one writer at a time; the scheduler, dag-processor, api-server and a CLI call (`airflow
-# backfill create` while standalone runs) contend, and sqlite3's default 5 s busy wait is too short on
-# a loaded 2-core laptop ("database is locked"). Airflow imports these by dotted path.
-SQLITE_CONNECT_ARGS: dict = {"timeout": 120.0}
-SQLITE_ASYNC_CONNECT_ARGS: dict = {"timeout": 120.0}
+# Airflow local settings that make SQLite safe for standalone's processes and a CLI call beside them
+# (colliderflow.sqlite_db says why).
+SQLITE_LOCAL_SETTINGS = Path(__file__).parent / "embedded_local_settings"
 POOLS = {
     "spark": (2, "Spark stages (bounds concurrent cluster-heavy tasks)"),
     "training": (1, "TensorFlow training"),
@@ -31,10 +30,11 @@ def airflow_env(home: str | None = None, password: str | None = None) -> dict[st
     with open(pw_file, "w") as f:
         json.dump({ADMIN_USER: password}, f)
     env = dict(os.environ)
-    if env.get("AIRFLOW__DATABASE__SQL_ALCHEMY_CONN", "sqlite").startswith("sqlite"):
-        key, here = "AIRFLOW__DATABASE__SQL_ALCHEMY_CONNECT_ARGS", "colliderflow.environment"
-        env.setdefault(key, f"{here}.SQLITE_CONNECT_ARGS")
-        env.setdefault(f"{key}_ASYNC", f"{here}.SQLITE_ASYNC_CONNECT_ARGS")
+    python_path = [str(PROJECT_ROOT), env.get("PYTHONPATH")]
+    sqlite = env.get("AIRFLOW__DATABASE__SQL_ALCHEMY_CONN", "sqlite").startswith("sqlite")
+    own_local_settings = os.path.exists(os.path.join(home, "config", "airflow_local_settings.py"))
+    if sqlite and not own_local_settings:
+        python_path.insert(0, str(SQLITE_LOCAL_SETTINGS))
     env.update(
         {
             "AIRFLOW_HOME": home,
@@ -50,7 +50,7 @@ def airflow_env(home: str | None = None, password: str | None = None) -> dict[st
             "COLLIDERFLOW_BACKEND": env.get("COLLIDERFLOW_BACKEND", "local"),
             # `airflow standalone` starts its components as `airflow ...` from PATH: this environment's
             "PATH": os.pathsep.join(filter(None, [os.path.dirname(sys.executable), env.get("PATH")])),
-            "PYTHONPATH": os.pathsep.join(filter(None, [str(PROJECT_ROOT), env.get("PYTHONPATH")])),
+            "PYTHONPATH": os.pathsep.join(filter(None, python_path)),
         }
     )
     return env
