@@ -6,6 +6,7 @@ got "database is locked" at once whatever the wait (colliderflow.sqlite_db)."""
 from __future__ import annotations
 
 import json
+import os
 import sqlite3
 import subprocess
 import sys
@@ -92,7 +93,8 @@ def test_backfill_create_survives_a_writer_at_its_savepoint(own_airflow, fixed):
     env = dict(own_airflow)
     if not fixed:  # the hazard is real: without the local settings the same call fails
         settings_dir = str(environment.SQLITE_LOCAL_SETTINGS)
-        env["PYTHONPATH"] = ":".join(p for p in env["PYTHONPATH"].split(":") if p != settings_dir)
+        kept = [p for p in env["PYTHONPATH"].split(os.pathsep) if p != settings_dir]
+        env["PYTHONPATH"] = os.pathsep.join(kept)
     args = ["backfill", "create", "--dag-id", "cms_dimuon", "--from-date", "2026-01-01",
             "--to-date", "2026-01-03T02:00:00+00:00", "--dag-run-conf", '{"subsets": 3}']  # fmt: skip
     proc = subprocess.run(
@@ -111,12 +113,16 @@ def test_backfill_create_survives_a_writer_at_its_savepoint(own_airflow, fixed):
     assert sorted(r["run_id"] for r in runs) == [f"backfill__2026-01-0{d}T02:00:00+00:00" for d in (1, 2, 3)]
 
 
+def python_path(home) -> list[str]:
+    return environment.airflow_env(home=str(home))["PYTHONPATH"].split(os.pathsep)
+
+
 def test_local_settings_only_for_sqlite(tmp_path, monkeypatch):
     settings_dir = str(environment.SQLITE_LOCAL_SETTINGS)
-    assert settings_dir in environment.airflow_env(home=str(tmp_path / "a"))["PYTHONPATH"].split(":")
+    assert settings_dir in python_path(tmp_path / "a")
     monkeypatch.setenv("AIRFLOW__DATABASE__SQL_ALCHEMY_CONN", "postgresql+psycopg2://u:p@db/airflow")
-    assert settings_dir not in environment.airflow_env(home=str(tmp_path / "b"))["PYTHONPATH"].split(":")
+    assert settings_dir not in python_path(tmp_path / "b")
     monkeypatch.delenv("AIRFLOW__DATABASE__SQL_ALCHEMY_CONN")
     (tmp_path / "c" / "config").mkdir(parents=True)
     (tmp_path / "c" / "config" / "airflow_local_settings.py").write_text("# the user's own\n")
-    assert settings_dir not in environment.airflow_env(home=str(tmp_path / "c"))["PYTHONPATH"].split(":")
+    assert settings_dir not in python_path(tmp_path / "c")
