@@ -12,10 +12,10 @@ $(UV):
 	python3 -m pip install --user --quiet "uv==$(UV_VERSION)"
 
 install: $(UV)
-	$(UV) sync --locked --no-default-groups
+	$(UV) sync --locked --all-extras --no-default-groups
 
 install-test: $(UV)
-	$(UV) sync --locked
+	$(UV) sync --locked --all-extras
 
 demo: install
 	$(UV) run --no-sync python -m colliderflow.demo --output "$(DEMO_DIR)"

@@ -16,10 +16,10 @@ import awkward as ak
 import numpy as np
 import uproot
 
-from jobs import dimuon
-from jobs.common.dimuon_selection import SCHEMA_BRANCHES
-from jobs.common.spark import spark_session
-from jobs.generators import nanoaod
+from jobs.core.spark import spark_session
+from jobs.dimuon import job as dimuon
+from jobs.dimuon.selection import SCHEMA_BRANCHES
+from jobs.generate import nanoaod
 
 
 def to_parquet(root_files: list[str], out_dir: str) -> None:

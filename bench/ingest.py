@@ -24,10 +24,10 @@ import time
 import pyarrow.parquet as pq
 import uproot
 
-from jobs import ingest
-from jobs.common.delphes_features import BRANCHES, compute
-from jobs.common.trigger_classes import CLASSES, SAMPLES, TREE
-from jobs.generators.delphes import generate
+from jobs.dltrigger_schema import CLASSES, SAMPLES, TREE
+from jobs.generate.delphes import generate
+from jobs.ingest import job as ingest
+from jobs.ingest.features import BRANCHES, compute
 
 REFERENCE_EVENTS_PER_S_PER_CORE = 54.47e6 / (2 * 3600 + 11 * 60) / 400  # ~17
 TARGET = 1000.0
@@ -72,7 +72,7 @@ def in_process(inputs: dict[str, str], events: int) -> float:
 
 def oracle(inputs: dict[str, str], events: int) -> float:
     """Events/s of the per-event oracle (file reading excluded), `events` per class."""
-    from tests.jobs.delphes_oracle import events_as_dicts, oracle_event
+    from tests.jobs.ingest.delphes_oracle import events_as_dicts, oracle_event
 
     n, seconds = 0, 0.0
     for directory in inputs.values():

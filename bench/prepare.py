@@ -25,9 +25,9 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from jobs import prepare, tfrecords
-from jobs.common.prepare_features import load_scaler
-from jobs.common.prepared import (
+from jobs.core.spark import spark_session
+from jobs.core.tensors import nested_to_numpy, numpy_to_nested
+from jobs.dltrigger_schema import (
     COUNT_COLUMN,
     GRU_COLUMN,
     HLF_COLUMN,
@@ -35,11 +35,11 @@ from jobs.common.prepared import (
     N_HLF,
     N_PARTICLE_FEATURES,
     N_PARTICLES,
-    nested_to_numpy,
-    numpy_to_nested,
 )
-from jobs.common.spark import spark_session
-from jobs.tfrecords import ShardTask, convert_file
+from jobs.prepare import job as prepare
+from jobs.prepare.scaling import load_scaler
+from jobs.tfrecords import job as tfrecords
+from jobs.tfrecords.job import ShardTask, convert_file
 
 SHARES = (0.30, 0.37, 0.33)
 

@@ -24,8 +24,8 @@ TARGET_PER_CORE = 1000.0
 
 
 def _train(sets: dict[str, str], out: str, epochs: int, bucketing: bool, workers: int = 1) -> dict:
-    from jobs import train
-    from jobs.common import cli
+    from jobs.core import cli
+    from jobs.train import job as train
 
     argv = ["--train", sets["train_tfrecord"], "--test", sets["test_tfrecord"], "--output", out,
             "--epochs", str(epochs), "--lr", "0.003", "--shuffle-buffer", "512"]  # fmt: skip
@@ -49,8 +49,8 @@ def _train(sets: dict[str, str], out: str, epochs: int, bucketing: bool, workers
 
 
 def _evaluate(model: str, test: str, out: str, bucketing: bool) -> dict:
-    from jobs import evaluate
-    from jobs.common import cli
+    from jobs.core import cli
+    from jobs.evaluate import job as evaluate
 
     argv = ["--model", model, "--test", test, "--output", out] + (["--bucketing"] if bucketing else [])
     assert cli.run(evaluate.main, argv) == 0

@@ -1,5 +1,5 @@
 """CMS di-muon reduction, nightly: ROOT files -> mass spectrum, muon histograms, cut-flow, metrics.
-Thin on purpose: the stage lives in jobs/dimuon.py, the task factory in plugins/colliderflow."""
+Thin on purpose: the stage lives in jobs/dimuon/, the task factory in plugins/colliderflow."""
 
 from __future__ import annotations
 

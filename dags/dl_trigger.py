@@ -14,9 +14,9 @@ from colliderflow.collect import collect_metrics
 from colliderflow.dagkit import RUN_DIR, data_root, nightly
 from colliderflow.params import common_params
 from colliderflow.stages import Resources, Stage, flag
+from jobs.dltrigger_schema import SAMPLES
 
 RUN = RUN_DIR
-SAMPLES = {"qcd": "qcd_lepFilter_13TeV", "ttbar": "ttbar_lepFilter_13TeV", "wjets": "Wlnu_lepFilter_13TeV"}
 SUBSET = "{{ subset_arg(params.subset, params.subsets, dag_run.logical_date) }}"
 # the reference's steps 0.0005 -> 0.0002 (after epoch 2) -> 0.0001 (after 4), as fractions of the base rate
 LR_STEPS = "{{ '2:%g,4:%g' % (params.learning_rate * 0.4, params.learning_rate * 0.2) }}"

@@ -1,16 +1,19 @@
 """Shared fixtures: one real local Spark session for the whole run (a JVM start costs seconds),
-the real CMS open-data files from scikit-hep-testdata, and the shared/ reference folder."""
+the real CMS open-data files from scikit-hep-testdata, the shared/ reference folder, and a real S3
+endpoint (moto's server on loopback) with a fresh bucket per test."""
 
 from __future__ import annotations
 
 import logging
 import os
 import pathlib
+import secrets
 
 import pytest
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared"
+SECRET = "cf-" + secrets.token_hex(16)  # a distinctive S3 secret key, grepped for in every output and log
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 # py4j logs from __del__ at interpreter exit, after pytest has closed the captured stream
@@ -21,7 +24,7 @@ os.environ.setdefault("COLLIDERFLOW_SPARK_DRIVER_MEMORY", "2g")
 @pytest.fixture(scope="session")
 def spark():
     """A real local[2] SparkSession shared by every test that needs one."""
-    from jobs.common.spark import spark_session
+    from jobs.core.spark import spark_session
 
     session = spark_session(
         "colliderflow-tests", master="local[2]", conf={"spark.sql.shuffle.partitions": "4"}
@@ -43,3 +46,45 @@ def shared_dir() -> pathlib.Path:
     if not SHARED.is_dir():
         pytest.skip(f"{SHARED} is absent (the shared/ folder sits beside the repository in CI)")
     return SHARED
+
+
+@pytest.fixture(scope="module")
+def s3_server():
+    """moto's S3 server on a free loopback port for this module."""
+    from moto.server import ThreadedMotoServer
+
+    logging.getLogger("werkzeug").setLevel(logging.ERROR)
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    yield f"http://{host}:{port}"
+    server.stop()
+
+
+@pytest.fixture
+def s3_env(s3_server, monkeypatch) -> dict[str, str]:
+    """Credentials and endpoint the way a pod gets them (env from a Secret and a ConfigMap)."""
+    env = {
+        "AWS_ACCESS_KEY_ID": "colliderflow-test",
+        "AWS_SECRET_ACCESS_KEY": SECRET,
+        "AWS_DEFAULT_REGION": "us-east-1",
+        "COLLIDERFLOW_S3_ENDPOINT": s3_server,
+    }
+    for key in ("AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3", "AWS_PROFILE"):
+        monkeypatch.delenv(key, raising=False)
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    return env
+
+
+@pytest.fixture
+def bucket(s3_env, request) -> str:
+    """A fresh bucket per test (s3fs instances are cached per endpoint, so listings are invalidated)."""
+    name = "cf-" + request.node.name.lower().replace("_", "-").replace("[", "-").replace("]", "")[:40]
+    from jobs.core import storage
+
+    fs, _ = storage.filesystem(f"s3://{name}")
+    fs.mkdir(name)
+    yield name
+    fs.rm(name, recursive=True)
+    fs.invalidate_cache()

@@ -22,7 +22,7 @@ DAYS = (1, 2, 3)
 
 @pytest.fixture(scope="module")
 def samples(tmp_path_factory) -> dict[str, str]:
-    from jobs.generators import delphes, nanoaod
+    from jobs.generate import delphes, nanoaod
 
     base = tmp_path_factory.mktemp("backfill-samples")
     nanoaod.generate(events=60_000, output=str(base / "nanoaod"), files=6, seed=11)

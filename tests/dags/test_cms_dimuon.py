@@ -13,7 +13,7 @@ from tests.dags.conftest import assert_conf_rejected, dags_test, import_errors
 
 @pytest.fixture(scope="module")
 def sample(tmp_path_factory) -> str:
-    from jobs.generators import nanoaod
+    from jobs.generate import nanoaod
 
     out = str(tmp_path_factory.mktemp("dimuon") / "nanoaod")
     nanoaod.generate(events=60_000, output=out, files=6, seed=11)

@@ -70,7 +70,7 @@ def test_invalid_conf_rejected_before_any_task(airflow_env, tmp_path, bad):
 
 @pytest.fixture(scope="module")
 def delphes_sample(tmp_path_factory) -> str:
-    from jobs.generators import delphes
+    from jobs.generate import delphes
 
     out = str(tmp_path_factory.mktemp("delphes") / "sample")
     delphes.generate(events=600, output=out, files=3, seed=5)
@@ -90,7 +90,7 @@ def test_backfill_days_map_to_disjoint_subsets(airflow_env, delphes_sample, tmp_
     assert all(d in dry.stdout for d in dates), dry.stdout[-3000:]
     from datetime import datetime
 
-    from jobs.common.trigger_classes import SAMPLES
+    from jobs.dltrigger_schema import SAMPLES
 
     subsets = [subset_arg("auto", 3, datetime.fromisoformat(d)) for d in dates]
     assert len(set(subsets)) == 3
@@ -119,7 +119,7 @@ def parquet_rows(path) -> list[tuple]:
 def test_ingest_killed_mid_write_then_rerun(delphes_sample, tmp_path):
     """SIGKILL the ingestion process group (what a killed Airflow task does) while its tasks are writing:
     nothing is visible at the output path; the rerun's output equals that of an uninterrupted run."""
-    from jobs.common.trigger_classes import SAMPLES
+    from jobs.dltrigger_schema import SAMPLES
 
     inputs = [a for name, sample in SAMPLES.items() for a in ("--input", f"{name}={delphes_sample}/{sample}")]
 

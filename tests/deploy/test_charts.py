@@ -181,11 +181,11 @@ def test_principal_auth_needs_no_config_file():
 
 
 def test_storage_variables_are_the_ones_the_jobs_read():
-    """Every COLLIDERFLOW_* setting the chart hands the pods is read by jobs/common/storage.py."""
-    from jobs.common import storage
+    """Every COLLIDERFLOW_* setting the chart hands the pods is read by jobs/core/storage.py."""
+    from jobs.core import storage
 
     config = by_kind(render("colliderflow"), "ConfigMap")["colliderflow-storage"]["data"]
-    source = (ROOT / "jobs/common/storage.py").read_text()
+    source = (ROOT / "jobs/core/storage.py").read_text()
     for key in config:
         if key.startswith("COLLIDERFLOW_") and key != "COLLIDERFLOW_STORAGE_ROOT":
             assert key in source, key
@@ -362,10 +362,8 @@ def test_metric_names_documented_and_pushed():
         assert f"{name}{{{','.join(sorted(labels, key=['dag', 'run', 'stage', 'class'].index))}}}" in doc, (
             name
         )
-    job = ROOT / "jobs/metrics.py"
-    if not job.exists():
-        pytest.skip("jobs/metrics.py does not exist yet")
-    source = job.read_text() + "".join(p.read_text() for p in (ROOT / "jobs/common").glob("*.py"))
+    modules = [*(ROOT / "jobs/metrics").glob("*.py"), *(ROOT / "jobs/core").glob("*.py")]
+    source = "".join(p.read_text() for p in modules)
     for name in PIPELINE_METRICS:
         assert name in source or name.removeprefix("colliderflow_") in source, (
             f"jobs.metrics does not push {name}"

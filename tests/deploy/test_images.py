@@ -1,11 +1,13 @@
 """Static checks of the container images (no Docker engine here): pinned bases, a non-root final
-user, the project installed from uv.lock, and every stage entrypoint an image names exists in jobs/."""
+user, the project installed from uv.lock with only its role's extra, and every stage entrypoint an image
+names exists in jobs/."""
 
 from __future__ import annotations
 
 import importlib.util
 import pathlib
 import re
+import tomllib
 
 import pytest
 
@@ -17,6 +19,15 @@ PINNED = re.compile(
     r"^[\w.\-/:]+:(?=[^:]*\d)[\w.\-]+(@sha256:[0-9a-f]{64})?$|^[\w.\-/:]+@sha256:[0-9a-f]{64}$"
 )
 LOCK_INSTALL = re.compile(r"uv sync[^\n]*--locked|uv export[^\n]*--locked|uv sync[^\n]*--frozen")
+# The pyproject extra each image installs (images/<role>/Dockerfile -> extra).
+ROLE_EXTRA = {"spark": "spark", "tensorflow": "tf", "airflow": "airflow"}
+EXTRA_ARG = re.compile(r"--extra[= ]([\w-]+)")
+# Distributions that mark a runtime: none may reach an image of another role through its extra.
+RUNTIMES = {
+    "spark": ("pyspark", "pyspark-client"),
+    "tf": ("tensorflow", "tensorflow-cpu", "tf-keras", "tensorboard"),
+    "airflow": ("apache-airflow", "apache-airflow-core"),
+}
 
 
 def instructions(path: pathlib.Path) -> list[tuple[str, str]]:
@@ -54,7 +65,33 @@ def base_images(path: pathlib.Path) -> list[str]:
 def entrypoints(path: pathlib.Path) -> set[str]:
     text = path.read_text()
     found = set(re.findall(r"\bjobs\.[a-z_][a-z0-9_]*\b", text))
-    return {m for m in found if m != "jobs.common" and not m.startswith("jobs.common.")}
+    return {m for m in found if m != "jobs.core" and not m.startswith("jobs.core.")}
+
+
+def lock_installs(path: pathlib.Path) -> list[str]:
+    """The RUN instructions that install from the lock (uv sync / uv export), continuation lines joined."""
+    runs = [rest for word, rest in instructions(path) if word == "RUN"]
+    return [run for run in runs if re.search(r"\buv (sync|export)\b", run)]
+
+
+def locked_closure(extra: str) -> set[str]:
+    """Every distribution uv.lock resolves for the project's `extra` (markers ignored: a superset)."""
+    lock = tomllib.loads((ROOT / "uv.lock").read_text())
+    packages: dict[str, list[dict]] = {}
+    for package in lock["package"]:
+        packages.setdefault(package["name"], []).append(package)
+    (project,) = packages["colliderflow"]
+    todo = [*project.get("dependencies", []), *project.get("optional-dependencies", {})[extra]]
+    seen: set[str] = set()
+    while todo:
+        dep = todo.pop()
+        for package in packages[dep["name"]]:
+            if dep["name"] not in seen:
+                todo += package.get("dependencies", [])
+            for name in dep.get("extra", []):
+                todo += package.get("optional-dependencies", {}).get(name, [])
+        seen.add(dep["name"])
+    return seen
 
 
 def test_one_dockerfile_per_role():
@@ -130,3 +167,61 @@ def test_gpu_variant_keeps_locked_tensorflow_version():
     text = (ROOT / "images/tensorflow/Dockerfile").read_text()
     assert "ARG TF_VARIANT=cpu" in text
     assert "tensorflow[and-cuda]==$tfv" in text and "tensorflow-cpu==" in text
+    # tensorflow-cpu is only in the export of the `tf` extra: without it $tfv would be empty
+    (export,) = re.findall(r"uv export[^|]*\|[^;]*tensorflow-cpu==", re.sub(r"\\\n", " ", text))
+    assert "--extra tf" in export, "the GPU variant reads the tensorflow-cpu version without --extra tf"
+
+
+def test_role_extras_declared_and_locked():
+    """pyproject splits the dependencies into one extra per image role; the lock knows the same extras."""
+    pyproject = tomllib.loads((ROOT / "pyproject.toml").read_text())
+    extras = pyproject["project"].get("optional-dependencies", {})
+    missing = set(ROLE_EXTRA.values()) - set(extras)
+    assert not missing, f"missing extras: {missing}"
+    base = {re.split(r"[\s<>=!~;\[]", d, maxsplit=1)[0].lower() for d in pyproject["project"]["dependencies"]}
+    in_base = base & {name for names in RUNTIMES.values() for name in names}
+    assert not in_base, f"a role's runtime in the base dependencies (every image gets it): {in_base}"
+    lock = tomllib.loads((ROOT / "uv.lock").read_text())
+    (project,) = [p for p in lock["package"] if p["name"] == "colliderflow"]
+    assert set(project.get("optional-dependencies", {})) == set(extras), "uv.lock is stale: run `uv lock`"
+
+
+@pytest.mark.parametrize("extra", sorted(RUNTIMES))
+def test_role_extra_excludes_other_runtimes(extra: str):
+    """The Spark extra brings neither TensorFlow nor Airflow, the TF extra neither PySpark nor Airflow
+    (transitively, as locked); the Airflow extra brings no TensorFlow."""
+    closure = locked_closure(extra)
+    assert set(RUNTIMES[extra]) & closure, f"extra {extra} lacks its own runtime"
+    # The Airflow role needs pyspark: the Kubernetes backend reads its version when a DAG is parsed.
+    others = [other for other in RUNTIMES if other not in (extra, "spark" if extra == "airflow" else extra)]
+    leaked = {name for other in others for name in RUNTIMES[other]} & closure
+    assert not leaked, f"extra {extra} pulls in {sorted(leaked)}"
+
+
+@pytest.mark.parametrize("role", ["spark", "tensorflow"])
+def test_stage_image_installs_only_its_extra(role: str):
+    """Every lock install in the Spark/TF image names that role's extra and no other (a `uv sync`
+    without it would remove the extra's packages again)."""
+    installs = lock_installs(ROOT / f"images/{role}/Dockerfile")
+    assert installs, "nothing installed from the lock"
+    for run in installs:
+        assert "--all-extras" not in run, f"installs every extra: {run}"
+        for command in re.findall(r"uv (?:sync|export)[^;&|]*", run):
+            extras = set(EXTRA_ARG.findall(command))
+            assert extras == {ROLE_EXTRA[role]}, f"{command.strip()!r}: extras {extras or 'none'}"
+
+
+def test_airflow_image_installs_airflow_extra():
+    """The Airflow image always installs the `airflow` extra; the `spark` and `tf` extras only for
+    stages run in local mode inside the Airflow containers (LOCAL_STAGES, on by default because
+    docker-compose.yaml builds the image without build args and runs the stages there)."""
+    path = ROOT / "images/airflow/Dockerfile"
+    (install,) = lock_installs(path)
+    assert "--all-extras" not in install
+    always, _, local = install.partition('if [ "$LOCAL_STAGES" = "true" ]')
+    assert set(EXTRA_ARG.findall(always)) == {"airflow"}, "the airflow extra is not installed unconditionally"
+    local_branch = re.match(r";\s*then\s+([^;]*)", local).group(1)
+    assert set(EXTRA_ARG.findall(local_branch)) == {"spark", "tf"}, "local mode lacks the stage extras"
+    assert set(EXTRA_ARG.findall(install)) == {"airflow", "spark", "tf"}
+    args = dict(rest.split("=", 1) for word, rest in instructions(path) if word == "ARG" and "=" in rest)
+    assert args.get("LOCAL_STAGES") == "true", "docker-compose.yaml runs the stages in the Airflow image"

@@ -24,15 +24,9 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from jobs.common.physics import energy, px_py_pz
-from jobs.common.prepared import (
-    HLF_NAMES,
-    N_HLF,
-    N_PARTICLE_FEATURES,
-    N_PARTICLES,
-    PARTICLE_FEATURES,
-)
-from jobs.ingest import SCHEMA as INGEST_SCHEMA
+from jobs.core.physics import energy, px_py_pz
+from jobs.dltrigger_schema import HLF_NAMES, N_HLF, N_PARTICLE_FEATURES, N_PARTICLES, PARTICLE_FEATURES
+from jobs.ingest.job import SCHEMA as INGEST_SCHEMA
 
 BLOCKS = (("track", 450), ("photon", 150), ("neutral", 200))  # after the lepton row
 _F = {name: i for i, name in enumerate(PARTICLE_FEATURES)}

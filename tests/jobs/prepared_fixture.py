@@ -20,7 +20,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from jobs.common.prepared import (
+from jobs.core.tensors import numpy_to_nested, one_hot
+from jobs.dltrigger_schema import (
     COUNT_COLUMN,
     GRU_COLUMN,
     HLF_COLUMN,
@@ -30,10 +31,8 @@ from jobs.common.prepared import (
     N_PARTICLE_FEATURES,
     N_PARTICLES,
     PARTICLE_FEATURES,
-    numpy_to_nested,
-    one_hot,
 )
-from jobs.common.tfexample import ShardWriter, encode_examples
+from jobs.tfrecords.example import ShardWriter, encode_examples
 
 PT = PARTICLE_FEATURES.index("Pt")
 IS_CH_HAD = PARTICLE_FEATURES.index("isChHad")

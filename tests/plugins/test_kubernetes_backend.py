@@ -19,13 +19,11 @@ from airflow.providers.cncf.kubernetes.operators.spark_kubernetes import SparkKu
 from kubernetes.client import ApiClient
 
 from colliderflow.backends import stage_task
-from colliderflow.backends.kubernetes import (
-    IN_CLUSTER_MASTER,
-    KubernetesConfig,
-    TFMultiWorkerOperator,
-    kubernetes_task,
-    spark_memory,
-)
+from colliderflow.backends.kubernetes import kubernetes_task
+from colliderflow.backends.kubernetes.config import KubernetesConfig
+from colliderflow.backends.kubernetes.manifest import spark_memory
+from colliderflow.backends.kubernetes.spark_application import IN_CLUSTER_MASTER
+from colliderflow.backends.kubernetes.training_job import TFMultiWorkerOperator
 from colliderflow.backends.local import LocalStageOperator
 from colliderflow.stages import Resources, Stage
 from tests.conftest import ROOT
@@ -91,7 +89,7 @@ def test_spark_stage_renders_a_valid_spark_application(spark_schema):
     assert body["apiVersion"] == "sparkoperator.k8s.io/v1beta2" and body["kind"] == "SparkApplication"
     assert body["metadata"]["name"] == "dimuon-reduce" and body["metadata"]["namespace"] == "physics"
     assert (spec["type"], spec["pythonVersion"], spec["image"]) == ("Python", "3", CFG.spark_image)
-    assert spec["mainApplicationFile"] == "local:///opt/colliderflow/src/jobs/dimuon.py"
+    assert spec["mainApplicationFile"] == "local:///opt/colliderflow/src/jobs/dimuon/__main__.py"
     assert spec["arguments"] == [
         "--input",
         "s3://b/x/*.root",

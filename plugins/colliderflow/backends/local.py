@@ -16,7 +16,7 @@ from airflow.sdk import BaseOperator
 from airflow.sdk.exceptions import AirflowException, AirflowFailException
 
 from colliderflow.stages import Stage, command_args
-from jobs.common.cli import EXIT_BAD_INPUT  # the job said what was wrong with its input or arguments
+from jobs.core.cli import EXIT_BAD_INPUT  # the job said what was wrong with its input or arguments
 
 
 class LocalStageOperator(BaseOperator):

@@ -1,0 +1,99 @@
+"""Chunk-level results that carry their own I/O statistics and bad-file reports, so that one
+unreadable file can be skipped (or reported) without losing the work done on the others."""
+
+from __future__ import annotations
+
+import functools
+import logging
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Generic, TypeVar
+
+from jobs.core.errors import BadInputError
+from jobs.core.rootio import Chunk, open_tree, split_entries
+from jobs.core.storage import IOStats, merge_io
+
+V = TypeVar("V")
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class FilePlan:
+    """The driver's plan: entry-range chunks per readable file, the bad files with their problem, and
+    the I/O the planning itself did (metadata reads), per file."""
+
+    chunks: dict[str, list[Chunk]] = field(default_factory=dict)
+    bad: dict[str, str] = field(default_factory=dict)
+    io: dict[str, IOStats] = field(default_factory=dict)
+
+
+def plan_files(
+    urls: Sequence[str],
+    tree_name: Callable[[str, IOStats], str],
+    check: Callable[[str, object], None],
+    chunk_entries: int,
+    on_bad_file: str,
+) -> FilePlan:
+    """Open every file on the driver (metadata only), choose its tree, let `check(url, tree)` validate it
+    (raising BadInputError), and split it into entry ranges of at most `chunk_entries`. A bad file
+    raises, or with on_bad_file="skip" is recorded and left out."""
+    plan = FilePlan()
+    for url in urls:
+        stats = plan.io.setdefault(url, IOStats(url))
+        try:
+            name = tree_name(url, stats)
+            tree = open_tree(url, name, stats)
+            try:
+                check(url, tree)
+                plan.chunks[url] = split_entries(url, name, tree.num_entries, chunk_entries)
+            finally:
+                tree.file.close()
+        except BadInputError as exc:
+            if on_bad_file == "fail":
+                raise
+            log.warning("skipping %s", exc)
+            plan.bad[url] = exc.problem
+    return plan
+
+
+@dataclass
+class Partial(Generic[V]):
+    """Per-file partial values (merged only at the end, so a file that fails in one chunk can be
+    dropped whole), per-file I/O statistics, bad files with their problem, and task seconds."""
+
+    values: dict[str, V] = field(default_factory=dict)
+    io: dict[str, IOStats] = field(default_factory=dict)
+    bad: dict[str, str] = field(default_factory=dict)
+    task_seconds: float = 0.0
+
+
+def run_chunk(chunk: Chunk, compute: Callable[[Chunk, IOStats], V]) -> Partial[V]:
+    """Run `compute` on one chunk inside a Spark task; a BadInputError becomes a report, not a crash."""
+    stats = IOStats(chunk.url)
+    t0 = time.perf_counter()
+    try:
+        value = compute(chunk, stats)
+    except BadInputError as exc:
+        return Partial(
+            io={chunk.url: stats}, bad={chunk.url: exc.problem}, task_seconds=time.perf_counter() - t0
+        )
+    return Partial(values={chunk.url: value}, io={chunk.url: stats}, task_seconds=time.perf_counter() - t0)
+
+
+def merge_partials(a: Partial[V], b: Partial[V], merge_value: Callable[[V, V], V]) -> Partial[V]:
+    """Associative and commutative as long as `merge_value` is."""
+    values = dict(a.values)
+    for url, v in b.values.items():
+        values[url] = merge_value(values[url], v) if url in values else v
+    return Partial(values, merge_io(a.io, b.io), {**a.bad, **b.bad}, a.task_seconds + b.task_seconds)
+
+
+def merger(merge_value: Callable[[V, V], V]) -> Callable[[Partial[V], Partial[V]], Partial[V]]:
+    return functools.partial(merge_partials, merge_value=merge_value)
+
+
+def fold_good(partial: Partial[V], merge_value: Callable[[V, V], V]) -> V | None:
+    """Merge the values of every file that had no bad chunk, in sorted URL order."""
+    good = [partial.values[u] for u in sorted(partial.values) if u not in partial.bad]
+    return functools.reduce(merge_value, good) if good else None

@@ -1,0 +1,368 @@
+"""One storage layer for every stage: fsspec URLs in (local, s3://, oci://), atomic outputs out, and
+per-file I/O accounting (bytes, read calls, latency) so that storage latency is a measured quantity.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import tempfile
+import time
+import urllib.parse
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import fsspec
+import numpy as np
+
+from jobs.core.errors import BadInputError, UsageError
+
+GLOB_CHARS = set("*?[")
+SUCCESS_MARKER = "_SUCCESS"
+COMMITTING_MARKER = "_COMMITTING"
+
+
+# Object-store endpoint for S3-compatible stores (MinIO, Ceph RGW, CERN S3, moto): the first of these
+# environment variables that is set and non-empty. AWS_ENDPOINT_URL(_S3) are the AWS SDKs' own names.
+S3_ENDPOINT_ENV = ("COLLIDERFLOW_S3_ENDPOINT", "AWS_ENDPOINT_URL_S3", "AWS_ENDPOINT_URL")
+# OCI: auth type and, for api_key, the standard config file and profile (OCI CLI/SDK variable names).
+OCI_AUTH_ENV = "COLLIDERFLOW_OCI_AUTH"
+OCI_AUTH_TYPES = ("api_key", "instance_principal", "resource_principal", "oke_workload_identity")
+_OCIFS_IAM = {"oke_workload_identity": "oke_principal"}
+
+
+def _env(*names: str) -> str | None:
+    return next((os.environ[n] for n in names if os.environ.get(n)), None)
+
+
+def _oci_options() -> dict[str, Any]:
+    """ocifs arguments from the environment. api_key (the default) needs a readable, valid OCI config
+    file ($OCI_CONFIG_FILE or ~/.oci/config, profile $OCI_CLI_PROFILE or DEFAULT); the principal types
+    need nothing but the node/pod identity. A bad config is reported here, naming the file, instead of
+    as a stack trace from inside the first request."""
+    import oci.config
+
+    auth = _env(OCI_AUTH_ENV) or "api_key"
+    if auth not in OCI_AUTH_TYPES:
+        raise UsageError(f"{OCI_AUTH_ENV}={auth!r}: choose one of {', '.join(OCI_AUTH_TYPES)}")
+    if auth != "api_key":
+        return {"iam_type": _OCIFS_IAM.get(auth, auth)}
+    location = os.path.expanduser(
+        _env("OCI_CONFIG_FILE", "OCIFS_CONFIG_LOCATION") or oci.config.DEFAULT_LOCATION
+    )
+    profile = _env("OCI_CLI_PROFILE", "OCIFS_CONFIG_PROFILE") or oci.config.DEFAULT_PROFILE
+    hint = f"(or set {OCI_AUTH_ENV}=instance_principal|resource_principal|oke_workload_identity)"
+    if not os.path.isfile(location):
+        raise BadInputError(location, f"OCI config file not found; set OCI_CONFIG_FILE {hint}")
+    try:
+        config = oci.config.from_file(location, profile)
+        oci.config.validate_config(config)
+    except Exception as exc:  # configparser.Error, oci.exceptions.*: all mean an unusable config
+        detail = exc.args[0] if exc.args and isinstance(exc.args[0], dict) else str(exc)
+        if isinstance(detail, dict):  # validate_config: {field: "missing" | "malformed"}
+            problem = ", ".join(f"{key} {state}" for key, state in sorted(detail.items()))
+        else:
+            problem = detail.splitlines()[0].split(". Please", 1)[0].split(" For more info", 1)[0]
+        raise BadInputError(location, f"invalid OCI config (profile {profile}): {problem}") from None
+    return {"config": location, "profile": profile, "iam_type": "api_key"}
+
+
+def storage_options(url: str) -> dict[str, Any]:
+    """fsspec arguments for a URL's protocol, taken from the environment (Kubernetes Secrets and
+    ConfigMaps arrive as env vars). Access keys themselves are left to the SDKs' own env lookup
+    (AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, OCI config), so they never pass through here."""
+    protocol = url.split("://", 1)[0] if "://" in url else "file"
+    if protocol in ("s3", "s3a"):
+        endpoint = _env(*S3_ENDPOINT_ENV)
+        return {"endpoint_url": endpoint} if endpoint else {}
+    if protocol == "oci":
+        return _oci_options()
+    return {}
+
+
+def filesystem(url: str) -> tuple[fsspec.AbstractFileSystem, str]:
+    """The fsspec filesystem of a URL and the path inside it (credentials come from the environment;
+    credentials embedded in a URL are refused, since URLs end up in logs and metrics.json)."""
+    if "://" in url and urllib.parse.urlsplit(url).password is not None:
+        raise UsageError(
+            f"{url.split('://', 1)[0]}://...: credentials in a URL are refused; use the environment"
+        )
+    fs, path = fsspec.core.url_to_fs(url, **storage_options(url))
+    return fs, path
+
+
+def is_local(url: str) -> bool:
+    return "://" not in url or url.startswith("file://")
+
+
+def _unstrip(fs: fsspec.AbstractFileSystem, path: str, template: str) -> str:
+    """Give a path found by fs.glob back the protocol of the URL it came from."""
+    if is_local(template):
+        return path
+    return fs.unstrip_protocol(path)
+
+
+def expand_inputs(patterns: list[str], suffix: str | None = None, missing_ok: bool = False) -> list[str]:
+    """Sorted, de-duplicated URLs for files, globs or directories (whose files ending in `suffix` are
+    taken); a pattern that matches nothing is an error, except that with `missing_ok` a plain path
+    that does not exist is kept, for the reader to report (and a skip policy to list) as a bad file."""
+    out: list[str] = []
+    for pattern in patterns:
+        fs, path = filesystem(pattern)
+        if GLOB_CHARS & set(path):
+            matches = sorted(p for p in fs.glob(path) if fs.isfile(p))
+            if not matches:
+                raise BadInputError(pattern, "the glob matches no file")
+            out.extend(_unstrip(fs, p, pattern) for p in matches)
+        elif fs.isdir(path):
+            check_complete(pattern)
+            matches = sorted(p for p in fs.find(path) if suffix is None or p.endswith(suffix))
+            if not matches:
+                raise BadInputError(pattern, f"the directory holds no {suffix or ''} file")
+            out.extend(_unstrip(fs, p, pattern) for p in matches)
+        else:
+            if not missing_ok and not fs.exists(path):
+                raise BadInputError(pattern, "no such file")
+            out.append(pattern)
+    return list(dict.fromkeys(out))
+
+
+def select_subset(files: list[str], subset: str | None) -> list[str]:
+    """Files of subset 'k/N': every N-th file of the sorted list from index k, so that the N subsets
+    are disjoint and together cover the input (what backfills over dataset subsets rely on)."""
+    if not subset or subset == "all":
+        return files
+    try:
+        k, n = (int(x) for x in subset.split("/"))
+    except ValueError:
+        raise BadInputError("--subset", f"{subset!r} is not of the form k/N") from None
+    if n < 1 or not 0 <= k < n:
+        raise BadInputError("--subset", f"{subset!r} needs N >= 1 and 0 <= k < N")
+    chosen = sorted(files)[k::n]
+    if not chosen:
+        raise BadInputError("--subset", f"subset {subset} of {len(files)} file(s) is empty")
+    return chosen
+
+
+@dataclass
+class IOStats:
+    """Reads of one file: how many, how many bytes, and how long each took."""
+
+    url: str
+    bytes_read: int = 0
+    read_calls: int = 0
+    latencies_s: list[float] = field(default_factory=list)
+
+    def record(self, nbytes: int, seconds: float) -> None:
+        self.bytes_read += nbytes
+        self.read_calls += 1
+        self.latencies_s.append(seconds)
+
+    def merge(self, other: IOStats) -> IOStats:
+        return IOStats(
+            self.url,
+            self.bytes_read + other.bytes_read,
+            self.read_calls + other.read_calls,
+            self.latencies_s + other.latencies_s,
+        )
+
+    def summary(self) -> dict[str, Any]:
+        lat_ms = np.asarray(self.latencies_s, dtype=float) * 1e3
+        pct = (
+            {f"p{q}": float(np.percentile(lat_ms, q)) for q in (50, 90, 99)}
+            if lat_ms.size
+            else {"p50": 0.0, "p90": 0.0, "p99": 0.0}
+        )
+        return {
+            "bytes_read": self.bytes_read,
+            "read_calls": self.read_calls,
+            "read_seconds": float(lat_ms.sum() / 1e3),
+            "latency_ms": {**pct, "max": float(lat_ms.max()) if lat_ms.size else 0.0},
+        }
+
+
+def merge_io(a: dict[str, IOStats], b: dict[str, IOStats]) -> dict[str, IOStats]:
+    """Associative merge of per-file I/O statistics keyed by URL."""
+    out = dict(a)
+    for url, stats in b.items():
+        out[url] = out[url].merge(stats) if url in out else stats
+    return out
+
+
+class InstrumentedFile:
+    """A read-only file-like wrapper that times every read: what uproot sees as its source."""
+
+    def __init__(self, raw, stats: IOStats):
+        self._raw = raw
+        self.stats = stats
+
+    def read(self, n: int = -1) -> bytes:
+        t0 = time.perf_counter()
+        data = self._raw.read(n)
+        self.stats.record(len(data), time.perf_counter() - t0)
+        return data
+
+    def seek(self, pos: int, whence: int = 0) -> int:
+        return self._raw.seek(pos, whence)
+
+    def tell(self) -> int:
+        return self._raw.tell()
+
+    @property
+    def closed(self) -> bool:
+        return self._raw.closed
+
+    def close(self) -> None:
+        self._raw.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+def open_instrumented(url: str, stats: IOStats, block_size: int = 4 * 2**20) -> InstrumentedFile:
+    """Open a URL for reading with I/O accounting; a missing file is a BadInputError."""
+    fs, path = filesystem(url)
+    try:
+        if is_local(url):
+            raw = open(path, "rb", buffering=0)  # noqa: SIM115 - owned by the wrapper
+        else:
+            raw = fs.open(path, "rb", block_size=block_size, cache_type="readahead")
+    except FileNotFoundError:
+        raise BadInputError(url, "no such file") from None
+    return InstrumentedFile(raw, stats)
+
+
+def write_json(path: str, obj: Any) -> None:
+    """Write JSON atomically: locally a temp file in the same directory, then rename; on an object
+    store (a shared staging prefix) one PUT, which is atomic per object."""
+    if not is_local(path):
+        fs, remote = filesystem(path)
+        fs.pipe_file(remote, (json.dumps(obj, indent=2, sort_keys=False) + "\n").encode())
+        return
+    tmp = f"{path}.tmp-{uuid.uuid4().hex[:8]}"
+    with open(tmp, "w") as f:
+        json.dump(obj, f, indent=2, sort_keys=False)
+        f.write("\n")
+    os.replace(tmp, path)
+
+
+def _replace_local_dir(staging: str, final: str) -> None:
+    """Swap a finished staging directory into place; the old output is removed only afterwards."""
+    parent = os.path.dirname(os.path.abspath(final)) or "."
+    os.makedirs(parent, exist_ok=True)
+    old = None
+    if os.path.lexists(final):
+        old = os.path.join(parent, f".{os.path.basename(final)}.old-{uuid.uuid4().hex[:8]}")
+        os.replace(final, old)
+    os.replace(staging, final)
+    if old:
+        shutil.rmtree(old, ignore_errors=True)
+
+
+def _remote_target(url: str) -> tuple[fsspec.AbstractFileSystem, str, str]:
+    """The filesystem, the output path and a fresh hidden staging path beside it (`.NAME.staging-*`,
+    skipped by readers and globs over the parent)."""
+    fs, path = filesystem(url)
+    path = path.rstrip("/")
+    parent, _, name = path.rpartition("/")
+    if not parent or not name:
+        raise UsageError(f"{url}: an output must be a prefix inside a bucket, not a bucket root")
+    return fs, path, f"{parent}/.{name}.staging-{uuid.uuid4().hex[:12]}"
+
+
+def _publish_remote(fs: fsspec.AbstractFileSystem, staging: str, path: str) -> None:
+    """Copy a complete staging prefix over the output `path` of the same store (no rename there).
+
+    1. put the `_COMMITTING` marker in the target, then delete the previous `_SUCCESS` before any
+       other old object, then the rest of the old output;
+    2. server-side copy staging -> target, write `_SUCCESS`, and only then delete `_COMMITTING`.
+    From step 1 on the target holds `_COMMITTING` until it is complete, so a reader going through
+    `check_complete` (expand_inputs does) refuses a half-copied or half-deleted output; a crash
+    leaves the marker behind, so the broken output stays refused until the task is rerun."""
+    fs.invalidate_cache(staging)
+    sources = [p for p in fs.find(staging) if p.rsplit("/", 1)[-1] not in (SUCCESS_MARKER, COMMITTING_MARKER)]
+    fs.pipe_file(f"{path}/{COMMITTING_MARKER}", b"")
+    if fs.exists(f"{path}/{SUCCESS_MARKER}"):
+        fs.rm_file(f"{path}/{SUCCESS_MARKER}")
+    old = [p for p in fs.find(path) if p.rsplit("/", 1)[-1] != COMMITTING_MARKER]
+    if old:
+        fs.rm(old)
+    if sources:
+        fs.copy(sources, [path + p[len(staging) :] for p in sources])
+    fs.pipe_file(f"{path}/{SUCCESS_MARKER}", b"")
+    fs.rm_file(f"{path}/{COMMITTING_MARKER}")
+
+
+def _drop_remote(fs: fsspec.AbstractFileSystem, staging: str) -> None:
+    with contextlib.suppress(FileNotFoundError):
+        fs.rm(staging, recursive=True)
+    fs.invalidate_cache(staging.rpartition("/")[0])
+
+
+def _commit_remote_dir(local_dir: str, url: str) -> None:
+    """Commit a finished local directory to an object store: upload it under a hidden staging prefix
+    (a failure here leaves the target and a previous output untouched), then `_publish_remote`."""
+    fs, path, staging = _remote_target(url)
+    try:
+        fs.put(local_dir.rstrip("/") + "/", staging + "/", recursive=True)
+        _publish_remote(fs, staging, path)
+    finally:
+        _drop_remote(fs, staging)
+
+
+def check_complete(url: str) -> None:
+    """Refuse a directory that an interrupted or running object-store commit left half-written (it
+    holds `_COMMITTING`). Directories written by other tools (no marker at all) are accepted."""
+    fs, path = filesystem(url)
+    if fs.exists(f"{path.rstrip('/')}/{COMMITTING_MARKER}"):
+        raise BadInputError(
+            url, f"incomplete output ({COMMITTING_MARKER} present: its commit is running or failed; rerun it)"
+        )
+
+
+@contextlib.contextmanager
+def atomic_output_dir(url: str, *, shared: bool = False) -> Iterator[str]:
+    """Yield a staging directory; on success it becomes `url` (replacing a previous output), on
+    failure it is deleted, so a half-written output is never visible under `url`.
+
+    By default the staging directory is local (for a remote `url` it is uploaded at the end). With
+    `shared=True` and a remote `url`, it is a staging URL in the same store instead, for outputs that
+    Spark executors on other machines write into (through `filesystem()`/fsspec, or Spark's own
+    writers with the image's s3a/oci connectors); it is published the same way, with server-side
+    copies. For a local `url` both are the same local directory."""
+    if shared and not is_local(url):
+        fs, path, staging_path = _remote_target(url)
+        try:
+            yield f"{url.split('://', 1)[0]}://{staging_path}"
+            _publish_remote(fs, staging_path, path)
+        finally:
+            _drop_remote(fs, staging_path)
+        return
+    if is_local(url):
+        final = fsspec.core.url_to_fs(url)[1]
+        parent = os.path.dirname(os.path.abspath(final)) or "."
+        os.makedirs(parent, exist_ok=True)
+        staging = tempfile.mkdtemp(prefix=f".{os.path.basename(final)}.staging-", dir=parent)
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(staging, 0o777 & ~umask)  # mkdtemp's 0700 would make the output private
+    else:
+        staging = tempfile.mkdtemp(prefix="colliderflow-staging-")
+    try:
+        yield staging
+        if is_local(url):
+            with open(os.path.join(staging, SUCCESS_MARKER), "w"):
+                pass
+            _replace_local_dir(staging, final)
+        else:
+            _commit_remote_dir(staging, url)
+    finally:
+        if os.path.exists(staging):
+            shutil.rmtree(staging, ignore_errors=True)

@@ -1,0 +1,214 @@
+"""tf.data readers for the prepared DL-trigger sets, from TFRecord shards (jobs.tfrecords) or straight
+from the Parquet sets (jobs.prepare). Both yield the same elements:
+``({"HLF_input": float32[14], "GRU_input": float32[801, 19]}, encoded_label float32[3])``, with
+``"n_particles": int64[]`` added to the features dict on request, so training code does not care
+which format it reads. This module imports TensorFlow; the writers (jobs.tfrecords,
+jobs.tfrecords.example) do not."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+
+import numpy as np
+import tensorflow as tf
+
+from jobs.core.errors import BadInputError
+from jobs.core.storage import GLOB_CHARS, check_complete, filesystem, is_local
+from jobs.core.tensors import ShapeError, nested_to_numpy
+from jobs.dltrigger_schema import (
+    COUNT_COLUMN,
+    GRU_COLUMN,
+    HLF_COLUMN,
+    LABEL_COLUMN,
+    N_CLASSES,
+    N_HLF,
+    N_PARTICLE_FEATURES,
+    N_PARTICLES,
+    SHAPES,
+)
+
+TFRECORD_SUFFIXES = (".tfrecord", ".tfrecord.gz")
+
+
+def _feature_spec(include_n_particles: bool) -> dict[str, tf.io.FixedLenFeature]:
+    spec = {
+        HLF_COLUMN: tf.io.FixedLenFeature([N_HLF], tf.float32),
+        GRU_COLUMN: tf.io.FixedLenFeature([N_PARTICLES, N_PARTICLE_FEATURES], tf.float32),
+        LABEL_COLUMN: tf.io.FixedLenFeature([N_CLASSES], tf.float32),
+    }
+    if include_n_particles:
+        spec[COUNT_COLUMN] = tf.io.FixedLenFeature([], tf.int64)
+    return spec
+
+
+def _list_files(url: str, suffixes: tuple[str, ...]) -> list[str]:
+    """Data files of a directory (recursively, skipping _/. names) or of a glob, sorted."""
+    fs, path = filesystem(url)
+    if GLOB_CHARS & set(path):
+        found = [p for p in fs.glob(path) if fs.isfile(p)]
+    elif fs.isdir(path):
+        check_complete(url)  # refuse an object-store output whose commit did not finish
+        found = [p for p in fs.find(path) if p.endswith(suffixes)]
+    elif fs.isfile(path):
+        found = [path]
+    else:
+        raise BadInputError(url, "no such file or directory")
+    found = sorted(p for p in found if not os.path.basename(p).startswith(("_", ".")))
+    if not found:
+        raise BadInputError(url, f"holds no {' or '.join(suffixes)} file")
+    return [p if is_local(url) else fs.unstrip_protocol(p) for p in found]
+
+
+def _shard_files(files: list[str], shard: tuple[int, int] | None) -> tuple[list[str], tuple[int, int] | None]:
+    """Input sharding for multi-worker training, shard = (index, count): every count-th file from index
+    when there are at least `count` files (each worker reads only its files), else all files and a
+    record-level shard (returned second) so that the workers still see disjoint events."""
+    if shard is None or shard[1] <= 1:
+        return files, None
+    index, count = shard
+    if not 0 <= index < count:
+        raise ValueError(f"shard index {index} is outside 0..{count - 1}")
+    if len(files) >= count:
+        return files[index::count], None
+    return files, shard
+
+
+def detect_format(url: str) -> str:
+    """'tfrecord' when the URL holds TFRecord shards, else 'parquet' when it holds Parquet files."""
+    try:
+        _list_files(url, TFRECORD_SUFFIXES)
+        return "tfrecord"
+    except BadInputError:
+        pass
+    try:
+        _list_files(url, (".parquet",))
+        return "parquet"
+    except BadInputError:
+        raise BadInputError(url, "holds neither TFRecord shards (.tfrecord[.gz]) nor Parquet files") from None
+
+
+def _compression_type(files: list[str], compression: str | None) -> str:
+    """TFRecordDataset's compression_type: 'auto' looks at the suffixes (all files must agree)."""
+    if compression is None or compression.lower() == "none":
+        return ""
+    if compression.lower() == "gzip":
+        return "GZIP"
+    if compression != "auto":
+        raise ValueError(f"compression must be 'auto', 'gzip', 'none' or None, got {compression!r}")
+    gz = {f.endswith(".gz") for f in files}
+    if len(gz) > 1:
+        raise BadInputError(files[0], "mix of .gz and uncompressed shards; pass compression explicitly")
+    return "GZIP" if gz.pop() else ""
+
+
+def _to_element(features: dict[str, tf.Tensor], include_n_particles: bool):
+    x = {HLF_COLUMN: features[HLF_COLUMN], GRU_COLUMN: features[GRU_COLUMN]}
+    if include_n_particles:
+        x[COUNT_COLUMN] = features[COUNT_COLUMN]
+    return x, features[LABEL_COLUMN]
+
+
+def read_tfrecords(
+    url: str,
+    *,
+    compression: str | None = "auto",
+    batch_size: int | None = None,
+    shuffle_buffer: int = 0,
+    seed: int | None = None,
+    include_n_particles: bool = False,
+    num_parallel_calls=tf.data.AUTOTUNE,
+    shard: tuple[int, int] | None = None,
+) -> tf.data.Dataset:
+    """Decoded elements from a directory (or glob) of TFRecord shards. Shards are read interleaved in
+    parallel; with batch_size the serialized records are batched before parsing (one vectorised
+    parse per batch, much cheaper than one per record); always prefetched."""
+    files, record_shard = _shard_files(_list_files(url, TFRECORD_SUFFIXES), shard)
+    ds = tf.data.TFRecordDataset(
+        files, compression_type=_compression_type(files, compression), num_parallel_reads=num_parallel_calls
+    )
+    if record_shard:
+        ds = ds.shard(record_shard[1], record_shard[0])
+    if shuffle_buffer > 0:
+        ds = ds.shuffle(shuffle_buffer, seed=seed, reshuffle_each_iteration=True)
+    spec = _feature_spec(include_n_particles)
+    if batch_size:
+        ds = ds.batch(batch_size).map(
+            lambda s: _to_element(tf.io.parse_example(s, spec), include_n_particles),
+            num_parallel_calls=num_parallel_calls,
+        )
+    else:
+        ds = ds.map(
+            lambda s: _to_element(tf.io.parse_single_example(s, spec), include_n_particles),
+            num_parallel_calls=num_parallel_calls,
+        )
+    return ds.prefetch(tf.data.AUTOTUNE)
+
+
+def iter_parquet_chunks(
+    url: str,
+    *,
+    chunk_rows: int = 1024,
+    include_n_particles: bool = False,
+    shard: tuple[int, int] | None = None,
+) -> Iterator[dict[str, np.ndarray]]:
+    """numpy chunks of a prepared Parquet set, file by file in sorted order (pyarrow, no TensorFlow)."""
+    import pyarrow.parquet as pq
+
+    columns = [HLF_COLUMN, GRU_COLUMN, LABEL_COLUMN] + ([COUNT_COLUMN] if include_n_particles else [])
+    files, record_shard = _shard_files(_list_files(url, (".parquet",)), shard)
+    row0 = 0  # global row index of the chunk's first row, for the record-level shard
+    for f in files:
+        fs, path = filesystem(f)
+        with fs.open(path, "rb") as handle:
+            pf = pq.ParquetFile(handle)
+            missing = [c for c in columns if c not in pf.schema_arrow.names]
+            if missing:
+                raise BadInputError(f, f"lacks column(s) {', '.join(missing)}")
+            for batch in pf.iter_batches(batch_size=chunk_rows, columns=columns):
+                try:
+                    out = {c: nested_to_numpy(batch.column(c), SHAPES[c]) for c in SHAPES}
+                except ShapeError as exc:
+                    raise BadInputError(f, str(exc)) from None
+                if include_n_particles:
+                    out[COUNT_COLUMN] = batch.column(COUNT_COLUMN).to_numpy().astype(np.int64)
+                if record_shard:
+                    keep = (row0 + np.arange(batch.num_rows)) % record_shard[1] == record_shard[0]
+                    row0 += batch.num_rows
+                    out = {k: v[keep] for k, v in out.items()}
+                yield out
+
+
+def read_parquet_dataset(
+    url: str,
+    *,
+    batch_size: int | None = None,
+    shuffle_buffer: int = 0,
+    seed: int | None = None,
+    include_n_particles: bool = False,
+    chunk_rows: int = 1024,
+    shard: tuple[int, int] | None = None,
+) -> tf.data.Dataset:
+    """The Parquet equivalent of read_tfrecords (same element structure), reading chunks of
+    `chunk_rows` rows through pyarrow in a generator and unbatching them inside tf.data."""
+    _list_files(url, (".parquet",))  # fail now, not at the first iteration
+    signature = {
+        HLF_COLUMN: tf.TensorSpec([None, N_HLF], tf.float32),
+        GRU_COLUMN: tf.TensorSpec([None, N_PARTICLES, N_PARTICLE_FEATURES], tf.float32),
+        LABEL_COLUMN: tf.TensorSpec([None, N_CLASSES], tf.float32),
+    }
+    if include_n_particles:
+        signature[COUNT_COLUMN] = tf.TensorSpec([None], tf.int64)
+    ds = tf.data.Dataset.from_generator(
+        lambda: iter_parquet_chunks(
+            url, chunk_rows=chunk_rows, include_n_particles=include_n_particles, shard=shard
+        ),
+        output_signature=signature,
+    )
+    ds = ds.unbatch()
+    if shuffle_buffer > 0:
+        ds = ds.shuffle(shuffle_buffer, seed=seed, reshuffle_each_iteration=True)
+    ds = ds.map(lambda f: _to_element(f, include_n_particles), num_parallel_calls=tf.data.AUTOTUNE)
+    if batch_size:
+        ds = ds.batch(batch_size)
+    return ds.prefetch(tf.data.AUTOTUNE)

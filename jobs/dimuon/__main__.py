@@ -1,0 +1,7 @@
+"""``python -m jobs.dimuon``: the stage's command line (exit 2 on bad input, see jobs.core.cli)."""
+
+from jobs.core import cli
+from jobs.dimuon.job import main
+
+if __name__ == "__main__":
+    raise SystemExit(cli.run(main))

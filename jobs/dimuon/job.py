@@ -1,0 +1,328 @@
+"""CMS di-muon reduction: ROOT files -> opposite-charge muon pairs -> mass spectrum, muon kinematics
+and cut-flow. A Spark job: each task reads one (file, entry range) chunk with uproot and computes
+array-at-a-time; per-chunk histograms merge by addition, so the result is independent of chunking.
+
+    python -m jobs.dimuon --input URL [URL ...] --output DIR [--schema auto|nanoaod|aod|pairs|p4]
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import hist
+import numpy as np
+import uproot
+
+from jobs.core import cli
+from jobs.core.chunks import Partial, fold_good, merger, plan_files, run_chunk
+from jobs.core.errors import BadInputError, UsageError
+from jobs.core.job_metrics import job_metrics
+from jobs.core.rootio import (
+    Chunk,
+    open_root,
+    open_tree,
+    read_arrays,
+    require_branches,
+    tree_names,
+)
+from jobs.core.spark import map_reduce, spark_info, spark_session
+from jobs.core.storage import (
+    IOStats,
+    atomic_output_dir,
+    expand_inputs,
+    merge_io,
+    select_subset,
+    write_json,
+)
+from jobs.dimuon.selection import CUTS, SCHEMA_BRANCHES, SELECTIONS, detect_schema
+
+log = logging.getLogger("jobs.dimuon")
+
+MASS_RANGE = (0.25, 300.0)
+DEFAULT_MASS_BINS = 2000
+DEFAULT_CHUNK_ENTRIES = 2_000_000
+DEFAULT_TREES = ("Events", "events")
+
+
+def new_histograms(mass_bins: int = DEFAULT_MASS_BINS) -> dict[str, hist.Hist]:
+    """Empty histograms: log-spaced mass bins over the full di-muon range, the reference's muon binning."""
+    return {
+        "dimuon_mass": hist.Hist(
+            hist.axis.Regular(
+                mass_bins,
+                *MASS_RANGE,
+                transform=hist.axis.transform.log,
+                name="mass",
+                label=r"$m_{\mu\mu}$ [GeV]",
+            ),
+            storage=hist.storage.Double(),
+        ),
+        "muon_pt": hist.Hist(hist.axis.Regular(200, 0, 200, name="pt", label=r"$p_T$ [GeV]")),
+        "muon_eta": hist.Hist(hist.axis.Regular(48, -2.4, 2.4, name="eta", label=r"$\eta$")),
+        "muon_phi": hist.Hist(hist.axis.Regular(63, -3.15, 3.15, name="phi", label=r"$\phi$")),
+    }
+
+
+@dataclass
+class DimuonResult:
+    """What one chunk (or a merge of chunks) contributes: histograms and counts after each cut."""
+
+    hists: dict[str, hist.Hist]
+    counts: np.ndarray
+    pairs: int = 0
+    extra: dict = field(default_factory=dict)
+
+    def __add__(self, other: DimuonResult) -> DimuonResult:
+        return DimuonResult(
+            {k: self.hists[k] + other.hists[k] for k in self.hists},
+            self.counts + other.counts,
+            self.pairs + other.pairs,
+        )
+
+
+def merge_results(a: DimuonResult, b: DimuonResult) -> DimuonResult:
+    return a + b
+
+
+@dataclass(frozen=True)
+class ChunkTask:
+    """A picklable task: the chunk plus the schema and binning (shipped to the executor)."""
+
+    schema: str
+    mass_bins: int
+
+    def __call__(self, chunk: Chunk, stats: IOStats) -> DimuonResult:
+        tree = open_tree(chunk.url, chunk.tree, stats)
+        try:
+            arrays = read_arrays(chunk.url, tree, SCHEMA_BRANCHES[self.schema], chunk.start, chunk.stop)
+        finally:
+            tree.file.close()
+        sel = SELECTIONS[self.schema](arrays)
+        h = new_histograms(self.mass_bins)
+        h["dimuon_mass"].fill(sel.mass)
+        h["muon_pt"].fill(sel.pt)
+        h["muon_eta"].fill(sel.eta)
+        h["muon_phi"].fill(sel.phi)
+        return DimuonResult(h, np.asarray(sel.counts, dtype=np.int64), len(sel.mass))
+
+
+def _process(chunk: Chunk, task: ChunkTask) -> Partial[DimuonResult]:
+    return run_chunk(chunk, task)
+
+
+def resolve_tree(url: str, requested: str | None, stats: IOStats) -> str:
+    """The tree to read: --tree if given, else Events/events, else the file's only TTree."""
+    if requested:
+        return requested
+    with open_root(url, stats) as root:
+        trees = tree_names(root)
+    for name in DEFAULT_TREES:
+        if name in trees:
+            return name
+    if len(trees) == 1:
+        return trees[0]
+    if not trees:
+        with open_root(url, stats) as root:
+            held = ", ".join(f"{k.split(';')[0]} ({c})" for k, c in root.classnames(recursive=False).items())
+        raise BadInputError(url, f"holds no TTree (it holds: {held or 'nothing'})")
+    raise BadInputError(url, f"cannot choose a tree among {', '.join(trees)}; pass --tree")
+
+
+@dataclass
+class Plan:
+    schema: str
+    chunks: list[Chunk]
+    bad: dict[str, str]
+    io: dict[str, IOStats]
+
+
+def plan(urls: Sequence[str], schema: str, tree: str | None, chunk_entries: int, on_bad_file: str) -> Plan:
+    """Check tree and branches of every file, fix the schema (the first file that tells it, unless
+    given), split into entry ranges; bad files raise or, with on_bad_file=skip, are left out."""
+    chosen = None if schema == "auto" else schema
+
+    def check(url: str, t) -> None:
+        nonlocal chosen
+        if chosen is None:
+            branches = set(t.keys(recursive=True))
+            chosen = detect_schema(branches)
+            if chosen is None:
+                raise BadInputError(
+                    url,
+                    "cannot tell the schema (pass --schema nanoaod|aod|pairs|p4); branches found: "
+                    + ", ".join(sorted(branches)),
+                )
+        require_branches(url, t, SCHEMA_BRANCHES[chosen])
+
+    files = plan_files(
+        urls, lambda url, stats: resolve_tree(url, tree, stats), check, chunk_entries, on_bad_file
+    )
+    if chosen is None:
+        raise BadInputError(", ".join(urls), "no readable input file")
+    return Plan(chosen, [c for url in urls for c in files.chunks.get(url, [])], files.bad, files.io)
+
+
+def write_cutflow(path: str, schema: str, counts: np.ndarray, skipped: dict[str, str]) -> None:
+    names = CUTS[schema]
+    cuts = []
+    for i, (name, n) in enumerate(zip(names, counts.tolist(), strict=True)):
+        prev = counts[i - 1] if i else n
+        cuts.append(
+            {
+                "cut": name,
+                "events": int(n),
+                "fraction_of_previous": float(n / prev) if prev else None,
+                "fraction_of_total": float(n / counts[0]) if counts[0] else None,
+            }
+        )
+    write_json(
+        path,
+        {
+            "schema": schema,
+            "cuts": cuts,
+            "skipped_files": [{"url": u, "problem": p} for u, p in sorted(skipped.items())],
+        },
+    )
+
+
+def write_histograms(path: str, hists: dict[str, hist.Hist]) -> None:
+    with uproot.recreate(path) as f:
+        for name, h in hists.items():
+            f[name] = h
+
+
+def run(
+    inputs: Sequence[str],
+    output: str,
+    *,
+    schema: str = "auto",
+    tree: str | None = None,
+    on_bad_file: str = "fail",
+    chunk_entries: int = DEFAULT_CHUNK_ENTRIES,
+    mass_bins: int = DEFAULT_MASS_BINS,
+    subset: str | None = None,
+    partitions: int | None = None,
+    spark=None,
+    master: str | None = None,
+    event_log_dir: str | None = None,
+    spark_conf: dict[str, str] | None = None,
+    plot: bool = True,
+) -> dict:
+    """Run the reduction and write the output contract into `output` atomically; returns metrics."""
+    if schema != "auto" and schema not in SCHEMA_BRANCHES:
+        raise UsageError(f"--schema: unknown schema {schema!r} (choose auto, {', '.join(SCHEMA_BRANCHES)})")
+    if mass_bins < 1:
+        raise UsageError(f"--mass-bins must be >= 1, got {mass_bins}")
+    t0 = time.perf_counter()
+    urls = select_subset(expand_inputs(list(inputs), ".root", missing_ok=on_bad_file == "skip"), subset)
+    p = plan(urls, schema, tree, chunk_entries, on_bad_file)
+    own_spark = spark is None
+    if own_spark:
+        spark = spark_session("colliderflow-dimuon", master, event_log_dir, spark_conf)
+    try:
+        task = ChunkTask(p.schema, mass_bins)
+        empty = Partial[DimuonResult]()
+        total = (
+            map_reduce(spark, p.chunks, lambda c: _process(c, task), merger(merge_results), partitions)
+            if p.chunks
+            else empty
+        )
+        info = spark_info(spark)
+    finally:
+        if own_spark:
+            spark.stop()
+    if total.bad and on_bad_file == "fail":
+        url = sorted(total.bad)[0]
+        raise BadInputError(url, total.bad[url])
+    bad = {**p.bad, **total.bad}
+    good_files = [u for u in urls if u not in bad]
+    if not good_files:
+        raise BadInputError(", ".join(urls), "no readable input file (all were skipped)")
+    result = fold_good(total, merge_results) or DimuonResult(
+        new_histograms(mass_bins), np.zeros(len(CUTS[p.schema]), np.int64)
+    )
+    wall = time.perf_counter() - t0
+    io = merge_io(p.io, total.io)
+    metrics = job_metrics(
+        stage="dimuon",
+        events=int(result.counts[0]),
+        wall_seconds=wall,
+        io=io,
+        skipped=bad,
+        spark={**info, "tasks": len(p.chunks)},
+        task_seconds=total.task_seconds,
+        schema=p.schema,
+        pairs=int(result.pairs),
+        files_read=len(good_files),
+    )
+    with atomic_output_dir(output) as out:
+        write_histograms(os.path.join(out, "histograms.root"), result.hists)
+        write_cutflow(os.path.join(out, "cutflow.json"), p.schema, result.counts, bad)
+        write_json(os.path.join(out, "metrics.json"), metrics)
+        if plot:
+            from jobs.dimuon.plot import plot_spectrum
+
+            plot_spectrum(
+                result.hists["dimuon_mass"],
+                os.path.join(out, "dimuon_mass.png"),
+                events=int(result.counts[0]),
+                pairs=int(result.pairs),
+            )
+    log.info(
+        "dimuon: %d events, %d pairs, %.2f s (%.0f events/s) -> %s",
+        result.counts[0],
+        result.pairs,
+        wall,
+        result.counts[0] / wall,
+        output,
+    )
+    return metrics
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m jobs.dimuon", description=__doc__.splitlines()[0])
+    parser.add_argument(
+        "--input",
+        nargs="+",
+        required=True,
+        help="ROOT files, globs or directories (fsspec URLs; whitespace-separated also accepted)",
+    )
+    parser.add_argument("--output", required=True, help="output directory (replaced atomically)")
+    parser.add_argument("--schema", default="auto", choices=["auto", *SCHEMA_BRANCHES])
+    parser.add_argument("--tree", default=None, help="tree name (default: Events/events or the only TTree)")
+    parser.add_argument(
+        "--chunk-entries", type=int, default=DEFAULT_CHUNK_ENTRIES, help="entries per Spark task"
+    )
+    parser.add_argument(
+        "--partitions", type=int, default=None, help="Spark partitions (default: one per chunk)"
+    )
+    parser.add_argument("--mass-bins", type=int, default=DEFAULT_MASS_BINS, help="log-spaced mass bins")
+    parser.add_argument("--subset", default=None, help="k/N: process the k-th of N disjoint file subsets")
+    parser.add_argument("--no-plot", action="store_true", help="skip dimuon_mass.png")
+    cli.add_bad_file_arg(parser)
+    cli.add_spark_args(parser)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    inputs = [url for item in args.input for url in item.split()]  # one templated string may hold several
+    run(
+        inputs,
+        args.output,
+        schema=args.schema,
+        tree=args.tree,
+        on_bad_file=args.on_bad_file,
+        chunk_entries=args.chunk_entries,
+        mass_bins=args.mass_bins,
+        subset=args.subset,
+        partitions=args.partitions,
+        **cli.spark_kwargs(args),
+        plot=not args.no_plot,
+    )
+    return 0

@@ -1,0 +1,201 @@
+"""Evaluate a trained Inclusive Classifier on a prepared test set.
+
+    python -m jobs.evaluate --model DIR/model.keras --test URL --output DIR [--history DIR/history.json]
+
+Per-class one-vs-rest ROC AUC (how the reference reports it), accuracy, confusion matrix, ROC-curve and
+loss-curve PNGs, predictions.npz; metrics.json with `auc` {qcd, ttbar, wjets}, `accuracy`,
+`confusion_matrix` (rows: true class, columns: predicted), `events`, `events_per_second`.
+The output directory appears atomically.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import time
+from collections.abc import Sequence
+
+import numpy as np
+
+from jobs.core.errors import BadInputError, UsageError
+from jobs.core.storage import atomic_output_dir, filesystem, write_json
+from jobs.core.training_history import plot_history, read_history
+from jobs.dltrigger_schema import CLASSES
+
+log = logging.getLogger("jobs.evaluate")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m jobs.evaluate", description=__doc__.split("\n\n")[0])
+    p.add_argument("--model", required=True, help="model.keras written by jobs.train")
+    p.add_argument("--test", required=True, help="test set: TFRecord shards or Parquet (dir/glob/URL)")
+    p.add_argument("--output", required=True, help="output directory (replaced atomically)")
+    p.add_argument("--history", default=None, help="history.json of jobs.train, for the loss-curve plot")
+    p.add_argument("--format", default="auto", choices=["auto", "tfrecord", "parquet"])
+    p.add_argument("--batch-size", type=int, default=512)
+    p.add_argument(
+        "--bucketing", action="store_true", help="batch by real particle count (global-scaling sets)"
+    )
+    p.add_argument("--max-particles", type=int, default=None, help="keep only the first K particle rows")
+    return p
+
+
+def one_vs_rest_auc(y_true: np.ndarray, scores: np.ndarray) -> dict[str, float | None]:
+    """ROC AUC of class k's score for 'class k' against all other events, per class; None where it is
+    undefined (a small test set without events of the class, or with nothing else)."""
+    from sklearn.metrics import roc_auc_score
+
+    out: dict[str, float | None] = {}
+    for k, name in enumerate(CLASSES):
+        positive = y_true == k
+        defined = 0 < positive.sum() < positive.size
+        out[name] = float(roc_auc_score(positive, scores[:, k])) if defined else None
+        if not defined:
+            log.warning("AUC of %s is undefined: the test set has %d of %d events of it", name,
+                        positive.sum(), positive.size)  # fmt: skip
+    return out
+
+
+def load_classifier(path: str, variable_length: bool):
+    """The saved model; with variable_length, the same weights in a model that accepts any particle
+    count (a model trained unbucketed has a fixed 801-row input)."""
+    from jobs.core import model as model_lib
+
+    fs, local = filesystem(path)
+    if not fs.exists(local):
+        raise BadInputError(path, "no such file")
+    if not path.endswith(".keras"):
+        raise BadInputError(path, "expected a .keras model file written by jobs.train")
+    try:
+        if "://" in path and not path.startswith("file://"):
+            import tempfile
+
+            tmp = os.path.join(tempfile.mkdtemp(prefix="colliderflow-model-"), "model.keras")
+            fs.get(local, tmp)
+            local = tmp
+        model = model_lib.load_model(local)
+    except (OSError, ValueError, KeyError) as exc:
+        raise BadInputError(
+            path, f"cannot be loaded as a Keras model: {str(exc).splitlines()[0][:200]}"
+        ) from None
+    if variable_length and model.get_layer("GRU_input").input_shape[0][1] is not None:
+        flexible = model_lib.build_model(sequence_length=None)
+        flexible.set_weights(model.get_weights())
+        model = flexible
+    return model
+
+
+def predict(model, ds, timing: dict | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """(true class, softmax scores) over the whole dataset; one trace for all batch shapes (bucketed
+    batches vary in length, and a retrace of the GRU costs seconds). `timing` receives the seconds
+    of the first batch (tracing included) and the events and seconds after it (steady state)."""
+    import tensorflow as tf
+
+    from jobs.dltrigger_schema import GRU_COLUMN, HLF_COLUMN, N_HLF, N_PARTICLE_FEATURES
+
+    signature = {
+        GRU_COLUMN: tf.TensorSpec([None, None, N_PARTICLE_FEATURES], tf.float32),
+        HLF_COLUMN: tf.TensorSpec([None, N_HLF], tf.float32),
+    }
+    step = tf.function(lambda x: model(x, training=False), input_signature=[signature])
+    labels, scores = [], []
+    t0 = t1 = time.perf_counter()
+    for x, y in ds:
+        scores.append(step(x).numpy())
+        labels.append(np.argmax(y.numpy(), axis=1))
+        if len(labels) == 1:
+            t1 = time.perf_counter()
+    if timing is not None and labels:
+        rest = sum(len(b) for b in labels[1:])
+        timing.update(
+            first_batch_seconds=t1 - t0, steady_events=rest, steady_seconds=time.perf_counter() - t1
+        )
+    if not labels:
+        return np.zeros(0, dtype=np.int64), np.zeros((0, len(CLASSES)), dtype=np.float32)
+    return np.concatenate(labels), np.concatenate(scores).astype(np.float32)
+
+
+def plot_roc(y_true: np.ndarray, scores: np.ndarray, auc: dict[str, float | None], path: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from sklearn.metrics import roc_curve
+
+    fig, ax = plt.subplots(figsize=(5.5, 5))
+    for k, name in enumerate(CLASSES):
+        if auc[name] is None:
+            continue
+        fpr, tpr, _ = roc_curve(y_true == k, scores[:, k])
+        ax.plot(fpr, tpr, label=f"{name} (AUC {auc[name]:.4f})")
+    ax.plot([0, 1], [0, 1], ls=":", color="grey")
+    ax.set(xlabel="false positive rate", ylabel="true positive rate", title="One-vs-rest ROC")
+    ax.legend(loc="lower right")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def evaluate(args: argparse.Namespace) -> dict:
+    if args.batch_size < 1:
+        raise UsageError(f"--batch-size must be positive, got {args.batch_size}")
+    from sklearn.metrics import confusion_matrix
+
+    from jobs.core.job_metrics import job_metrics
+    from jobs.core.tf_dataset import check_bucketing_input, make_dataset, probe, resolve_format
+
+    history = read_history(args.history) if args.history else None
+    fmt = resolve_format(args.test, args.format)
+    check_bucketing_input(args.test, fmt) if args.bucketing else probe(args.test, fmt)
+    model = load_classifier(args.model, variable_length=bool(args.bucketing or args.max_particles))
+    ds = make_dataset(
+        args.test, fmt, batch_size=args.batch_size, bucketing=args.bucketing, max_particles=args.max_particles
+    )
+    t0, timing = time.perf_counter(), {}
+    y_true, scores = predict(model, ds, timing)
+    wall = time.perf_counter() - t0
+    steady = (
+        timing.get("steady_events", 0) / timing["steady_seconds"] if timing.get("steady_seconds") else None
+    )
+    missing = [name for k, name in enumerate(CLASSES) if not (y_true == k).any()]
+    if missing:
+        raise BadInputError(args.test, f"holds no events of class(es) {', '.join(missing)}; AUC is undefined")
+    auc = one_vs_rest_auc(y_true, scores)
+    y_pred = scores.argmax(axis=1)
+    metrics = job_metrics(
+        stage="evaluate",
+        events=len(y_true),
+        wall_seconds=wall,
+        io={},
+        skipped={},
+        auc=auc,
+        accuracy=float((y_pred == y_true).mean()),
+        confusion_matrix=confusion_matrix(y_true, y_pred, labels=range(len(CLASSES))).tolist(),
+        classes=list(CLASSES),
+        model=args.model,
+        test=args.test,
+        format=fmt,
+        bucketing=args.bucketing,
+        first_batch_seconds=timing.get("first_batch_seconds"),
+        steady_events_per_second=steady,  # after the first batch (graph tracing excluded)
+    )
+    with atomic_output_dir(args.output) as staging:
+        write_json(os.path.join(staging, "metrics.json"), metrics)
+        np.savez_compressed(os.path.join(staging, "predictions.npz"), label=y_true, scores=scores)
+        plot_roc(y_true, scores, auc, os.path.join(staging, "roc.png"))
+        if history:
+            plot_history(history, os.path.join(staging, "loss.png"))
+    return metrics
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    metrics = evaluate(build_parser().parse_args(argv))
+    log.info(
+        "%d events, AUC %s, accuracy %.4f, %.0f events/s",
+        metrics["events"],
+        {k: None if v is None else round(v, 4) for k, v in metrics["auc"].items()},
+        metrics["accuracy"],
+        metrics["events_per_second"] or 0.0,
+    )
+    return 0

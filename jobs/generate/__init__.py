@@ -1,0 +1,1 @@
+"""The generate stage: synthetic NanoAOD-like and Delphes-like ROOT samples (demos, tests, benchmarks)."""

@@ -1,1 +1,0 @@
-"""Sample generators: NanoAOD-style di-muon and Delphes-style DL-trigger ROOT files."""

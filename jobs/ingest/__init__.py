@@ -1,0 +1,1 @@
+"""The DL-trigger ingestion stage: Delphes ROOT -> Parquet features (particle list + high-level features)."""

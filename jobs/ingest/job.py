@@ -1,0 +1,387 @@
+"""DL-trigger ingestion: Delphes ROOT files of the three classes -> a Parquet dataset of per-event features
+(the 801 x 19 particle list and the 14 high-level features), partitioned by label. A Spark job: each task
+reads one (file, entry range) chunk with uproot, runs the vectorised reference algorithm
+(jobs.ingest.features) batch by batch and writes its own Parquet file with pyarrow.
+
+    python -m jobs.ingest --input qcd=URL --input ttbar=URL --input wjets=URL --output DIR [options]
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import time
+from collections import defaultdict
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from jobs.core import cli
+from jobs.core.chunks import Partial, merger, plan_files, run_chunk
+from jobs.core.errors import BadInputError, UsageError
+from jobs.core.job_metrics import job_metrics
+from jobs.core.rootio import Chunk, iterate_arrays, open_tree, require_branches
+from jobs.core.spark import map_reduce, spark_info, spark_session
+from jobs.core.storage import (
+    IOStats,
+    atomic_output_dir,
+    expand_inputs,
+    filesystem,
+    merge_io,
+    select_subset,
+    write_json,
+)
+from jobs.dltrigger_schema import (
+    CLASSES,
+    LABELS,
+    N_HLF,
+    N_PARTICLE_FEATURES,
+    N_PARTICLES,
+    SAMPLES,
+    TREE,
+    class_name,
+    features_arrow_schema,
+)
+from jobs.ingest.features import BRANCHES, CUTS, LEPTON_CHOICES, Features, Options, compute
+
+log = logging.getLogger("jobs.ingest")
+
+DEFAULT_CHUNK_ENTRIES = 10_000
+DEFAULT_BATCH_ENTRIES = 1_000
+COMPRESSION = "zstd"
+SCHEMA = features_arrow_schema()
+
+
+def to_table(features: Features, source_file: str, first_entry: int) -> pa.Table:
+    """The Arrow table of a batch (zero-copy from the feature arrays)."""
+    m = features.entries.size
+    hlf = pa.FixedSizeListArray.from_arrays(pa.array(features.hlf.reshape(-1)), N_HLF)
+    rows = pa.FixedSizeListArray.from_arrays(pa.array(features.particles.reshape(-1)), N_PARTICLE_FEATURES)
+    particles = pa.FixedSizeListArray.from_arrays(rows, N_PARTICLES)
+    return pa.Table.from_arrays(
+        [hlf, particles, pa.array([source_file] * m, pa.string()), pa.array(features.entries + first_entry)],
+        schema=SCHEMA,
+    )
+
+
+def part_name(label: int, sample: str, file_index: int, start: int | None = None) -> str:
+    """Deterministic name of a chunk's Parquet file (a retried task overwrites its own file)."""
+    stem = f"label={label}/part-{sample}-{file_index:05d}-"
+    return stem + ("*" if start is None else f"{start:012d}.parquet")
+
+
+@dataclass
+class ChunkOut:
+    """What a chunk contributes: its class's cut-flow counts and the rows it wrote."""
+
+    cutflow: dict[str, np.ndarray]
+    written: int
+    cpu_seconds: float = 0.0  # process CPU time of the tasks: throughput per core on a shared machine
+
+    def __add__(self, other: ChunkOut) -> ChunkOut:
+        flow = dict(self.cutflow)
+        for k, v in other.cutflow.items():
+            flow[k] = flow[k] + v if k in flow else v
+        return ChunkOut(flow, self.written + other.written, self.cpu_seconds + other.cpu_seconds)
+
+
+def merge_outs(a: ChunkOut, b: ChunkOut) -> ChunkOut:
+    return a + b
+
+
+@dataclass(frozen=True)
+class ChunkTask:
+    """A picklable task: which class the chunk belongs to, where to write, and the algorithm options."""
+
+    name: str
+    file_index: int
+    staging: str
+    options: Options
+    batch_entries: int
+
+    def __call__(self, chunk: Chunk, stats: IOStats) -> ChunkOut:
+        label = LABELS[self.name]
+        fs, path = filesystem(
+            os.path.join(self.staging, part_name(label, SAMPLES[self.name], self.file_index, chunk.start))
+        )
+        fs.makedirs(os.path.dirname(path), exist_ok=True)
+        tmp = f"{path}.tmp"
+        flow = np.zeros(len(CUTS), dtype=np.int64)
+        cpu0 = time.process_time()
+        tree = open_tree(chunk.url, chunk.tree, stats)
+        try:
+            with (
+                fs.open(tmp, "wb") as sink,
+                pq.ParquetWriter(
+                    sink,
+                    SCHEMA,
+                    compression=COMPRESSION,
+                    use_dictionary=["source_file"],
+                    write_statistics=["source_file", "entry"],
+                ) as writer,
+            ):
+                batches = iterate_arrays(
+                    chunk.url, tree, BRANCHES, chunk.start, chunk.stop, self.batch_entries
+                )
+                for start, arrays in batches:
+                    features = compute(arrays, self.options, chunk.url)
+                    flow += features.cutflow
+                    writer.write_table(to_table(features, chunk.url, start))
+        except BaseException:
+            if fs.exists(tmp):
+                fs.rm(tmp)  # no partial file is left behind for readers (or for --on-bad-file skip)
+            raise
+        finally:
+            tree.file.close()
+        fs.mv(tmp, path)
+        return ChunkOut({self.name: flow}, int(flow[-1]), time.process_time() - cpu0)
+
+
+def _process(item: tuple[Chunk, ChunkTask]) -> Partial[ChunkOut]:
+    return run_chunk(*item)
+
+
+def parse_inputs(items: Sequence[str]) -> dict[str, list[str]]:
+    """`class=URL` items (URL may be a glob or directory; several whitespace-separated URLs allowed)
+    -> patterns per class; every class needs at least one."""
+    patterns: dict[str, list[str]] = defaultdict(list)
+    for item in items:
+        name, sep, urls = item.partition("=")
+        if not sep or not urls.strip():
+            raise UsageError(f"--input: expected CLASS=URL, got {item!r}")
+        patterns[class_name(name.strip())].extend(urls.split())
+    missing = [f"{c} ({SAMPLES[c]})" for c in CLASSES if c not in patterns]
+    if missing:
+        raise UsageError(f"--input: no input for class(es) {', '.join(missing)}; give CLASS=URL for each")
+    return {c: patterns[c] for c in CLASSES}
+
+
+def leaf_names(tree) -> set[str]:
+    """Leaf names as uproot reads them: 'Jet.PT' for both flat (uproot-written) and split TClonesArray
+    ('Jet/Jet.PT') layouts."""
+    return {k.rsplit("/", 1)[-1] for k in tree.keys(recursive=True)}
+
+
+@dataclass
+class Plan:
+    items: list[tuple[Chunk, ChunkTask]]
+    bad: dict[str, str]
+    io: dict[str, IOStats]
+
+
+def plan(
+    files: dict[str, list[str]], staging: str, options: Options, chunk_entries: int, batch_entries: int,
+    on_bad_file: str,
+) -> Plan:  # fmt: skip
+    """Check the tree and the leaves of every file of every class and split it into entry ranges (one
+    Spark task each); bad files raise or, with on_bad_file=skip, are recorded and left out."""
+    items: list[tuple[Chunk, ChunkTask]] = []
+    bad: dict[str, str] = {}
+    io: dict[str, IOStats] = {}
+    for name, urls in files.items():
+        p = plan_files(urls, lambda url, stats: TREE, _check_tree, chunk_entries, on_bad_file)
+        for index, url in enumerate(urls):
+            task = ChunkTask(name, index, staging, options, batch_entries)
+            items += [(c, task) for c in p.chunks.get(url, [])]
+        bad.update(p.bad)
+        io = merge_io(io, p.io)
+    return Plan(items, bad, io)
+
+
+def _check_tree(url: str, tree) -> None:
+    _require_leaves(url, tree)
+    if tree.num_entries == 0:
+        raise BadInputError(url, f"tree {TREE!r} has no entries")
+
+
+def _require_leaves(url: str, tree) -> None:
+    have = leaf_names(tree)
+    missing = [b for b in BRANCHES if b not in have]
+    if missing:
+        require_branches(url, tree, missing)
+
+
+def _active_session():
+    from pyspark.sql import SparkSession
+
+    return SparkSession.getActiveSession()
+
+
+def class_summary(name: str, files: list[str], bad: dict[str, str], flow: np.ndarray | None) -> dict:
+    flow = np.zeros(len(CUTS), np.int64) if flow is None else flow
+    return {
+        "label": LABELS[name],
+        "sample": SAMPLES[name],
+        "files": len([u for u in files if u not in bad]),
+        "skipped_files": len([u for u in files if u in bad]),
+        "events_read": int(flow[0]),
+        "events_passing": {cut: int(n) for cut, n in zip(CUTS, flow.tolist(), strict=True)},
+        "events_written": int(flow[-1]),
+    }
+
+
+def run(
+    inputs: Sequence[str],
+    output: str,
+    *,
+    options: Options = Options(),  # noqa: B008
+    on_bad_file: str = "fail",
+    chunk_entries: int = DEFAULT_CHUNK_ENTRIES,
+    batch_entries: int = DEFAULT_BATCH_ENTRIES,
+    subset: str | None = None,
+    partitions: int | None = None,
+    spark=None,
+    master: str | None = None,
+    event_log_dir: str | None = None,
+    spark_conf: dict[str, str] | None = None,
+) -> dict:
+    """Ingest the inputs (CLASS=URL items) into `output` atomically; returns the metrics."""
+    if chunk_entries < 1:
+        raise UsageError(f"--chunk-entries must be >= 1, got {chunk_entries}")
+    if batch_entries < 1:
+        raise UsageError(f"--batch-entries must be >= 1, got {batch_entries}")
+    t0 = time.perf_counter()
+    files = {
+        name: select_subset(expand_inputs(patterns, suffix=".root"), subset)
+        for name, patterns in parse_inputs(inputs).items()
+    }
+    with atomic_output_dir(output, shared=True) as staging:  # executors write parts straight into it
+        p = plan(files, staging, options, chunk_entries, batch_entries, on_bad_file)
+        own_spark = spark is None and _active_session() is None  # never stop a session we did not start
+        if spark is None:
+            spark = _active_session() or spark_session(
+                "colliderflow-ingest", master, event_log_dir, spark_conf
+            )
+        try:
+            total = (
+                map_reduce(spark, p.items, _process, merger(merge_outs), partitions)
+                if p.items
+                else Partial[ChunkOut]()
+            )
+            info = spark_info(spark)
+        finally:
+            if own_spark:
+                spark.stop()
+        if total.bad and on_bad_file == "fail":
+            url = sorted(total.bad)[0]
+            raise BadInputError(url, total.bad[url])
+        bad = {**p.bad, **total.bad}
+        for name, urls in files.items():
+            if all(u in bad for u in urls):
+                raise BadInputError(
+                    f"--input {name}=", f"no readable input file for class {name} (all were skipped)"
+                )
+            for index, url in enumerate(urls):  # a file that failed in one chunk is dropped whole
+                if url in total.bad:
+                    fs, path = filesystem(
+                        os.path.join(staging, part_name(LABELS[name], SAMPLES[name], index))
+                    )
+                    for part in fs.glob(path):
+                        fs.rm(part)
+        good = {u: v for u, v in total.values.items() if u not in bad}
+        merged = sum(good.values(), ChunkOut({}, 0))
+        summary = {
+            "classes": {
+                name: class_summary(name, urls, bad, merged.cutflow.get(name)) for name, urls in files.items()
+            },
+            "cuts": list(CUTS),
+            "options": {
+                "physical_phi_wrap": options.physical_phi_wrap,
+                "mt_sqrt": options.mt_sqrt,
+                "lepton_choice": options.lepton_choice,
+            },
+            "skipped_files": [{"url": u, "problem": pr} for u, pr in sorted(bad.items())],
+        }
+        events = sum(c["events_read"] for c in summary["classes"].values())
+        wall = time.perf_counter() - t0
+        metrics = job_metrics(
+            stage="ingest",
+            events=events,
+            wall_seconds=wall,
+            io=merge_io(p.io, total.io),
+            skipped=bad,
+            spark={**info, "tasks": len(p.items)},
+            task_seconds=total.task_seconds,
+            task_cpu_seconds=merged.cpu_seconds,
+            events_written=merged.written,
+            events_per_class={n: c["events_read"] for n, c in summary["classes"].items()},
+            written_per_class={n: c["events_written"] for n, c in summary["classes"].items()},
+            files_read=sum(c["files"] for c in summary["classes"].values()),
+        )
+        write_json(os.path.join(staging, "summary.json"), summary)
+        write_json(os.path.join(staging, "metrics.json"), metrics)
+    log.info(
+        "ingest: %d events read, %d written, %.2f s (%.0f events/s) -> %s",
+        events,
+        merged.written,
+        wall,
+        events / wall if wall else 0.0,
+        output,
+    )
+    return metrics
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m jobs.ingest", description=__doc__.splitlines()[0])
+    parser.add_argument(
+        "--input",
+        action="append",
+        required=True,
+        metavar="CLASS=URL",
+        help=f"class ({', '.join(CLASSES)} or the sample name) = ROOT file, glob or directory (fsspec "
+        "URL; repeatable, whitespace-separated URLs allowed)",
+    )
+    parser.add_argument("--output", required=True, help="output directory (replaced atomically)")
+    parser.add_argument(
+        "--chunk-entries", type=int, default=DEFAULT_CHUNK_ENTRIES, help="entries per Spark task"
+    )
+    parser.add_argument(
+        "--batch-entries",
+        type=int,
+        default=DEFAULT_BATCH_ENTRIES,
+        help="entries per batch (Parquet row group)",
+    )
+    parser.add_argument(
+        "--partitions", type=int, default=None, help="Spark partitions (default: one per chunk)"
+    )
+    parser.add_argument(
+        "--subset", default=None, help="k/N: the k-th of N disjoint file subsets of each class"
+    )
+    quirks = parser.add_argument_group(
+        "reference quirks (default: as the reference; see docs/dl-trigger-ingestion.md)"
+    )
+    quirks.add_argument(
+        "--physical-phi-wrap", action="store_true", help="wrap the isolation cone's dphi at +-pi, not +-2pi"
+    )
+    quirks.add_argument(
+        "--mt-sqrt", action="store_true", help="MT = sqrt(2 MET pT (1 - cos dphi)), not its square"
+    )
+    quirks.add_argument(
+        "--lepton-choice",
+        choices=LEPTON_CHOICES,
+        default="eta",
+        help="electron vs muon candidate: the larger eta (reference) or the larger pT",
+    )
+    cli.add_bad_file_arg(parser)
+    cli.add_spark_args(parser)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    run(
+        args.input,
+        args.output,
+        options=Options(args.physical_phi_wrap, args.mt_sqrt, args.lepton_choice),
+        on_bad_file=args.on_bad_file,
+        chunk_entries=args.chunk_entries,
+        batch_entries=args.batch_entries,
+        subset=args.subset,
+        partitions=args.partitions,
+        **cli.spark_kwargs(args),
+    )
+    return 0

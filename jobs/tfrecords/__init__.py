@@ -1,0 +1,1 @@
+"""The DL-trigger TFRecord stage: prepared Parquet sets -> TFRecord shards of tf.train.Example."""

@@ -1,0 +1,239 @@
+"""Prepared Parquet sets -> TFRecord shards of tf.train.Example (HLF_input [14], GRU_input [801*19]
+row-major, encoded_label [3], n_particles), for tf.data input pipelines.
+
+    python -m jobs.tfrecords --input DIR --output DIR [--compression gzip|none]
+
+DIR is a jobs.prepare output: its train/ and test/ Parquet sets become DIR_OUT/train/ and
+DIR_OUT/test/ shards. One Spark task (= one partition) per Parquet file, so one shard per file,
+records in the file's row order (the training set's shuffle survives). There is no TFRecord
+connector for Spark 4, so the tasks encode the protos themselves (jobs.tfrecords.example): neither the
+driver nor the tasks import TensorFlow. Each shard is written under a temporary name and renamed, and
+the whole output appears atomically. Read it back with jobs.core.tf_readers.read_tfrecords.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import shutil
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from jobs.core import cli
+from jobs.core.errors import BadInputError, UsageError
+from jobs.core.job_metrics import job_metrics
+from jobs.core.spark import map_reduce, spark_info, spark_session
+from jobs.core.storage import IOStats, atomic_output_dir, filesystem, merge_io, write_json
+from jobs.core.tensors import ShapeError, nested_to_numpy
+from jobs.dltrigger_schema import COUNT_COLUMN, SHAPES
+from jobs.tfrecords.example import ShardWriter, encode_examples
+
+log = logging.getLogger("jobs.tfrecords")
+
+SPLITS = ("train", "test")
+COMPRESSIONS = ("gzip", "none")
+COLUMNS = (*SHAPES, COUNT_COLUMN)
+BATCH_ROWS = 512  # events encoded at a time: ~31 MB of particles
+
+
+@dataclass(frozen=True)
+class ShardTask:
+    """One Parquet file of a split and the shard it becomes."""
+
+    split: str
+    source: str
+    target: str
+
+
+@dataclass
+class ShardResult:
+    """Per-split records, shards, bytes (mergeable by addition), input I/O and bad files."""
+
+    records: dict[str, int] = field(default_factory=dict)
+    shards: dict[str, int] = field(default_factory=dict)
+    bytes_written: dict[str, int] = field(default_factory=dict)
+    raw_bytes: dict[str, int] = field(default_factory=dict)
+    io: dict[str, IOStats] = field(default_factory=dict)
+    bad: dict[str, str] = field(default_factory=dict)
+    task_seconds: float = 0.0
+
+    def __add__(self, other: ShardResult) -> ShardResult:
+        def add(a: dict[str, int], b: dict[str, int]) -> dict[str, int]:
+            return {k: a.get(k, 0) + b.get(k, 0) for k in sorted({*a, *b})}
+
+        return ShardResult(
+            add(self.records, other.records),
+            add(self.shards, other.shards),
+            add(self.bytes_written, other.bytes_written),
+            add(self.raw_bytes, other.raw_bytes),
+            merge_io(self.io, other.io),
+            {**self.bad, **other.bad},
+            self.task_seconds + other.task_seconds,
+        )
+
+
+def _merge(a: ShardResult, b: ShardResult) -> ShardResult:
+    return a + b
+
+
+def convert_file(task: ShardTask, compression: str) -> ShardResult:
+    """Inside a Spark task: stream one Parquet file into one TFRecord shard, batch by batch."""
+    import pyarrow.parquet as pq
+
+    t0 = time.perf_counter()
+    stats = IOStats(task.source)
+    fs, path = filesystem(task.source)
+    writer = ShardWriter(task.target, compression=compression)
+    try:
+        with fs.open(path, "rb") as handle:
+            pf = pq.ParquetFile(handle)
+            for batch in pf.iter_batches(batch_size=BATCH_ROWS, columns=list(COLUMNS)):
+                arrays = [nested_to_numpy(batch.column(c), SHAPES[c]) for c in SHAPES]
+                counts = batch.column(COUNT_COLUMN).to_numpy(zero_copy_only=False).astype(np.int64)
+                writer.write_all(encode_examples(*arrays, counts))
+        stats.record(fs.size(path), time.perf_counter() - t0)  # one streamed read of the whole file
+        size = writer.close()
+    except (ShapeError, OSError, ValueError) as exc:
+        writer.abort()
+        return ShardResult(io={task.source: stats}, bad={task.source: str(exc)})
+    return ShardResult(
+        {task.split: writer.records},
+        {task.split: 1},
+        {task.split: size},
+        {task.split: writer.raw_bytes},
+        {task.source: stats},
+        {},
+        time.perf_counter() - t0,
+    )
+
+
+def plan(input_url: str, staging: str, compression: str) -> list[ShardTask]:
+    """The shard tasks: every part file of every split present, checked for the contract's columns
+    on the driver (footer only), in sorted order so shard k is file k."""
+    import pyarrow.parquet as pq
+
+    fs, root = filesystem(input_url)
+    if not fs.isdir(root):
+        raise BadInputError(input_url, "no such directory (expected a jobs.prepare output)")
+    suffix = ".tfrecord.gz" if compression == "gzip" else ".tfrecord"
+    tasks: list[ShardTask] = []
+    for split in SPLITS:
+        split_dir = f"{root.rstrip('/')}/{split}"
+        if not fs.isdir(split_dir):
+            continue
+        files = sorted(
+            p
+            for p in fs.find(split_dir)
+            if p.endswith(".parquet") and not os.path.basename(p).startswith((".", "_"))
+        )
+        os.makedirs(os.path.join(staging, split), exist_ok=True)
+        for i, p in enumerate(files):
+            url = p if "://" not in input_url else fs.unstrip_protocol(p)
+            with fs.open(p, "rb") as handle:
+                names = pq.ParquetFile(handle).schema_arrow.names
+            missing = [c for c in COLUMNS if c not in names]
+            if missing:
+                raise BadInputError(url, f"lacks column(s) {', '.join(missing)} of the prepared-set contract")
+            tasks.append(ShardTask(split, url, os.path.join(staging, split, f"part-{i:05d}{suffix}")))
+    if not tasks:
+        raise BadInputError(input_url, f"holds no Parquet file under {' or '.join(s + '/' for s in SPLITS)}")
+    return tasks
+
+
+def run(
+    input_url: str,
+    output: str,
+    *,
+    compression: str = "gzip",
+    spark=None,
+    master: str | None = None,
+    event_log_dir: str | None = None,
+    spark_conf: dict[str, str] | None = None,
+) -> dict:
+    """Convert every split of a prepared set into TFRecord shards under `output`; returns metrics."""
+    if compression not in COMPRESSIONS:
+        raise UsageError(f"--compression: choose {' or '.join(COMPRESSIONS)}, got {compression!r}")
+    t0 = time.perf_counter()
+    with atomic_output_dir(output) as staging:
+        tasks = plan(input_url, staging, compression)
+        own_spark = spark is None
+        if own_spark:
+            spark = spark_session("colliderflow-tfrecords", master, event_log_dir, spark_conf)
+        try:
+            total = map_reduce(spark, tasks, lambda t: convert_file(t, compression), _merge)
+            info = spark_info(spark)
+        finally:
+            if own_spark:
+                spark.stop()
+        if total.bad:
+            url = sorted(total.bad)[0]
+            raise BadInputError(url, total.bad[url])
+        fs, root = filesystem(input_url)
+        scaler = f"{root.rstrip('/')}/scaler.json"
+        if fs.isfile(scaler):  # evaluation needs it beside the shards too
+            with fs.open(scaler, "rb") as src, open(os.path.join(staging, "scaler.json"), "wb") as dst:
+                shutil.copyfileobj(src, dst)
+        wall = time.perf_counter() - t0
+        summary = {
+            "input": input_url,
+            "compression": compression,
+            "splits": {
+                s: {
+                    "records": total.records.get(s, 0),
+                    "shards": total.shards.get(s, 0),
+                    "bytes": total.bytes_written.get(s, 0),
+                    "uncompressed_bytes": total.raw_bytes.get(s, 0),
+                }
+                for s in SPLITS
+                if s in total.shards
+            },
+        }
+        records = sum(total.records.values())
+        written = sum(total.bytes_written.values())
+        metrics = job_metrics(
+            stage="tfrecords",
+            events=records,
+            wall_seconds=wall,
+            io=total.io,
+            skipped={},
+            spark={**info, "tasks": len(tasks)},
+            task_seconds=total.task_seconds,
+            bytes_written=written,
+            mb_written_per_second=written / 1e6 / wall if wall > 0 else None,
+            compression=compression,
+        )
+        write_json(os.path.join(staging, "summary.json"), summary)
+        write_json(os.path.join(staging, "metrics.json"), metrics)
+    log.info(
+        "tfrecords: %d records in %d shards, %.1f MB, %.1f s -> %s",
+        records,
+        len(tasks),
+        written / 1e6,
+        wall,
+        output,
+    )
+    return metrics
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m jobs.tfrecords", description=__doc__.splitlines()[0])
+    parser.add_argument("--input", required=True, help="a jobs.prepare output directory (train/, test/)")
+    parser.add_argument("--output", required=True, help="output directory (replaced atomically)")
+    parser.add_argument("--compression", choices=COMPRESSIONS, default="gzip", help="shard compression")
+    cli.add_spark_args(parser)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    run(
+        args.input,
+        args.output,
+        compression=args.compression,
+        **cli.spark_kwargs(args),
+    )
+    return 0

@@ -1,0 +1,313 @@
+"""Train the Inclusive Classifier (GRU + high-level features) on a prepared DL-trigger set.
+
+    python -m jobs.train --train URL --test URL --output DIR [--epochs 6] [--batch-size 128]
+        [--bucketing] [--workers N] [--checkpoint-every-steps K] ...
+
+One process (CPU or GPU), or MultiWorkerMirroredStrategy when TF_CONFIG (or COLLIDERFLOW_WORKER_HOSTS
+plus a worker index) describes a cluster; `--workers N` runs N local worker processes on loopback.
+Outputs under DIR: model.keras (chief), history.json, metrics.json, tensorboard/, checkpoints/.
+A rerun with the same DIR resumes from DIR/checkpoints. See docs/dl-trigger-training.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import shutil
+import tempfile
+import time
+from collections.abc import Sequence
+
+from jobs.core.errors import BadInputError, UsageError
+from jobs.core.storage import GLOB_CHARS, filesystem, is_local, write_json
+from jobs.train.cluster import ClusterInfo, cluster_info, launch_local_workers
+
+log = logging.getLogger("jobs.train")
+
+DEFAULT_LR_AFTER = "2:0.0002,4:0.0001"
+FINAL_KEYS = ("loss", "accuracy", "val_loss", "val_accuracy")
+
+
+def parse_lr_after(text: str) -> list[tuple[int, float]]:
+    """'2:0.0002,4:0.0001' -> [(2, 0.0002), (4, 0.0001)]: after epoch 2 (1-based) use 0.0002, ..."""
+    out = []
+    for item in filter(None, (t.strip() for t in text.split(","))):
+        epoch, sep, lr = item.partition(":")
+        try:
+            out.append((int(epoch), float(lr)))
+        except ValueError:
+            sep = ""
+        if not sep or out[-1][0] < 1 or out[-1][1] <= 0:
+            raise UsageError(f"--lr-after: expected EPOCH:LR entries with EPOCH >= 1, LR > 0, got {item!r}")
+    return sorted(out)
+
+
+def learning_rate(epoch0: int, base: float, after: list[tuple[int, float]], scale: float) -> float:
+    """The reference step schedule for a 0-based epoch: base until the first step, then each step's lr."""
+    lr = base
+    for epoch, value in after:
+        if epoch0 >= epoch:
+            lr = value
+    return lr * scale
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m jobs.train", description=__doc__.split("\n\n")[0])
+    p.add_argument("--train", required=True, help="training set: TFRecord shards or Parquet (dir/glob/URL)")
+    p.add_argument("--test", required=True, help="validation/test set, same formats")
+    p.add_argument("--output", required=True, help="output directory (local or mounted; shared by workers)")
+    p.add_argument("--format", default="auto", choices=["auto", "tfrecord", "parquet"])
+    p.add_argument("--epochs", type=int, default=6)
+    p.add_argument("--batch-size", type=int, default=128, help="per worker; global batch = this x workers")
+    p.add_argument("--lr", type=float, default=0.0005, help="base Adam learning rate (x workers)")
+    p.add_argument(
+        "--lr-after",
+        default=DEFAULT_LR_AFTER,
+        help="step schedule EPOCH:LR,... (x workers): after EPOCH (1-based) use LR (default %(default)s)",
+    )
+    p.add_argument("--no-lr-scaling", action="store_true", help="do not multiply learning rates by workers")
+    p.add_argument(
+        "--bucketing", action="store_true", help="batch by real particle count, GRU over real rows"
+    )
+    p.add_argument(
+        "--max-particles",
+        type=int,
+        default=None,
+        help="keep only the first K particle rows (exact when no event has more than K real rows)",
+    )
+    p.add_argument("--mixed-precision", action="store_true", help="mixed_float16 (meant for GPUs)")
+    p.add_argument("--checkpoint-every-steps", type=int, default=None, metavar="K")
+    p.add_argument("--workers", type=int, default=1, help="N > 1: launch N local worker processes")
+    p.add_argument("--seed", type=int, default=42)
+    p.add_argument("--shuffle-buffer", type=int, default=2048, help="events (each ~60 kB)")
+    p.add_argument(
+        "--train-events", type=int, default=None, help="multi-worker: skip counting the training set"
+    )
+    p.add_argument("--test-events", type=int, default=None, help="multi-worker: skip counting the test set")
+    p.add_argument("--worker-weights-dir", default=None, help="diagnostics: each worker saves final weights")
+    return p
+
+
+def _check_args(args: argparse.Namespace) -> None:
+    for name in ("epochs", "batch_size", "workers", "shuffle_buffer"):
+        value = getattr(args, name)
+        if value < (0 if name == "shuffle_buffer" else 1):
+            raise UsageError(f"--{name.replace('_', '-')} must be positive, got {value}")
+    if args.lr <= 0:
+        raise UsageError(f"--lr must be positive, got {args.lr}")
+    if args.checkpoint_every_steps is not None and args.checkpoint_every_steps < 1:
+        raise UsageError(f"--checkpoint-every-steps must be >= 1, got {args.checkpoint_every_steps}")
+    if not is_local(args.output):
+        raise UsageError(f"--output must be a local or mounted directory (checkpoints), got {args.output}")
+    parse_lr_after(args.lr_after)
+    for option, url in (("--train", args.train), ("--test", args.test)):
+        fs, path = filesystem(url)
+        if not (fs.glob(path) if GLOB_CHARS & set(path) else fs.exists(path)):
+            raise BadInputError(url, f"({option}) no such file or directory")
+
+
+def _strategy(cluster: ClusterInfo):
+    """MultiWorkerMirroredStrategy when there is a cluster (created before any other TF op)."""
+    import tensorflow as tf
+
+    if cluster.num_workers > 1:
+        return tf.distribute.MultiWorkerMirroredStrategy()
+    return tf.distribute.get_strategy()
+
+
+def train(args: argparse.Namespace, cluster: ClusterInfo) -> dict:
+    """Train, write the outputs (chief), return metrics. Non-chief workers write their copies of
+    checkpoints, TensorBoard events and the model into a scratch directory removed at the end."""
+    scratch = None if cluster.is_chief else tempfile.mkdtemp(prefix="colliderflow-worker-")
+    try:
+        return _train(args, cluster, scratch)
+    finally:
+        if scratch:
+            shutil.rmtree(scratch, ignore_errors=True)
+        if args.mixed_precision:  # the policy is process-global: do not leak it to later in-process use
+            from jobs.core.model import keras
+
+            keras.mixed_precision.set_global_policy("float32")
+
+
+def _train(args: argparse.Namespace, cluster: ClusterInfo, scratch: str | None) -> dict:
+    strategy = _strategy(cluster)  # first: collective ops must be configured at startup
+
+    import numpy as np
+    import tensorflow as tf
+
+    from jobs.core import model as model_lib
+    from jobs.core.job_metrics import job_metrics
+    from jobs.core.tf_dataset import (
+        check_bucketing_input,
+        count_events,
+        make_dataset,
+        probe,
+        resolve_format,
+    )
+    from jobs.train.callbacks import Checkpointer, EpochRecorder, load_history
+
+    keras = model_lib.keras
+    keras.utils.set_random_seed(args.seed)
+    out = os.path.abspath(args.output.removeprefix("file://"))
+    ckpt_dir = os.path.join(out, "checkpoints")
+    os.makedirs(ckpt_dir, exist_ok=True)
+
+    train_fmt = resolve_format(args.train, args.format)
+    test_fmt = resolve_format(args.test, args.format)
+    for url, fmt in ((args.train, train_fmt), (args.test, test_fmt)):
+        check_bucketing_input(url, fmt) if args.bucketing else probe(url, fmt)
+
+    n_replicas = strategy.num_replicas_in_sync
+    scale = 1.0 if args.no_lr_scaling else float(n_replicas)
+    lr_after = parse_lr_after(args.lr_after)
+    global_batch = args.batch_size * n_replicas
+
+    def dataset(url: str, fmt: str, shuffle: bool, ctx: tf.distribute.InputContext | None = None):
+        """Single process: one pass over the set per epoch. Multi-worker (ctx given): this worker's
+        disjoint shard, repeated, in per-replica batches (distribute_datasets_from_function does
+        no re-batching and no auto-sharding)."""
+        return make_dataset(
+            url,
+            fmt,
+            batch_size=ctx.get_per_replica_batch_size(global_batch) if ctx else args.batch_size,
+            shuffle_buffer=args.shuffle_buffer if shuffle else 0,
+            seed=args.seed + (ctx.input_pipeline_id if ctx else 0),
+            bucketing=args.bucketing,
+            max_particles=args.max_particles,
+            shard=(ctx.input_pipeline_id, ctx.num_input_pipelines) if ctx else None,
+            repeat=ctx is not None,
+        )
+
+    steps = {}
+    if cluster.num_workers > 1:
+        # Workers must run the same number of steps: when one runs dry first, TF feeds it an empty
+        # batch whose unknown dimensions are 0, and a GRU over 0 time steps fails. So each worker
+        # cycles through its shard and an epoch is ceil(events / global batch) steps.
+        n_train = args.train_events or count_events(args.train, train_fmt)
+        n_test = args.test_events or count_events(args.test, test_fmt)
+        steps = {
+            "steps_per_epoch": max(1, -(-n_train // global_batch)),
+            "validation_steps": max(1, -(-n_test // global_batch)),
+        }
+        log.info("%d training / %d test events -> %s per epoch", n_train, n_test, steps)
+        train_ds = strategy.distribute_datasets_from_function(
+            lambda c: dataset(args.train, train_fmt, True, c)
+        )
+        test_ds = strategy.distribute_datasets_from_function(lambda c: dataset(args.test, test_fmt, False, c))
+    else:
+        train_ds = dataset(args.train, train_fmt, True)
+        test_ds = dataset(args.test, test_fmt, False)
+
+    if args.mixed_precision:
+        if not tf.config.list_physical_devices("GPU"):
+            log.warning("--mixed-precision without a GPU: float16 on a CPU is slower, not faster")
+        keras.mixed_precision.set_global_policy("mixed_float16")
+    seq_len = None if (args.bucketing or args.max_particles) else model_lib.N_PARTICLES
+    with strategy.scope():
+        model = model_lib.compile_model(
+            model_lib.build_model(sequence_length=seq_len),
+            learning_rate=learning_rate(0, args.lr, lr_after, scale),
+        )
+        model.optimizer.build(model.trainable_variables)
+        epoch_var = tf.Variable(0, dtype=tf.int64, trainable=False, name="completed_epochs")
+    checkpoint = tf.train.Checkpoint(model=model, optimizer=model.optimizer, completed_epochs=epoch_var)
+    latest = tf.train.latest_checkpoint(ckpt_dir)
+    if latest:
+        checkpoint.restore(latest).assert_existing_objects_matched()
+        log.info("resuming from %s (%d epoch(s) completed)", latest, int(epoch_var.numpy()))
+    initial_epoch = int(epoch_var.numpy())
+
+    history_path = os.path.join(ckpt_dir, "history.json")
+    recorder = EpochRecorder(history_path if cluster.is_chief else None, load_history(history_path))
+    recorder.entries = recorder.entries[:initial_epoch]
+    tb_dir = os.path.join(scratch or out, "tensorboard")
+    callbacks = [
+        keras.callbacks.LearningRateScheduler(lambda e, _lr: learning_rate(e, args.lr, lr_after, scale)),
+        recorder,  # history first, checkpoint second: a resume never lacks the entry of a saved epoch
+        Checkpointer(
+            checkpoint,
+            epoch_var,
+            os.path.join(scratch, "checkpoints") if scratch else ckpt_dir,
+            max_to_keep=1 if scratch else 2,
+            every_steps=args.checkpoint_every_steps,
+        ),
+        keras.callbacks.TensorBoard(tb_dir, update_freq="epoch", profile_batch=0, write_graph=False),
+    ]
+    t0 = time.perf_counter()
+    if initial_epoch < args.epochs:
+        model.fit(
+            train_ds,
+            validation_data=test_ds,
+            epochs=args.epochs,
+            initial_epoch=initial_epoch,
+            callbacks=callbacks,
+            verbose=2 if cluster.is_chief else 0,
+            **steps,
+        )
+    wall = time.perf_counter() - t0
+
+    # every worker saves (the save may read sync-on-read variables); only the chief's copy is kept
+    tmp_model = os.path.join(scratch or out, f".model.keras.tmp-{os.getpid()}.keras")
+    model.save(tmp_model)
+    if cluster.is_chief:
+        os.replace(tmp_model, os.path.join(out, "model.keras"))
+    if args.worker_weights_dir:
+        os.makedirs(args.worker_weights_dir, exist_ok=True)
+        path = os.path.join(args.worker_weights_dir, f"worker-{cluster.index}.npz")
+        np.savez(path, *[np.asarray(w) for w in model.get_weights()])
+
+    history = recorder.entries
+    this_run = [e for e in history if e["epoch"] > initial_epoch]
+    events = sum(e["events"] for e in this_run)
+    train_s = sum(e["train_seconds"] for e in this_run)
+    metrics = job_metrics(
+        stage="train",
+        events=events,
+        wall_seconds=wall,
+        io={},
+        skipped={},
+        training_events_per_second=events / train_s if train_s > 0 else None,
+        epochs=args.epochs,
+        initial_epoch=initial_epoch,
+        resumed_from=latest,
+        epochs_run=len(this_run),
+        workers=cluster.num_workers,
+        replicas=n_replicas,
+        global_batch_size=global_batch,
+        bucketing=args.bucketing,
+        max_particles=args.max_particles,
+        mixed_precision=args.mixed_precision,
+        parameters=int(model.count_params()),
+        train=args.train,
+        test=args.test,
+        format={"train": train_fmt, "test": test_fmt},
+        final={k: v for k, v in (history[-1] if history else {}).items() if k in FINAL_KEYS},
+    )
+    if cluster.is_chief:
+        write_json(os.path.join(out, "history.json"), history)
+        write_json(os.path.join(out, "metrics.json"), metrics)
+    return metrics
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    _check_args(args)
+    cluster = cluster_info(os.environ)
+    if cluster.tf_config is None and args.workers > 1:
+        return launch_local_workers("jobs.train", list(argv) if argv is not None else _argv(), args.workers)
+    if cluster.tf_config is not None:
+        import json
+
+        os.environ["TF_CONFIG"] = json.dumps(cluster.tf_config)
+    metrics = train(args, cluster)
+    log.info("trained %d epoch(s) this run; events/s %s", metrics["epochs_run"],
+             metrics["training_events_per_second"])  # fmt: skip
+    return 0
+
+
+def _argv() -> list[str]:
+    import sys
+
+    return sys.argv[1:]

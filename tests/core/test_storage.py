@@ -1,0 +1,435 @@
+"""Object storage for real: the storage layer and the stages against moto's S3 server on loopback
+(a real HTTP S3 endpoint, reached by s3fs/botocore exactly as a MinIO or AWS endpoint would be), the
+atomic commit of outputs to a store without rename, and OCI configuration errors."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import pathlib
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import uproot
+
+from jobs.core import storage
+from jobs.core.errors import BadInputError, UsageError
+from tests.conftest import SECRET
+
+ROOT = pathlib.Path(__file__).resolve().parents[2]
+
+
+@contextlib.contextmanager
+def executor_env(spark, env: dict[str, str]):
+    """Give the Spark Python workers of the shared session the storage environment (what
+    spark.executorEnv.* / envFrom do in a cluster); their daemon is keyed by it, so a fresh one starts."""
+    sc = spark.sparkContext
+    saved = dict(sc.environment)
+    sc.environment.update(env)
+    try:
+        yield
+    finally:
+        sc.environment.clear()
+        sc.environment.update(saved)
+
+
+def keys(bucket: str) -> list[str]:
+    fs, _ = storage.filesystem(f"s3://{bucket}")
+    fs.invalidate_cache()
+    return sorted(p.split("/", 1)[1] for p in fs.find(bucket))
+
+
+def write_files(directory: str, files: dict[str, str]) -> None:
+    for name, text in files.items():
+        path = pathlib.Path(directory, name)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text)
+
+
+# --- the endpoint and credentials come from the environment -------------------------------------------
+
+
+def test_endpoint_from_environment_precedence(monkeypatch):
+    for key in storage.S3_ENDPOINT_ENV:
+        monkeypatch.delenv(key, raising=False)
+    assert storage.storage_options("s3://b/k") == {}
+    monkeypatch.setenv("AWS_ENDPOINT_URL", "http://generic:1")
+    assert storage.storage_options("s3://b/k") == {"endpoint_url": "http://generic:1"}
+    monkeypatch.setenv("AWS_ENDPOINT_URL_S3", "http://s3-specific:2")
+    assert storage.storage_options("s3://b/k") == {"endpoint_url": "http://s3-specific:2"}
+    monkeypatch.setenv("COLLIDERFLOW_S3_ENDPOINT", "")  # an empty value (a chart default) is unset
+    assert storage.storage_options("s3://b/k") == {"endpoint_url": "http://s3-specific:2"}
+    monkeypatch.setenv("COLLIDERFLOW_S3_ENDPOINT", "http://ours:3")
+    assert storage.storage_options("s3://b/k") == {"endpoint_url": "http://ours:3"}
+    assert storage.storage_options("/local/path") == {}
+
+
+def test_credentials_in_url_are_refused():
+    with pytest.raises(UsageError, match="credentials in a URL") as err:
+        storage.filesystem(f"s3://AKIA:{SECRET}@bucket/data.root")
+    assert SECRET not in str(err.value)
+
+
+def test_round_trip_through_loopback_server(bucket):
+    fs, _ = storage.filesystem(f"s3://{bucket}")
+    fs.pipe_file(f"{bucket}/a/x.root", b"payload")
+    stats = storage.IOStats(f"s3://{bucket}/a/x.root")
+    with storage.open_instrumented(f"s3://{bucket}/a/x.root", stats) as f:
+        assert f.read() == b"payload"
+    assert stats.bytes_read == 7 and stats.read_calls >= 1
+    assert storage.expand_inputs([f"s3://{bucket}/a"], suffix=".root") == [f"s3://{bucket}/a/x.root"]
+    with pytest.raises(BadInputError, match="no such file"):
+        storage.expand_inputs([f"s3://{bucket}/a/missing.root"])
+
+
+# --- atomic commit to the object store ----------------------------------------------------------------
+
+
+def test_commit_writes_output_and_marker(bucket):
+    url = f"s3://{bucket}/runs/out"
+    with storage.atomic_output_dir(url) as out:
+        write_files(out, {"cutflow.json": "{}", "part/one.txt": "1"})
+    assert keys(bucket) == ["runs/out/_SUCCESS", "runs/out/cutflow.json", "runs/out/part/one.txt"]
+    storage.check_complete(url)
+
+
+def test_rerun_replaces_previous_output(bucket):
+    url = f"s3://{bucket}/out"
+    with storage.atomic_output_dir(url) as out:
+        write_files(out, {"old.txt": "old", "shared.txt": "v1"})
+    with storage.atomic_output_dir(url) as out:
+        write_files(out, {"shared.txt": "v2"})
+    assert keys(bucket) == ["out/_SUCCESS", "out/shared.txt"]  # no stale file, no staging prefix left
+    fs, _ = storage.filesystem(url)
+    assert fs.cat_file(f"{bucket}/out/shared.txt") == b"v2"
+
+
+def test_failure_inside_the_block_publishes_nothing(bucket):
+    url = f"s3://{bucket}/out"
+    with storage.atomic_output_dir(url) as out:
+        write_files(out, {"good.txt": "kept"})
+    with pytest.raises(RuntimeError, match="job died"), storage.atomic_output_dir(url) as out:
+        write_files(out, {"half.txt": "partial"})
+        raise RuntimeError("job died")
+    assert keys(bucket) == ["out/_SUCCESS", "out/good.txt"]  # the previous output, untouched
+
+
+def test_failure_during_upload_leaves_previous_output(bucket, monkeypatch):
+    """The upload to the staging prefix dies after one object: the target is never touched."""
+    url = f"s3://{bucket}/out"
+    with storage.atomic_output_dir(url) as out:
+        write_files(out, {"good.txt": "kept"})
+    fs, _ = storage.filesystem(url)
+    real_put_file = type(fs)._put_file  # s3fs is async: the sync API drives these coroutines
+    calls = []
+
+    async def dying_put_file(self, lpath, rpath, *args, **kwargs):
+        calls.append(rpath)
+        if len(calls) > 1:
+            raise OSError("connection reset during upload")
+        return await real_put_file(self, lpath, rpath, *args, **kwargs)
+
+    with monkeypatch.context() as patch, pytest.raises(OSError, match="connection reset"):
+        patch.setattr(type(fs), "_put_file", dying_put_file)
+        with storage.atomic_output_dir(url) as out:
+            write_files(out, {"a.txt": "1", "b.txt": "2", "c.txt": "3"})
+    assert len(calls) >= 2 and all(".out.staging-" in c for c in calls)
+    assert keys(bucket) == ["out/_SUCCESS", "out/good.txt"]
+    storage.check_complete(url)
+
+
+def test_failure_mid_copy_is_never_read_as_complete(bucket, monkeypatch):
+    """The commit dies after part of the output reached the target: the target carries _COMMITTING
+    and no _SUCCESS, readers refuse it with a clear error, and a rerun repairs it."""
+    url = f"s3://{bucket}/out"
+    with storage.atomic_output_dir(url) as out:
+        write_files(out, {"old.root": "old"})
+    fs, _ = storage.filesystem(url)
+    real_cp_file = type(fs)._cp_file
+    copied = []
+
+    async def dying_cp_file(self, path1, path2, **kwargs):
+        if copied:
+            raise OSError("node lost mid-commit")
+        copied.append(path2)
+        return await real_cp_file(self, path1, path2, **kwargs)
+
+    with monkeypatch.context() as patch, pytest.raises(OSError, match="node lost"):
+        patch.setattr(type(fs), "_cp_file", dying_cp_file)
+        with storage.atomic_output_dir(url) as out:
+            write_files(out, {"a.root": "1", "b.root": "2", "c.root": "3"})
+    left = keys(bucket)
+    assert "out/_SUCCESS" not in left and "out/old.root" not in left
+    assert "out/_COMMITTING" in left and len([k for k in left if k.endswith(".root")]) < 3  # partial
+    assert not [k for k in left if "staging" in k]
+    with pytest.raises(BadInputError, match="incomplete output") as err:
+        storage.expand_inputs([url], suffix=".root")
+    assert err.value.source == url
+    with storage.atomic_output_dir(url) as out:  # the retry
+        write_files(out, {"a.root": "1", "b.root": "2"})
+    assert keys(bucket) == ["out/_SUCCESS", "out/a.root", "out/b.root"]
+    assert storage.expand_inputs([url], suffix=".root") == [f"s3://{bucket}/out/{n}.root" for n in "ab"]
+
+
+def test_shared_staging_lives_in_the_store(bucket):
+    """shared=True: the staging location is a hidden prefix of the same store (what executors on
+    other machines can write into); nothing is visible under the target until the commit."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    url = f"s3://{bucket}/ds"
+    with storage.atomic_output_dir(url, shared=True) as staging:
+        assert staging.startswith(f"s3://{bucket}/.ds.staging-")
+        fs, path = storage.filesystem(f"{staging}/label=0/part-0.parquet")
+        with fs.open(path, "wb") as f:
+            pq.write_table(pa.table({"x": [1.0, 2.0]}), f)
+        storage.write_json(f"{staging}/summary.json", {"rows": 2})
+        assert all(k.startswith(".ds.staging-") for k in keys(bucket))
+    assert keys(bucket) == ["ds/_SUCCESS", "ds/label=0/part-0.parquet", "ds/summary.json"]
+    fs, _ = storage.filesystem(url)
+    assert json.loads(fs.cat_file(f"{bucket}/ds/summary.json")) == {"rows": 2}
+    with pytest.raises(RuntimeError), storage.atomic_output_dir(url, shared=True) as staging:
+        storage.write_json(f"{staging}/summary.json", {"rows": 0})
+        raise RuntimeError("executor lost")
+    assert keys(bucket) == ["ds/_SUCCESS", "ds/label=0/part-0.parquet", "ds/summary.json"]
+    assert json.loads(fs.cat_file(f"{bucket}/ds/summary.json")) == {"rows": 2}
+
+
+@pytest.mark.slow
+def test_spark_executors_write_into_shared_staging(spark, bucket, s3_env):
+    """Spark tasks (separate Python worker processes, credentials and endpoint from their environment
+    only) write Parquet parts into the shared staging prefix; the driver commits."""
+    import pyarrow.dataset as ds
+
+    sc = spark.sparkContext
+    url = f"s3://{bucket}/parts"
+    with executor_env(spark, s3_env):
+        with storage.atomic_output_dir(url, shared=True) as staging:
+
+            def write_part(i: int) -> int:
+                import os
+
+                import pyarrow as pa
+                import pyarrow.parquet as pq
+
+                from jobs.core.storage import filesystem
+
+                fs, path = filesystem(f"{staging}/part={i}/data.parquet")
+                with fs.open(path, "wb") as f:
+                    pq.write_table(pa.table({"i": [i] * 10, "pid": [os.getpid()] * 10}), f)
+                return os.getpid()
+
+            pids = sc.parallelize(range(4), 4).map(write_part).collect()
+            storage.write_json(f"{staging}/summary.json", {"parts": 4})
+    assert os.getpid() not in pids
+    assert keys(bucket) == [
+        "parts/_SUCCESS",
+        *[f"parts/part={i}/data.parquet" for i in range(4)],
+        "parts/summary.json",
+    ]
+    fs, path = storage.filesystem(url)
+    table = ds.dataset(path, filesystem=fs, format="parquet", partitioning="hive", exclude_invalid_files=True)
+    assert sorted(table.to_table(columns=["i"]).column("i").to_pylist()) == sorted(list(range(4)) * 10)
+
+
+def test_bucket_root_is_not_an_output(bucket):
+    with pytest.raises(UsageError, match="not a bucket root"), storage.atomic_output_dir(f"s3://{bucket}"):
+        pass
+
+
+# --- stages against the store: same results as on the local filesystem --------------------------------
+
+
+def run_stage(module: str, *args: str, env: dict[str, str]) -> subprocess.CompletedProcess:
+    """A stage as a pod runs it: its command line, with credentials and endpoint only in the environment."""
+    proc = subprocess.run(
+        [sys.executable, "-m", module, *args],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=ROOT,
+        env={**os.environ, **env},
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return proc
+
+
+def download(url: str, dest: pathlib.Path) -> pathlib.Path:
+    fs, path = storage.filesystem(url)
+    fs.invalidate_cache()
+    fs.get(path.rstrip("/") + "/", str(dest) + "/", recursive=True)
+    return dest
+
+
+def assert_no_secret(directory: pathlib.Path, *logs: str) -> None:
+    """The secret key appears in no output file and no log line."""
+    for path in directory.rglob("*"):
+        if path.is_file():
+            assert SECRET.encode() not in path.read_bytes(), f"secret key written into {path.name}"
+    for log in logs:
+        assert SECRET not in log, "secret key written into the job log"
+
+
+def hist_values(path: pathlib.Path) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    with uproot.open(path) as f:
+        return {k.split(";")[0]: (f[k].values(flow=True), f[k].axis().edges()) for k in f.keys()}
+
+
+def assert_same_dimuon_outputs(local: pathlib.Path, remote: pathlib.Path) -> None:
+    a, b = (json.loads((d / "cutflow.json").read_text()) for d in (local, remote))
+    assert a["cuts"] == b["cuts"] and a["schema"] == b["schema"]
+    ha, hb = hist_values(local / "histograms.root"), hist_values(remote / "histograms.root")
+    assert ha.keys() == hb.keys() and "dimuon_mass" in ha
+    for name in ha:
+        np.testing.assert_array_equal(ha[name][0], hb[name][0], err_msg=name)
+        np.testing.assert_array_equal(ha[name][1], hb[name][1], err_msg=name)
+    assert (remote / "_SUCCESS").exists() and not (remote / "_COMMITTING").exists()
+
+
+@pytest.mark.slow
+def test_dimuon_s3_matches_local_run(spark, testdata, bucket, s3_env, tmp_path):
+    """Real CMS open data (uproot-Zmumu.root) on the store, the di-muon job's command line reading
+    s3:// and writing s3:// (credentials and endpoint only in its environment), against the same job
+    on the local file."""
+    from jobs.dimuon import job as dimuon
+
+    fs, _ = storage.filesystem(f"s3://{bucket}")
+    fs.put(testdata("uproot-Zmumu.root"), f"{bucket}/in/cms/uproot-Zmumu.root")
+
+    cases = {"cms": [testdata("uproot-Zmumu.root")]}
+    for name, local_inputs in cases.items():
+        local_out = tmp_path / f"local-{name}"
+        dimuon.run(local_inputs, str(local_out), spark=spark, plot=False)
+        remote_url = f"s3://{bucket}/out/{name}"
+        proc = run_stage(
+            "jobs.dimuon",
+            "--input",
+            f"s3://{bucket}/in/{name}",
+            "--output",
+            remote_url,
+            "--master",
+            "local[2]",
+            "--no-plot",
+            env=s3_env,
+        )
+        remote_out = download(remote_url, tmp_path / f"remote-{name}")
+        assert_same_dimuon_outputs(local_out, remote_out)
+        metrics = json.loads((remote_out / "metrics.json").read_text())
+        assert metrics["files"] and all(u.startswith(f"s3://{bucket}/in/") for u in metrics["files"])
+        assert metrics["bytes_read"] > 0
+        assert_no_secret(remote_out, proc.stdout, proc.stderr)
+    assert not [k for k in keys(bucket) if "staging" in k or "_COMMITTING" in k]
+
+
+# --- OCI: a missing or broken configuration is named, not a stack trace ------------------------------
+
+
+def test_oci_missing_config_file(monkeypatch, tmp_path):
+    monkeypatch.delenv(storage.OCI_AUTH_ENV, raising=False)
+    missing = tmp_path / "no-such-config"
+    monkeypatch.setenv("OCI_CONFIG_FILE", str(missing))
+    with pytest.raises(BadInputError, match="OCI config file not found") as err:
+        storage.filesystem("oci://bucket@namespace/data/x.root")
+    assert err.value.source == str(missing)
+
+
+@pytest.mark.parametrize(
+    "content, problem",
+    [
+        ("\x00\x01 this is not an ini file\n", "invalid OCI config .*no section headers\\.$"),
+        ("[OTHER]\nuser=ocid1.user.oc1..x\n", "\\(profile DEFAULT\\): fingerprint missing, key_file missing"),
+        ("[DEFAULT]\nuser=ocid1.user.oc1..x\nfingerprint=aa:bb\ntenancy=ocid1.tenancy.oc1..x\n"
+         "region=eu-frankfurt-1\nkey_file=/nonexistent/key.pem\n", "key_file's value '/nonexistent/key.pem'"),
+        ("[DEFAULT]\nuser=not-an-ocid\n", "tenancy missing, user malformed"),
+    ],
+    ids=["garbage", "no-profile", "missing-key-file", "incomplete"],
+)  # fmt: skip
+def test_oci_invalid_config_file(monkeypatch, tmp_path, content, problem):
+    monkeypatch.delenv(storage.OCI_AUTH_ENV, raising=False)
+    config = tmp_path / "config"
+    config.write_text(content)
+    monkeypatch.setenv("OCI_CONFIG_FILE", str(config))
+    with pytest.raises(BadInputError, match=problem) as err:
+        storage.filesystem("oci://bucket@namespace/data/x.root")
+    assert err.value.source == str(config)
+
+
+def test_oci_unknown_auth_type_and_principals(monkeypatch, tmp_path):
+    monkeypatch.setenv("OCI_CONFIG_FILE", str(tmp_path / "absent"))
+    monkeypatch.setenv(storage.OCI_AUTH_ENV, "password")
+    with pytest.raises(UsageError, match="COLLIDERFLOW_OCI_AUTH='password'"):
+        storage.storage_options("oci://bucket@namespace/x")
+    # Instance principals need no config file: the node identity signs the requests.
+    monkeypatch.setenv(storage.OCI_AUTH_ENV, "instance_principal")
+    assert storage.storage_options("oci://bucket@namespace/x") == {"iam_type": "instance_principal"}
+
+
+def test_oci_bad_config_cli_exit_code(tmp_path):
+    """Through a stage's command line: exit 2 and one line naming the config file."""
+    config = tmp_path / "oci-config"
+    config.write_text("garbage without sections\n")
+    env = {k: v for k, v in os.environ.items() if k != storage.OCI_AUTH_ENV}
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "jobs.dimuon",
+            "--input",
+            "oci://b@ns/x.root",
+            "--output",
+            str(tmp_path / "o"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=ROOT,
+        env={**env, "OCI_CONFIG_FILE": str(config)},
+    )
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    assert f"error: {config}: invalid OCI config" in proc.stderr
+    assert "Traceback" not in proc.stderr
+
+
+@pytest.mark.slow
+def test_ingest_s3_matches_local_run(spark, bucket, s3_env, tmp_path):
+    """A tiny generated Delphes sample on the store, ingestion reading s3:// and writing its Parquet
+    dataset to s3://, against the same job on local files: same parts, same rows, same summary."""
+    import pyarrow.parquet as pq
+
+    from jobs.dltrigger_schema import CLASSES, SAMPLES
+    from jobs.generate import delphes
+    from jobs.ingest import job as ingest
+
+    fs, _ = storage.filesystem(f"s3://{bucket}")
+    sample = tmp_path / "delphes"
+    delphes.generate(events=50, output=str(sample), files=1, seed=5)
+    fs.put(str(sample) + "/", f"{bucket}/in/delphes/", recursive=True)
+
+    local_out = tmp_path / "local-ingest"
+    ingest.run([f"{n}={sample / SAMPLES[n]}" for n in CLASSES], str(local_out), spark=spark)
+    remote_url = f"s3://{bucket}/out/ingest"
+    with executor_env(spark, s3_env):  # the Spark tasks read the inputs from the store themselves
+        ingest.run([f"{n}=s3://{bucket}/in/delphes/{SAMPLES[n]}" for n in CLASSES], remote_url, spark=spark)
+    remote_out = download(remote_url, tmp_path / "remote-ingest")
+
+    def parts(root: pathlib.Path) -> list[str]:
+        return sorted(str(p.relative_to(root)) for p in root.rglob("*.parquet"))
+
+    assert parts(local_out) == parts(remote_out) and len(parts(local_out)) == len(CLASSES)
+    for rel in parts(local_out):
+        a, b = (pq.read_table(root / rel) for root in (local_out, remote_out))
+        assert a.num_rows == b.num_rows > 0
+        assert a.drop_columns(["source_file"]).equals(b.drop_columns(["source_file"])), rel
+        names = [{pathlib.PurePosixPath(u).name for u in t.column("source_file").to_pylist()} for t in (a, b)]
+        assert names[0] == names[1]
+        assert all(u.startswith(f"s3://{bucket}/in/") for u in b.column("source_file").to_pylist())
+
+    def summary(root: pathlib.Path, prefix: str) -> str:
+        return (root / "summary.json").read_text().replace(prefix, "<input>")
+
+    assert summary(local_out, str(sample)) == summary(remote_out, f"s3://{bucket}/in/delphes")
+    assert (remote_out / "_SUCCESS").exists()
+    assert_no_secret(remote_out)
