@@ -1,7 +1,8 @@
-"""The Helm charts, without a helm binary: templates rendered by tests/deploy/helm_render.py (a faithful
-subset of Helm's templating; anything else fails loudly), every manifest parsed and validated against
-the official Kubernetes schemas (kubernetes-validate, strict), values checked against each chart's
-values.schema.json, and the dashboards' queries checked against real Spark metric names."""
+"""The Helm charts with the real helm (v4, tests/services/k8s-tools.sh): `helm lint --strict`, `helm
+template` with the values a user sets (the README's and docs/deployment.md's own install commands, run
+as `helm template`) and with schema-violating values that helm must refuse; every rendered object is
+validated against the official Kubernetes schemas (kubernetes-validate, strict), and the dashboards'
+queries are checked against real Spark metric names."""
 
 from __future__ import annotations
 
@@ -9,18 +10,17 @@ import base64
 import json
 import pathlib
 import re
+import shlex
+import tempfile
 
 import jsonschema
-import kubernetes_validate
 import pytest
 import yaml
 
-from tests.deploy.helm_render import TemplateError, deep_merge, manifests, render_chart
+from tests.deploy.k8s import K8S_VERSIONS, documents, helm, validate
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 CHARTS = ROOT / "charts"
-# The chart's kubeVersion floor and a current release.
-K8S_VERSIONS = ("1.29.0", "1.33.0")
 SPARK_METRICS = pathlib.Path(__file__).parent / "data/spark-4.2.0-prometheus-metrics.txt"
 # What jobs.metrics pushes to the Pushgateway (docs/deployment.md, "Metric names"): name -> labels.
 PIPELINE_METRICS = {
@@ -28,21 +28,112 @@ PIPELINE_METRICS = {
     "colliderflow_events_per_second": {"dag", "run", "stage"},
     "colliderflow_auc": {"dag", "run", "class"},
 }
-# Values a real install passes on the command line (charts refuse to render without them).
+# Values a real install passes on the command line (the README names them; a chart refuses to render
+# without them), and the release names the README installs each chart as.
 INSTALL_VALUES = {"colliderflow": {}, "spark-dashboard": {"grafana": {"adminPassword": "install-time-pw"}}}
+RELEASE = {"colliderflow": "colliderflow", "spark-dashboard": "spark-dashboard"}
 
 
 def chart_values(chart: str) -> dict:
     return yaml.safe_load((CHARTS / chart / "values.yaml").read_text())
 
 
+def deep_merge(base: dict, override: dict) -> dict:
+    out = dict(base)
+    for key, value in override.items():
+        out[key] = (
+            deep_merge(out[key], value)
+            if isinstance(value, dict) and isinstance(out.get(key), dict)
+            else value
+        )
+    return out
+
+
+def template(chart: str, values: dict, namespace: str = "colliderflow", check: bool = True):
+    """`helm template <release> charts/<chart> -n <namespace> -f <values>` with the real helm."""
+    with tempfile.NamedTemporaryFile("w", suffix=".yaml") as f:
+        yaml.safe_dump(values, f)
+        f.flush()
+        return helm(
+            "template", RELEASE[chart], str(CHARTS / chart), "-n", namespace, "-f", f.name, check=check
+        )
+
+
 def render(chart: str, values: dict | None = None, namespace: str = "colliderflow") -> list[dict]:
-    merged = deep_merge(INSTALL_VALUES[chart], values or {})
-    return manifests(render_chart(CHARTS / chart, merged, namespace=namespace))
+    return documents(template(chart, deep_merge(INSTALL_VALUES[chart], values or {}), namespace).stdout)
+
+
+def refused(chart: str, values: dict, namespace: str = "colliderflow") -> str:
+    """helm's error for values it must refuse (schema or a template's `required`)."""
+    proc = template(chart, values, namespace, check=False)
+    assert proc.returncode != 0 and not proc.stdout.strip(), f"helm rendered {chart} with {values}"
+    return proc.stderr
 
 
 def by_kind(docs: list[dict], kind: str) -> dict[str, dict]:
     return {d["metadata"]["name"]: d for d in docs if d["kind"] == kind}
+
+
+def name(chart: str, suffix: str) -> str:
+    return f"{RELEASE[chart]}-{suffix}"
+
+
+# --- the documented install commands ------------------------------------------------------------------
+
+
+def install_commands(markdown: pathlib.Path) -> list[list[str]]:
+    """Every `helm install ... charts/...` command in a bash block of `markdown`, continuation lines
+    joined, comments dropped, a `$(...)` replaced by a fixed word (what the shell would substitute)."""
+    blocks = re.findall(r"```bash\n(.*?)```", markdown.read_text(), flags=re.S)
+    text = re.sub(r"\\\n", " ", "\n".join(blocks))
+    commands = []
+    for line in text.splitlines():
+        line = re.sub(r"\s#.*$", "", line).strip()
+        line = re.sub(r'"?\$\([^)]*\)"?', "generated-value", line)
+        words = shlex.split(line) if line.startswith("helm install") else []
+        if len(words) > 3 and words[3].startswith("charts/"):  # helm install RELEASE CHART ...
+            commands.append(words)
+    return commands
+
+
+@pytest.mark.parametrize("doc", ["README.md", "docs/deployment.md"])
+def test_documented_install_commands_render(doc, tmp_path):
+    """Each `helm install RELEASE charts/CHART ...` of the docs, run as `helm template` with exactly its
+    arguments (files it names exist in the working directory, as the docs tell the user to create)."""
+    commands = install_commands(ROOT / doc)
+    charts = {words[3] for words in commands}
+    assert charts == {"charts/colliderflow", "charts/spark-dashboard"}, charts
+    (tmp_path / "charts").symlink_to(CHARTS)
+    for words in commands:
+        for i, word in enumerate(words[:-1]):
+            if word == "--set-file":
+                path = tmp_path / words[i + 1].split("=", 1)[1]
+                path.parent.mkdir(parents=True, exist_ok=True)
+                path.write_text("file-value")
+        docs = documents(helm("template", *words[2:], cwd=tmp_path).stdout)
+        assert docs, words
+        for obj in docs:
+            validate(obj)
+            assert obj["metadata"]["labels"]["app.kubernetes.io/instance"] == words[2]
+
+
+@pytest.mark.parametrize("chart", sorted(INSTALL_VALUES))
+def test_helm_lint_strict(chart, tmp_path):
+    values = tmp_path / "values.yaml"
+    values.write_text(yaml.safe_dump(INSTALL_VALUES[chart]))
+    proc = helm("lint", "--strict", str(CHARTS / chart), "-f", str(values))
+    assert "0 chart(s) failed" in proc.stdout and "[WARNING]" not in proc.stdout, proc.stdout
+
+
+def test_no_unvendored_chart_dependency():
+    """The README installs the spark-operator chart on its own: a dependency that charts/ does not hold
+    makes `helm install charts/colliderflow` fail."""
+    for chart in INSTALL_VALUES:
+        meta = yaml.safe_load((CHARTS / chart / "Chart.yaml").read_text())
+        for dep in meta.get("dependencies") or []:
+            assert (CHARTS / chart / "charts" / dep["name"]).is_dir(), f"{chart}: {dep['name']} not vendored"
+    readme = (ROOT / "README.md").read_text()
+    assert "helm install spark-operator spark-operator/spark-operator" in readme
 
 
 # --- both charts -------------------------------------------------------------------------------------
@@ -67,20 +158,21 @@ def test_values_match_schema(chart):
 @pytest.mark.parametrize(
     "chart, bad, where",
     [
-        ("colliderflow", {"images": {"spark": "colliderflow/spark:latest"}}, "images"),
+        ("colliderflow", {"images": {"spark": "colliderflow/spark:latest"}}, "/images/spark"),
         ("colliderflow", {"storageTypo": {}}, "storageTypo"),
-        ("spark-dashboard", {"prometheus": {"scrapeInterval": "often"}}, "scrapeInterval"),
-        ("spark-dashboard", {"images": {"grafana": "grafana/grafana:latest"}}, "grafana"),
+        ("spark-dashboard", {"prometheus": {"scrapeInterval": "often"}}, "/prometheus/scrapeInterval"),
+        ("spark-dashboard", {"images": {"grafana": "grafana/grafana:latest"}}, "/images/grafana"),
     ],
 )
 def test_schema_rejects_bad_values(chart, bad, where):
+    """values.schema.json as helm applies it: the same values fail jsonschema and `helm template`."""
     schema = json.loads((CHARTS / chart / "values.schema.json").read_text())
-    values = chart_values(chart)
-    for key, value in bad.items():
-        values[key] = {**values[key], **value} if isinstance(values.get(key), dict) else value
+    values = deep_merge(chart_values(chart), deep_merge(INSTALL_VALUES[chart], bad))
     with pytest.raises(jsonschema.ValidationError) as err:
         jsonschema.validate(values, schema)
-    assert where in str(err.value.path) + err.value.message
+    assert where.rsplit("/", 1)[-1] in str(err.value.path) + err.value.message
+    error = refused(chart, deep_merge(INSTALL_VALUES[chart], bad))
+    assert "don't meet the specifications of the schema" in error and where in error, error
 
 
 def test_oci_auth_schema_enum():
@@ -89,6 +181,8 @@ def test_oci_auth_schema_enum():
     values["storage"]["oci"]["auth"] = "password"
     with pytest.raises(jsonschema.ValidationError, match="password"):
         jsonschema.validate(values, schema)
+    error = refused("colliderflow", {"storage": {"oci": {"auth": "password"}}})
+    assert "/storage/oci/auth" in error, error
 
 
 @pytest.mark.parametrize("chart", sorted(INSTALL_VALUES))
@@ -97,8 +191,8 @@ def test_manifests_pass_kubernetes_validate(chart, version):
     docs = render(chart)
     assert docs
     for doc in docs:
-        kubernetes_validate.validate(doc, version, strict=True)
-        assert doc["metadata"]["labels"]["app.kubernetes.io/instance"] == "colliderflow"
+        validate(doc, version)
+        assert doc["metadata"]["labels"]["app.kubernetes.io/instance"] == RELEASE[chart]
 
 
 @pytest.mark.parametrize("chart", sorted(INSTALL_VALUES))
@@ -153,7 +247,7 @@ def test_credentials_only_in_the_secret():
     }
     docs = render("colliderflow", values)
     for doc in docs:
-        kubernetes_validate.validate(doc, K8S_VERSIONS[-1], strict=True)
+        validate(doc)
     (secret,) = by_kind(docs, "Secret").values()
     assert base64.b64decode(secret["data"]["AWS_SECRET_ACCESS_KEY"]).decode() == SECRET_KEY
     others = [d for d in docs if d["kind"] != "Secret"]
@@ -169,8 +263,7 @@ def test_existing_secret_renders_no_secret_and_missing_half_fails():
     assert not by_kind(render("colliderflow", values), "Secret")
     assert not by_kind(render("colliderflow"), "Secret")  # nothing to store: no empty Secret
     values = {"storage": {**storage, "credentials": {"existingSecret": "", "awsAccessKeyId": "AKIA"}}}
-    with pytest.raises(TemplateError, match="awsSecretAccessKey is required"):
-        render("colliderflow", values)
+    assert "storage.credentials.awsSecretAccessKey is required" in refused("colliderflow", values)
 
 
 def test_principal_auth_needs_no_config_file():
@@ -190,19 +283,6 @@ def test_storage_variables_are_the_ones_the_jobs_read():
         if key.startswith("COLLIDERFLOW_") and key != "COLLIDERFLOW_STORAGE_ROOT":
             assert key in source, key
     assert "COLLIDERFLOW_S3_ENDPOINT" in storage.S3_ENDPOINT_ENV
-
-
-def test_spark_operator_is_a_documented_dependency():
-    meta = yaml.safe_load((CHARTS / "colliderflow/Chart.yaml").read_text())
-    (dep,) = [d for d in meta["dependencies"] if d["name"] == "spark-operator"]
-    assert dep["repository"] == "https://kubeflow.github.io/spark-operator"
-    assert re.fullmatch(r"\d+\.\d+\.\d+", dep["version"]) and dep["condition"] == "spark-operator.enabled"
-    values = chart_values("colliderflow")["spark-operator"]
-    assert (
-        values["spark"]["serviceAccount"]["name"]
-        == chart_values("colliderflow")["serviceAccounts"]["sparkDriver"]
-    )
-    assert "helm dependency build charts/colliderflow" in (ROOT / "docs/deployment.md").read_text()
 
 
 def test_airflow_chart_values():
@@ -236,7 +316,7 @@ def test_airflow_chart_values():
 
 def test_dashboards_shipped_verbatim_in_configmap():
     docs = render("spark-dashboard")
-    data = by_kind(docs, "ConfigMap")["colliderflow-grafana-dashboards"]["data"]
+    data = by_kind(docs, "ConfigMap")["spark-dashboard-grafana-dashboards"]["data"]
     for name in ("spark.json", "pipeline.json"):
         assert json.loads(data[name]) == json.loads(
             (CHARTS / "spark-dashboard/dashboards" / name).read_text()
@@ -245,26 +325,30 @@ def test_dashboards_shipped_verbatim_in_configmap():
 
 def test_grafana_provisioning_points_at_prometheus():
     docs = render("spark-dashboard")
-    provisioning = by_kind(docs, "ConfigMap")["colliderflow-grafana-provisioning"]["data"]
+    provisioning = by_kind(docs, "ConfigMap")["spark-dashboard-grafana-provisioning"]["data"]
     (source,) = yaml.safe_load(provisioning["datasources.yaml"])["datasources"]
     services = by_kind(docs, "Service")
-    prometheus = services["colliderflow-prometheus"]["spec"]["ports"][0]["port"]
-    assert source["url"] == f"http://colliderflow-prometheus:{prometheus}"
+    prometheus = services["spark-dashboard-prometheus"]["spec"]["ports"][0]["port"]
+    assert source["url"] == f"http://spark-dashboard-prometheus:{prometheus}"
     for name in ("spark", "pipeline"):
         dash = json.loads((CHARTS / f"spark-dashboard/dashboards/{name}.json").read_text())
         ds = next(v for v in dash["templating"]["list"] if v["type"] == "datasource")
         assert ds["current"]["value"] == source["uid"]
-    mounts = by_kind(docs, "Deployment")["colliderflow-grafana"]["spec"]["template"]["spec"]["containers"][0]
+    mounts = by_kind(docs, "Deployment")["spark-dashboard-grafana"]["spec"]["template"]["spec"]["containers"][
+        0
+    ]
     provider = yaml.safe_load(provisioning["dashboards.yaml"])["providers"][0]
     assert provider["options"]["path"] in {m["mountPath"] for m in mounts["volumeMounts"]}
 
 
 def test_prometheus_scrapes_pushgateway_and_spark():
     docs = render("spark-dashboard")
-    config = yaml.safe_load(by_kind(docs, "ConfigMap")["colliderflow-prometheus"]["data"]["prometheus.yml"])
+    config = yaml.safe_load(
+        by_kind(docs, "ConfigMap")["spark-dashboard-prometheus"]["data"]["prometheus.yml"]
+    )
     jobs = {j["job_name"]: j for j in config["scrape_configs"]}
-    push = by_kind(docs, "Service")["colliderflow-pushgateway"]["spec"]["ports"][0]["port"]
-    assert jobs["pushgateway"]["static_configs"][0]["targets"] == [f"colliderflow-pushgateway:{push}"]
+    push = by_kind(docs, "Service")["spark-dashboard-pushgateway"]["spec"]["ports"][0]["port"]
+    assert jobs["pushgateway"]["static_configs"][0]["targets"] == [f"spark-dashboard-pushgateway:{push}"]
     assert jobs["pushgateway"]["honor_labels"] is True  # keep the pushed dag/run/stage labels
     assert jobs["spark-driver"]["metrics_path"] == "/metrics/prometheus"
     assert jobs["spark-executors"]["metrics_path"] == "/metrics/executors/prometheus"
@@ -275,13 +359,12 @@ def test_prometheus_scrapes_pushgateway_and_spark():
 
 
 def test_grafana_password_required_or_existing_secret():
-    with pytest.raises(TemplateError, match="grafana.adminPassword"):
-        manifests(render_chart(CHARTS / "spark-dashboard", {}))
+    assert "set grafana.adminPassword" in refused("spark-dashboard", {})
     docs = render(
         "spark-dashboard", {"grafana": {**chart_values("spark-dashboard")["grafana"], "existingSecret": "gf"}}
     )
     assert not by_kind(docs, "Secret")
-    env = by_kind(docs, "Deployment")["colliderflow-grafana"]["spec"]["template"]["spec"]["containers"][0][
+    env = by_kind(docs, "Deployment")["spark-dashboard-grafana"]["spec"]["template"]["spec"]["containers"][0][
         "env"
     ]
     assert {e["valueFrom"]["secretKeyRef"]["name"] for e in env if "valueFrom" in e} == {"gf"}
