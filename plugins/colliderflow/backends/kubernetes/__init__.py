@@ -3,8 +3,10 @@ per operator kind (as in the cncf-kubernetes provider) so each can be read on it
 
 - kind "spark"          -> spark_application: SparkKubernetesOperator submitting a SparkApplication;
 - kind "python"         -> pod: KubernetesPodOperator running ``python -m jobs.<module>``;
-- kind "tf-multiworker" -> training_job: TFMultiWorkerOperator, N worker pods behind one headless
-  Service, created together by ONE task, waited for together, always cleaned up.
+- kind "tf-multiworker" -> training_job: TrainingJobOperator (the provider's KubernetesJobOperator),
+  one Indexed Job of N worker pods behind one headless Service, deferrable, always cleaned up.
+
+A stage that exits 2 (bad input) fails its task without retries on every kind (exit_codes).
 
 Selected with COLLIDERFLOW_BACKEND=kubernetes (DAG files never change); settings come from config
 (COLLIDERFLOW_K8S_*, the Airflow Variable ``colliderflow_kubernetes``, the chart's defaults). Storage
@@ -28,11 +30,7 @@ from colliderflow.backends.kubernetes.spark_application import (
     spark_application,
     spark_task,
 )
-from colliderflow.backends.kubernetes.training_job import (
-    TFMultiWorkerOperator,
-    tf_config,
-    tf_multiworker_task,
-)
+from colliderflow.backends.kubernetes.training_job import TrainingJobOperator, tf_multiworker_task
 from colliderflow.stages import Stage
 
 __all__ = [
@@ -41,7 +39,6 @@ __all__ = [
     "ColliderflowPodOperator",
     "ColliderflowSparkOperator",
     "KubernetesConfig",
-    "TFMultiWorkerOperator",
     "dns_name",
     "k8s_memory",
     "kubernetes_task",
@@ -50,7 +47,7 @@ __all__ = [
     "spark_application",
     "spark_memory",
     "spark_task",
-    "tf_config",
+    "TrainingJobOperator",
     "tf_multiworker_task",
 ]
 

@@ -1,5 +1,5 @@
 """Python stages: one pod running ``python -m jobs.<module>`` through the provider's
-KubernetesPodOperator; its arguments also describe each multi-worker training pod."""
+KubernetesPodOperator; its arguments also describe the multi-worker training Job's pods."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ from airflow.providers.cncf.kubernetes.operators.pod import KubernetesPodOperato
 from kubernetes.client import models as k8s
 
 from colliderflow.backends.kubernetes.config import KubernetesConfig
+from colliderflow.backends.kubernetes.exit_codes import BadInputFailsMixin
 from colliderflow.backends.kubernetes.manifest import (
     container_resources,
     dns_name,
@@ -59,11 +60,14 @@ def pod_operator_kwargs(stage: Stage, cfg: KubernetesConfig) -> dict[str, Any]:
         "labels": stage_labels(stage),
         "kubernetes_conn_id": cfg.kubernetes_conn_id,
         "startup_timeout_seconds": cfg.startup_timeout_seconds,
+        # A failed stage's last log lines become its termination message (shown in the task's error).
+        "termination_message_policy": "FallbackToLogsOnError",
     }
 
 
-class ColliderflowPodOperator(KubernetesPodOperator):
-    """KubernetesPodOperator whose rendered arguments drop the stages' OMIT marker (off flags)."""
+class ColliderflowPodOperator(BadInputFailsMixin, KubernetesPodOperator):
+    """KubernetesPodOperator whose rendered arguments drop the stages' OMIT marker (off flags), and
+    whose stage exiting 2 (bad input) fails the task without retries."""
 
     def render_template_fields(self, context, jinja_env=None) -> None:
         super().render_template_fields(context, jinja_env)

@@ -12,6 +12,7 @@ from typing import Any
 from airflow.providers.cncf.kubernetes.operators.spark_kubernetes import SparkKubernetesOperator
 
 from colliderflow.backends.kubernetes.config import KubernetesConfig
+from colliderflow.backends.kubernetes.exit_codes import BadInputFailsMixin
 from colliderflow.backends.kubernetes.manifest import (
     STORAGE_MOUNT,
     dns_name,
@@ -117,9 +118,10 @@ def spark_application(stage: Stage, cfg: KubernetesConfig) -> dict[str, Any]:
     }
 
 
-class ColliderflowSparkOperator(SparkKubernetesOperator):
+class ColliderflowSparkOperator(BadInputFailsMixin, SparkKubernetesOperator):
     """SparkKubernetesOperator whose spec numbers may be Jinja (e.g. "{{ params.executors }}"): after
-    rendering, integer fields the CRD types as integers are turned back into ints."""
+    rendering, integer fields the CRD types as integers are turned back into ints. A driver exiting 2
+    (the stage's bad-input code, passed on by spark-submit) fails the task without retries."""
 
     INT_FIELDS = ("instances", "cores")
 

@@ -1,42 +1,52 @@
-"""Multi-worker TensorFlow training: N worker pods behind one headless Service, created, waited for
-and cleaned up together by ONE task (the provider has no operator for a collective that needs every
-worker up at once)."""
+"""Multi-worker TensorFlow training as ONE Indexed Kubernetes Job, run by the provider's
+KubernetesJobOperator: completions = parallelism = workers (every worker up at once, as a collective
+needs), a headless Service giving each pod a stable DNS name, ``backoffLimit: 0`` so that a lost worker
+fails the whole Job at once (Airflow owns retries), deferrable so no Airflow worker slot is held while it
+trains. Each pod learns the cluster from COLLIDERFLOW_WORKER_HOSTS and its place from the
+JOB_COMPLETION_INDEX that Kubernetes sets (jobs/train/cluster.py builds TF_CONFIG from the two). The
+Job and its Service are deleted when the task ends, on success and on failure alike."""
 
 from __future__ import annotations
 
-import copy
-import hashlib
-import json
-import time
 from collections.abc import Sequence
 from dataclasses import replace
 from typing import Any
 
-from airflow.providers.cncf.kubernetes.operators.pod import KubernetesPodOperator
-from airflow.sdk import BaseOperator
-from airflow.sdk.exceptions import AirflowException
+from airflow.providers.cncf.kubernetes.operators.job import KubernetesJobOperator
+from airflow.sdk.exceptions import AirflowException, TaskDeferred
 from kubernetes.client import models as k8s
 
 from colliderflow.backends.kubernetes.config import KubernetesConfig
-from colliderflow.backends.kubernetes.manifest import dns_name, stage_labels, task_kwargs
-from colliderflow.backends.kubernetes.pod import pod_env, pod_operator_kwargs
+from colliderflow.backends.kubernetes.exit_codes import fail_on_bad_input
+from colliderflow.backends.kubernetes.manifest import (
+    container_resources,
+    dns_name,
+    gpu_tolerations,
+    image_role,
+    stage_labels,
+    task_kwargs,
+)
+from colliderflow.backends.kubernetes.pod import pod_operator_kwargs
 from colliderflow.stages import Stage, command_args
 
+JOB_NAME_LABEL = "batch.kubernetes.io/job-name"  # set by the Job controller on every pod of a Job
+HOSTS_VAR = "COLLIDERFLOW_WORKER_HOSTS"  # read by jobs/train/cluster.py with JOB_COMPLETION_INDEX
+# Backstop when Airflow itself dies mid-task: the finished Job (and, owned by it, the Service) is
+# garbage-collected by Kubernetes after this long.
+TTL_AFTER_FINISHED = 3600
 
-def tf_config(hosts: Sequence[str], index: int) -> str:
-    """MultiWorkerMirroredStrategy's TF_CONFIG for worker `index` of `hosts`."""
-    return json.dumps({"cluster": {"worker": list(hosts)}, "task": {"type": "worker", "index": index}})
+
+def worker_hosts(job: str, namespace: str, port: int, workers: int) -> list[str]:
+    """Stable addresses of an Indexed Job's pods behind a headless Service named like the Job:
+    pod hostname <job>-<index>, subdomain <job>."""
+    return [f"{job}-{i}.{job}.{namespace}.svc:{port}" for i in range(workers)]
 
 
-class TFMultiWorkerOperator(BaseOperator):
-    """Run ``python -m jobs.<module>`` on N worker pods at once, like CERN's tf-spawner: one headless
-    Service gives every pod a stable DNS name (<job>-worker-<i>.<job>.<ns>.svc), each pod gets its own
-    TF_CONFIG. All pods are created before any is waited for (a collective only starts when every worker
-    is up: one mapped task per worker could start half of them and hang); the task fails as soon as one
-    worker fails, and pods and Service are deleted on success, failure and kill alike. The pods are
-    owned by the Service, so deleting it garbage-collects them even if this process dies."""
+class TrainingJobOperator(KubernetesJobOperator):
+    """KubernetesJobOperator for a tf-multiworker stage: the worker count and GPUs per worker may be
+    Jinja ("{{ params.workers }}"); the image, resources and tolerations follow the rendered GPU count."""
 
-    template_fields: Sequence[str] = ("arguments", "num_workers", "num_gpus")
+    template_fields: Sequence[str] = (*KubernetesJobOperator.template_fields, "num_workers", "num_gpus")
     ui_color = "#ffe4b5"
 
     def __init__(
@@ -44,24 +54,27 @@ class TFMultiWorkerOperator(BaseOperator):
         *,
         stage: Stage,
         config: KubernetesConfig,
-        arguments: Sequence[str] = (),
         num_workers: int | str | None = None,
         num_gpus: int | str | None = None,
-        poll_interval: float = 10.0,
         **kwargs: Any,
     ):
-        super().__init__(**kwargs)
+        super().__init__(
+            completion_mode="Indexed",
+            backoff_limit=0,
+            ttl_seconds_after_finished=TTL_AFTER_FINISHED,
+            wait_until_job_complete=True,
+            deferrable=True,
+            get_logs=True,
+            **kwargs,
+        )
         self.stage = stage
         self.config = config
-        self.arguments = [str(a) for a in arguments]
-        # An int, or Jinja (e.g. "{{ params.workers }}") rendered before execute.
         self.num_workers = stage.resources.workers if num_workers is None else num_workers
-        # GPUs per worker, likewise (the GPU image, limits and tolerations follow the rendered value).
         self.num_gpus = stage.resources.gpu if num_gpus is None else num_gpus
-        self.poll_interval = poll_interval
-        self._created: tuple[str, list[str]] | None = None
         if isinstance(self.num_workers, int):
             _ = self.workers  # validate now when it is known at parse time
+        self.service: k8s.V1Service | None = None
+        self._finished_pods: list[k8s.V1Pod] = []
 
     def _count(self, value: int | str, what: str, minimum: int) -> int:
         try:
@@ -80,182 +93,158 @@ class TFMultiWorkerOperator(BaseOperator):
     def gpus(self) -> int:
         return self._count(self.num_gpus, "GPUs per worker", 0)
 
-    def job_name(self, context: Any | None = None) -> str:
-        """Unique per DAG run and try (a retry never meets the previous try's pods), DNS-safe."""
-        key = "manual"
-        if context:
-            ti = context["ti"]
-            key = f"{ti.dag_id}/{context['run_id']}/{ti.task_id}/{ti.try_number}"
-        digest = hashlib.sha1(key.encode()).hexdigest()[:8]
-        return f"{dns_name(self.task_id, 40)}-{digest}"
+    def render_template_fields(self, context, jinja_env=None) -> None:
+        super().render_template_fields(context, jinja_env)
+        self.arguments = command_args(self.arguments or [])
 
-    def worker_hosts(self, job: str) -> list[str]:
-        ns, port = self.config.namespace, self.config.tf_port
-        return [f"{job}-worker-{i}.{job}.{ns}.svc:{port}" for i in range(self.workers)]
-
-    def service_manifest(self, job: str) -> dict[str, Any]:
-        port = self.config.tf_port
-        return {
-            "apiVersion": "v1",
-            "kind": "Service",
-            "metadata": {
-                "name": job,
-                "namespace": self.config.namespace,
-                "labels": {**stage_labels(self.stage), "colliderflow/tf-job": job},
-            },
-            "spec": {
-                "clusterIP": "None",
-                "selector": {"colliderflow/tf-job": job},
-                # DNS records before readiness: workers look each other up while starting.
-                "publishNotReadyAddresses": True,
-                "ports": [{"name": "tf", "port": port, "targetPort": port, "protocol": "TCP"}],
-            },
-        }
-
-    def worker_pod(self, job: str, index: int, context: Any | None = None) -> k8s.V1Pod:
-        """Worker `index`, built by the real KubernetesPodOperator pod builder."""
-        hosts = self.worker_hosts(job)
+    # ---- manifests (no cluster needed)
+    def build_job_request_obj(self, context: Any | None = None) -> k8s.V1Job:
+        """The provider's Job, sized by the rendered worker/GPU counts, its pods placed behind the
+        headless Service (subdomain) and told every worker's address."""
         resources = replace(self.stage.resources, workers=self.workers, gpu=self.gpus)
-        kwargs = pod_operator_kwargs(replace(self.stage, resources=resources), self.config)
-        kwargs["labels"] = {
-            **kwargs["labels"],
-            "colliderflow/tf-job": job,
-            "colliderflow/worker-index": str(index),
-        }
-        kwargs["env_vars"] = pod_env(
-            {
-                "TF_CONFIG": tf_config(hosts, index),
-                "COLLIDERFLOW_WORKER_HOSTS": ",".join(hosts),
-                "COLLIDERFLOW_WORKER_INDEX": str(index),
-            }
-        )
-        builder = KubernetesPodOperator(
-            task_id=f"{self.task_id}-worker-{index}",
-            name=f"{job}-worker-{index}",
-            random_name_suffix=False,
-            hostname=f"{job}-worker-{index}",
-            subdomain=job,
-            arguments=command_args(self.arguments),
-            ports=[k8s.V1ContainerPort(name="tf", container_port=self.config.tf_port)],
-            **kwargs,
-        )
-        return builder.build_pod_request_obj(context, dry_run=True)
+        self.parallelism = self.completions = resources.workers
+        self.image = self.config.image(image_role(replace(self.stage, resources=resources)))
+        self.container_resources = container_resources(resources)
+        self.tolerations = gpu_tolerations(resources) or []
+        job = super().build_job_request_obj(context)
+        name, namespace = job.metadata.name, job.metadata.namespace
+        pod = job.spec.template.spec
+        pod.subdomain = name
+        (container,) = pod.containers
+        hosts = worker_hosts(name, namespace, self.config.tf_port, resources.workers)
+        container.env = [*(container.env or []), k8s.V1EnvVar(name=HOSTS_VAR, value=",".join(hosts))]
+        container.ports = [k8s.V1ContainerPort(name="tf", container_port=self.config.tf_port)]
+        self.service = self.build_service(job)
+        return job
 
-    def manifests(self, context: Any | None = None) -> tuple[dict[str, Any], list[dict[str, Any]]]:
-        """(headless Service, worker pods) as plain dicts, exactly what execute() creates."""
+    def build_service(self, job: k8s.V1Job, uid: str | None = None) -> k8s.V1Service:
+        """The headless Service of `job`'s pods, owned by the Job once it exists (`uid`), so deleting
+        the Job (or its TTL running out) deletes the Service too."""
+        name, port = job.metadata.name, self.config.tf_port
+        owner = (
+            [k8s.V1OwnerReference(api_version="batch/v1", kind="Job", name=name, uid=uid)] if uid else None
+        )
+        return k8s.V1Service(
+            api_version="v1",
+            kind="Service",
+            metadata=k8s.V1ObjectMeta(
+                name=name,
+                namespace=job.metadata.namespace,
+                labels={**stage_labels(self.stage), JOB_NAME_LABEL: name},
+                owner_references=owner,
+            ),
+            spec=k8s.V1ServiceSpec(
+                cluster_ip="None",
+                selector={JOB_NAME_LABEL: name},
+                # DNS records before readiness: workers look each other up while starting.
+                publish_not_ready_addresses=True,
+                ports=[k8s.V1ServicePort(name="tf", port=port, target_port=port, protocol="TCP")],
+            ),
+        )
+
+    def manifests(self, context: Any | None = None) -> tuple[dict[str, Any], dict[str, Any]]:
+        """(headless Service, Indexed Job) as plain dicts, exactly what execute() submits."""
         from kubernetes.client import ApiClient
 
-        job = self.job_name(context)
         api = ApiClient()
-        pods = [api.sanitize_for_serialization(self.worker_pod(job, i, context)) for i in range(self.workers)]
-        return self.service_manifest(job), pods
+        job = api.sanitize_for_serialization(self.build_job_request_obj(context))
+        return api.sanitize_for_serialization(self.service), job
 
     # ---- execution (needs a cluster)
-    def execute(self, context: Any) -> None:
-        from airflow.providers.cncf.kubernetes.hooks.kubernetes import KubernetesHook
+    def create_job(self, job_request_obj: k8s.V1Job) -> k8s.V1Job:
+        created = self.hook.create_job(job=job_request_obj)
+        self.service = self.build_service(job_request_obj, uid=created.metadata.uid)
+        self.client.create_namespaced_service(job_request_obj.metadata.namespace, self.service)
+        return job_request_obj
 
-        core = KubernetesHook(conn_id=self.config.kubernetes_conn_id).core_v1_client
-        service, pods = self.manifests(context)
-        self.run_workers(core, service, pods)
+    def post_complete_action(self, *, pod, remote_pod, context, result, **kwargs) -> None:
+        # The provider calls this for every worker pod it watched, with the pod as last read: keep it,
+        # its container status tells a bad input (exit 2) even once the pod is deleted.
+        self._finished_pods.append(remote_pod)
+        super().post_complete_action(pod=pod, remote_pod=remote_pod, context=context, result=result, **kwargs)
 
-    def run_workers(self, core, service: dict[str, Any], pods: list[dict[str, Any]]) -> None:
-        """Create the Service and every pod, wait for all, clean up whatever happens."""
-        ns, job = self.config.namespace, service["metadata"]["name"]
-        self._created = (job, [p["metadata"]["name"] for p in pods])
+    def execute(self, context: Any):
+        self._finished_pods = []
+        deferred = False
         try:
-            svc = core.create_namespaced_service(ns, service)
-            owner = {
-                "apiVersion": "v1",
-                "kind": "Service",
-                "name": job,
-                "uid": svc.metadata.uid,
-                "blockOwnerDeletion": False,
-            }
-            for pod in pods:
-                pod = copy.deepcopy(pod)
-                pod["metadata"]["ownerReferences"] = [owner]
-                core.create_namespaced_pod(ns, pod)
-            self.log.info("created %d workers of %s: %s", len(pods), job, ", ".join(self._created[1]))
-            self._wait(core, job, len(pods))
+            return super().execute(context)
+        except TaskDeferred:
+            deferred = True
+            raise  # the trigger waits; execute_complete finishes and cleans up
+        except AirflowException:
+            self._fail_on_bad_input()
+            raise
         finally:
-            self.cleanup(core)
+            if not deferred:
+                self.delete_job_and_service()
 
-    def _wait(self, core, job: str, n: int) -> None:
-        start = time.monotonic()
-        while True:
-            items = core.list_namespaced_pod(
-                self.config.namespace, label_selector=f"colliderflow/tf-job={job}"
-            ).items
-            phases = {p.metadata.name: p.status.phase if p.status else "Pending" for p in items}
-            failed = sorted(name for name, ph in phases.items() if ph == "Failed")
-            if failed or len(phases) < n:
-                self._log_tails(core, failed or sorted(phases))
-                why = (
-                    f"worker(s) {', '.join(failed)} failed"
-                    if failed
-                    else f"only {len(phases)}/{n} pods exist"
-                )
-                raise AirflowException(f"{self.task_id}: {why}")
-            if all(ph == "Succeeded" for ph in phases.values()):
-                self._log_tails(core, sorted(phases)[:1])
-                return
-            if any(ph == "Pending" for ph in phases.values()) and (
-                time.monotonic() - start > self.config.startup_timeout_seconds
-            ):
-                raise AirflowException(
-                    f"{self.task_id}: workers still pending after "
-                    f"{self.config.startup_timeout_seconds}s: {phases}"
-                )
-            time.sleep(self.poll_interval)
+    def execute_complete(self, context: Any, event: dict, **kwargs):
+        self._finished_pods = []
+        job = event.get("job") or {}
+        if self.job is None and job.get("metadata"):
+            meta = job["metadata"]
+            self.job = k8s.V1Job(metadata=k8s.V1ObjectMeta(name=meta["name"], namespace=meta["namespace"]))
+        try:
+            return super().execute_complete(context, event, **kwargs)
+        except AirflowException:
+            self._fail_on_bad_input()
+            raise
+        finally:
+            self.delete_job_and_service()
 
-    def _log_tails(self, core, names: Sequence[str], lines: int = 200) -> None:
-        for name in names:
+    def _fail_on_bad_input(self) -> None:
+        """A worker that exited 2 (bad input) fails the task without retries: the watched pods as the
+        provider last read them, and every pod the Job still has."""
+        pods = list(self._finished_pods)
+        if self.job is not None:
             try:
-                text = core.read_namespaced_pod_log(name, self.config.namespace, tail_lines=lines)
-            except Exception as exc:  # the log is a courtesy; the phase decides the outcome
-                text = f"(no log: {exc})"
-            self.log.info("---- %s (last %d lines)\n%s", name, lines, text)
+                pods += self.client.list_namespaced_pod(
+                    self.job.metadata.namespace, label_selector=f"{JOB_NAME_LABEL}={self.job.metadata.name}"
+                ).items
+            except Exception as exc:  # the Job's own failure is reported either way
+                self.log.warning("could not list the pods of %s: %s", self.job.metadata.name, exc)
+        fail_on_bad_input(pods, self.base_container_name, self.task_id)
 
-    def cleanup(self, core) -> None:
-        if not self._created:
-            return
-        job, names = self._created
-        for name in names:
-            self._delete(core.delete_namespaced_pod, name)
-        self._delete(core.delete_namespaced_service, job)
-        self._created = None
-
-    def _delete(self, fn, name: str) -> None:
+    def delete_job_and_service(self) -> None:
         from kubernetes.client.rest import ApiException
 
-        try:
-            fn(name, self.config.namespace, grace_period_seconds=0)
-        except ApiException as exc:
-            if exc.status != 404:
-                self.log.warning("could not delete %s: %s", name, exc)
+        if self.job is None:
+            return
+        name, namespace = self.job.metadata.name, self.job.metadata.namespace
+        for kind, delete in (
+            ("job", self.job_client.delete_namespaced_job),
+            ("service", self.client.delete_namespaced_service),
+        ):
+            try:
+                delete(name=name, namespace=namespace, propagation_policy="Background")
+            except ApiException as exc:
+                if exc.status != 404:
+                    self.log.warning("could not delete %s %s: %s", kind, name, exc)
 
     def on_kill(self) -> None:
-        if self._created:
-            from airflow.providers.cncf.kubernetes.hooks.kubernetes import KubernetesHook
-
-            self.cleanup(KubernetesHook(conn_id=self.config.kubernetes_conn_id).core_v1_client)
+        super().on_kill()
+        self.delete_job_and_service()
 
 
-def tf_multiworker_task(stage: Stage, cfg: KubernetesConfig, **kwargs: Any) -> TFMultiWorkerOperator:
-    """A stage's `--workers N` (the local launcher's option, possibly Jinja) becomes the number of pods;
-    inside a pod the job is one worker of the cluster that TF_CONFIG describes."""
+def tf_multiworker_task(stage: Stage, cfg: KubernetesConfig, **kwargs: Any) -> TrainingJobOperator:
+    """A stage's `--workers N` (the local launcher's option, possibly Jinja) becomes the number of pods
+    (completions = parallelism); inside a pod the job is one worker of the cluster."""
     args = [str(a) for a in stage.args]
     workers: int | str = stage.resources.workers
     if "--workers" in args[:-1]:
         i = args.index("--workers")
         workers = args[i + 1]
         del args[i : i + 2]
-    return TFMultiWorkerOperator(
+    pod_kwargs = pod_operator_kwargs(stage, cfg)
+    return TrainingJobOperator(
         task_id=stage.task_id,
+        name=dns_name(stage.task_id, 40),  # + the provider's "job-" prefix and random suffix: <= 53
         stage=stage,
         config=cfg,
         arguments=args,
         num_workers=workers,
+        on_finish_action="delete_pod",
+        **pod_kwargs,
         **task_kwargs(stage),
         **kwargs,
     )
