@@ -235,7 +235,9 @@ def tf_multiworker_task(stage: Stage, cfg: KubernetesConfig, **kwargs: Any) -> T
         i = args.index("--workers")
         workers = args[i + 1]
         del args[i : i + 2]
-    pod_kwargs = pod_operator_kwargs(stage, cfg)
+    # Image, resources and tolerations depend on the GPU count, which may be Jinja: placeholders here,
+    # set from the rendered count in build_job_request_obj.
+    pod_kwargs = pod_operator_kwargs(replace(stage, resources=replace(stage.resources, gpu=0)), cfg)
     return TrainingJobOperator(
         task_id=stage.task_id,
         name=dns_name(stage.task_id, 40),  # + the provider's "job-" prefix and random suffix: <= 53
