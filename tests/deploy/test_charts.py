@@ -215,6 +215,13 @@ def test_service_accounts_and_bindings():
         assert binding["roleRef"]["name"] in roles
     subjects = {s["name"] for b in bindings.values() for s in b["subjects"]}
     assert {values["sparkDriver"], values["training"], values["airflowWorker"]} <= subjects
+    launcher = {(g, r): set(rule["verbs"]) for rule in roles["colliderflow-launcher"]["rules"]
+                for g in rule["apiGroups"] for r in rule["resources"]}  # fmt: skip
+    # KubernetesJobOperator (training), its Service, KubernetesPodOperator, log streaming:
+    assert {"create", "get", "list", "watch", "delete"} <= launcher[("batch", "jobs")]
+    assert {"create", "delete"} <= launcher[("", "services")]
+    assert {"create", "get", "list", "watch", "delete", "patch"} <= launcher[("", "pods")]
+    assert "get" in launcher[("", "pods/log")]
     driver = roles["colliderflow-spark-driver"]["rules"][0]
     assert {"pods", "services", "configmaps"} <= set(driver["resources"])
     assert {"create", "delete", "watch"} <= set(driver["verbs"])
@@ -305,6 +312,8 @@ def test_airflow_chart_values():
     assert values["dags"]["gitSync"]["subPath"] == "dags"
     worker_sa = chart_values("colliderflow")["serviceAccounts"]["airflowWorker"]
     assert values["workers"]["serviceAccount"]["name"] == worker_sa
+    # The triggerer watches deferred Jobs/pods and reads their logs: the same, launcher-bound account.
+    assert values["triggerer"]["serviceAccount"] == {"create": False, "name": worker_sa}
     env = {e["name"]: e["value"] for e in values["env"]}
     assert env["COLLIDERFLOW_BACKEND"] == "kubernetes"
     assert "SECRET" not in values.get("extraEnvFrom", "").upper()  # credentials stay out of Airflow

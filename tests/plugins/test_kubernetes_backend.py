@@ -232,6 +232,7 @@ def test_spark_stage_renders_a_valid_spark_application(spark_schema):
     )
     op = kubernetes_task(stage, CFG)
     assert isinstance(op, SparkKubernetesOperator)
+    assert op.get_logs and op.logging_interval == CFG.logging_interval_seconds  # the driver's log
     body = op.application_body()
     jsonschema.validate(body, spark_schema)
     spec = body["spec"]
@@ -287,6 +288,7 @@ def test_python_stage_renders_a_valid_pod_with_gpu_and_secret_refs():
     )
     op = kubernetes_task(stage, CFG)
     assert isinstance(op, KubernetesPodOperator)
+    assert op.get_logs and op.logging_interval == CFG.logging_interval_seconds  # logs, deferrable too
     pod = pod_dict(op.build_pod_request_obj(dry_run=True))
     validate_k8s(pod)
     (c,) = pod["spec"]["containers"]

@@ -32,6 +32,9 @@ class KubernetesConfig:
     kubernetes_conn_id: str = "kubernetes_default"
     tf_port: int = 2222
     startup_timeout_seconds: int = 600
+    # Deferrable pod/Spark tasks ([operators] default_deferrable): how often the task resumes from the
+    # triggerer to copy the pod's new log lines into the task log (None in the provider: only at the end).
+    logging_interval_seconds: int = 60
     # A ReadWriteMany PersistentVolumeClaim mounted at `work_mount` in every stage pod (Spark driver
     # and executors included), for outputs that need a shared filesystem (jobs.train's checkpoints and
     # model, written by all workers). Empty: none.

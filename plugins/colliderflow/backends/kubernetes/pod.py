@@ -79,7 +79,8 @@ def python_task(stage: Stage, cfg: KubernetesConfig, **kwargs: Any) -> Kubernete
         task_id=stage.task_id,
         name=dns_name(stage.task_id),
         arguments=[str(a) for a in stage.args],
-        get_logs=True,
+        get_logs=True,  # the stage's output in the task log (streamed; see docs/kubernetes.md, "Logs")
+        logging_interval=cfg.logging_interval_seconds,
         on_finish_action="delete_pod",
         durable=True,  # a restarted worker reattaches to the running pod
         **pod_operator_kwargs(stage, cfg),

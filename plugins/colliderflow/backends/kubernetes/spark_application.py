@@ -157,7 +157,8 @@ def spark_task(stage: Stage, cfg: KubernetesConfig, **kwargs: Any) -> Colliderfl
         template_spec={"spark": spark_application(stage, cfg)},
         kubernetes_conn_id=cfg.kubernetes_conn_id,
         startup_timeout_seconds=cfg.startup_timeout_seconds,
-        get_logs=True,
+        get_logs=True,  # the driver's output in the task log (streamed; docs/kubernetes.md, "Logs")
+        logging_interval=cfg.logging_interval_seconds,
         delete_on_termination=True,
         **task_kwargs(stage),
         **kwargs,
