@@ -11,13 +11,14 @@ import json
 import pathlib
 import re
 import shlex
+import subprocess
 import tempfile
 
 import jsonschema
 import pytest
 import yaml
 
-from tests.deploy.k8s import K8S_VERSIONS, documents, helm, validate
+from tests.deploy.k8s import K8S_VERSIONS, documents, helm, tool, validate
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 CHARTS = ROOT / "charts"
@@ -115,6 +116,15 @@ def test_documented_install_commands_render(doc, tmp_path):
         for obj in docs:
             validate(obj)
             assert obj["metadata"]["labels"]["app.kubernetes.io/instance"] == words[2]
+
+
+def test_real_helm_and_kubectl_from_the_pinned_wheel():
+    """tests/services/k8s-tools.sh installs helm v4 and kubectl v1.35, checksummed."""
+    assert re.match(r"v4\.1\.4\b", helm("version", "--short").stdout), "not the pinned helm"
+    kubectl = subprocess.run([str(tool("kubectl")), "version", "--client"], capture_output=True, text=True)
+    assert "Client Version: v1.35.2" in kubectl.stdout, kubectl.stdout + kubectl.stderr
+    script = (ROOT / "tests/services/k8s-tools.sh").read_text()
+    assert "--require-hashes" in script and script.count("sha256sum -c") >= 2
 
 
 @pytest.mark.parametrize("chart", sorted(INSTALL_VALUES))
