@@ -154,7 +154,12 @@ class TrainingJobOperator(KubernetesJobOperator):
     def create_job(self, job_request_obj: k8s.V1Job) -> k8s.V1Job:
         created = self.hook.create_job(job=job_request_obj)
         self.service = self.build_service(job_request_obj, uid=created.metadata.uid)
-        self.client.create_namespaced_service(job_request_obj.metadata.namespace, self.service)
+        try:
+            self.client.create_namespaced_service(job_request_obj.metadata.namespace, self.service)
+        except Exception:
+            self.job = job_request_obj  # workers without their Service would wait forever: remove them
+            self.delete_job_and_service()
+            raise
         return job_request_obj
 
     def post_complete_action(self, *, pod, remote_pod, context, result, **kwargs) -> None:
