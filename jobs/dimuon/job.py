@@ -172,7 +172,7 @@ def plan(urls: Sequence[str], schema: str, tree: str | None, chunk_entries: int,
         urls, lambda url, stats: resolve_tree(url, tree, stats), check, chunk_entries, on_bad_file
     )
     if chosen is None:
-        raise BadInputError(", ".join(urls), "no readable input file")
+        raise BadInputError(listing(urls), "no readable input file")
     return Plan(chosen, [c for url in urls for c in files.chunks.get(url, [])], files.bad, files.io)
 
 
@@ -253,7 +253,7 @@ def run(
     bad = {**p.bad, **total.bad}
     good_files = [u for u in urls if u not in bad]
     if not good_files:
-        raise BadInputError(", ".join(urls), "no readable input file (all were skipped)")
+        raise BadInputError(listing(urls), "no readable input file (all were skipped)")
     result = fold_good(total, merge_results) or DimuonResult(
         new_histograms(mass_bins), np.zeros(len(CUTS[p.schema]), np.int64)
     )

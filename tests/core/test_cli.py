@@ -5,9 +5,9 @@ found before any computation. Real subprocesses (`python -m jobs.<stage>`) on re
 from __future__ import annotations
 
 import importlib
-import re
 import multiprocessing
 import os
+import re
 import subprocess
 import sys
 

@@ -293,7 +293,7 @@ def bad_files(tmp_path, testdata):
         ("no_tree", [], "holds no TTree or RNTuple (it holds: something_else (TH1D))"),
         ("no_branch", ["--schema", "p4"], "lacks branch(es) Muon_Pz, Muon_E, Muon_Charge"),
         ("no_branch", [], "cannot tell the schema"),
-        ("no_branch", [], "near matches to the schemas' branches: Muon_Px, Muon_Py"),
+        ("no_branch", [], "near matches to the schemas' branches: Muon_Py, Muon_Px"),
         ("rntuple", [], "cannot tell the schema of 'events'"),
     ],
 )
