@@ -110,12 +110,23 @@ def branch_names(table: Table) -> set[str]:
 def missing_branches(
     url: str, table: Table, missing: Sequence[str], expected: str | None = None
 ) -> BadInputError:
-    """The error for branches a table lacks: what is missing, what was expected, and the file's
-    nearest names (not its whole contents, which run to thousands of names)."""
-    near = near_matches(missing, branch_names(table))
+    """The error for branches a table lacks: what is missing (whole collections by their name, for
+    '<Collection>.<Field>' branches), what was expected, and the file's nearest names (not its whole
+    contents, which run to thousands of names)."""
+    have = branch_names(table)
+    present = {h.split(".", 1)[0] for h in have}
+    whole = list(
+        dict.fromkeys(m.split(".", 1)[0] for m in missing if "." in m and m.split(".", 1)[0] not in present)
+    )
+    single = [m for m in missing if m.split(".", 1)[0] not in whole]
+    lacks = [
+        f"collection(s) {listing(whole)}" if whole else "",
+        f"branch(es) {listing(single)}" if single else "",
+    ]
+    near = near_matches(whole, present) + near_matches(single, have)
     return BadInputError(
         url,
-        f"{kind(table)} {table.name!r} lacks branch(es) {listing(missing)}"
+        f"{kind(table)} {table.name!r} lacks {' and '.join(filter(None, lacks))}"
         + (f"; expected {expected}" if expected else "")
         + f"; near matches in the file: {listing(near) or 'none'}",
     )

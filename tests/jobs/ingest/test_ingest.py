@@ -328,7 +328,9 @@ def test_cli_flags_reach_the_job(hand, tmp_path, spark):
     argv += ["--physical-phi-wrap", "--mt-sqrt", "--lepton-choice", "pt", "--chunk-entries", "4"]
     assert cli.run(ingest.main, argv) == 0
     summary = json.loads((out / "_summary.json").read_text())
-    assert summary["options"] == {"physical_phi_wrap": True, "mt_sqrt": True, "lepton_choice": "pt"}
+    assert summary["options"] == {
+        "physical_phi_wrap": True, "mt_sqrt": True, "lepton_choice": "pt", "muon_branch": "MuonTight",
+    }  # fmt: skip
     rows = read_output(out)
     _, hlf, _ = rows[(paths["qcd"], 1)]
     assert hlf[H["LepIsEle"]] == 1
@@ -486,7 +488,7 @@ def _expect_error(inputs, out, match, spark, **kw):
 def test_missing_branch_names_file_and_leaf(good_files, tmp_path, spark):
     bad = write_events(tmp_path / "nomuon.root", hand_events(), skip=("MuonTight",))
     files = {**good_files, "wjets": bad}
-    _expect_error(inputs_for(files), tmp_path / "o", r"nomuon\.root.*MuonTight\.PT", spark)
+    _expect_error(inputs_for(files), tmp_path / "o", r"nomuon\.root.*lacks collection\(s\) MuonTight;", spark)
 
 
 def test_real_delphes_file_without_leptons_is_named(good_files, tmp_path, spark, testdata):
@@ -495,8 +497,8 @@ def test_real_delphes_file_without_leptons_is_named(good_files, tmp_path, spark,
     files = {**good_files, "qcd": real}
     with pytest.raises(BadInputError) as err:
         ingest.run(inputs_for(files), str(tmp_path / "o"), spark=spark)
-    assert real in str(err.value) and "Electron.PT" in str(err.value)
-    assert "EFlowTrack.PT," not in err.value.problem.split("lacks")[1].split(";")[0]
+    assert real in str(err.value) and "lacks collection(s) Electron, MuonTight, MissingET;" in str(err.value)
+    assert "EFlowTrack" not in err.value.problem.split("lacks")[1].split(";")[0]
 
 
 @pytest.mark.parametrize("kind", ["garbage", "truncated", "empty"])
@@ -624,7 +626,8 @@ def test_muon_branch_option_and_its_error(cards, tmp_path, spark, capsys):
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and len(err) < 500 and "Traceback" not in err
     assert glob_one(cards["Muon"]["qcd"]) in err  # the first file of the first class
-    assert "MuonTight.PT" in err and "Muon.PT" in err and "expected the Delphes collections" in err
+    assert "lacks collection(s) MuonTight;" in err and "near matches in the file: Muon" in err
+    assert "expected the Delphes collections" in err
     assert not (tmp_path / "o").exists()
 
 
@@ -636,8 +639,9 @@ def test_missing_collections_error_is_short(good_files, tmp_path, spark, testdat
         ingest.run(inputs_for({**good_files, "qcd": real}), str(tmp_path / "o"), spark=spark)
     message = str(err.value)
     assert len(message) < 500 and "\n" not in message
-    assert real in message and "Electron.PT" in message and "near matches in the file:" in message
-    assert "Particle.PT" not in message  # a branch nothing asked for
+    assert real in message and "lacks collection(s) Electron, MuonTight, MissingET;" in message
+    assert "expected the Delphes collections EFlowTrack" in message and "near matches in the file:" in message
+    assert "Particle" not in message  # a collection nothing asked for
 
 
 def glob_one(directory: str) -> str:

@@ -12,6 +12,7 @@ import sys
 import time
 import urllib.request
 
+import numpy as np
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -149,8 +150,17 @@ def test_training_and_evaluation_outputs(tmp_path):
     (run / "evaluate" / "_metrics.json").write_text(
         json.dumps({"stage": "evaluate", "events": 900, "wall_seconds": 1.5, "auc": auc, "accuracy": 0.81})
     )
+    from jobs.evaluate.job import plot_rejection
+
+    eff = np.linspace(0.1, 1.0, 10)
+    plot_rejection({"qcd": (eff, 1 / eff)}, str(run / "evaluate" / "roc_rejection.png"))
     summary = metrics_job.collect(str(run), dag_id="dl_trigger", run_id="r7")
     assert summary["evaluation"]["auc"] == auc
+    # the evaluation's trigger view is copied into the report beside the ROC
+    assert summary["plots"]["evaluate_roc_rejection.png"] == "Signal efficiency vs background rejection"
+    report = run / "report"
+    assert (report / "evaluate_roc_rejection.png").read_bytes()[:4] == b"\x89PNG"
+    assert "Signal efficiency vs background rejection" in (report / "report.html").read_text()
     assert summary["training"]["epochs"] == 3 and summary["training"]["training_events_per_second"] == 500.0
     assert "train_loss.png" in summary["plots"]
     reg = prometheus_registry(summary)
