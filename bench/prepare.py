@@ -48,7 +48,7 @@ def make_input(directory: str, events: int) -> dict[int, int]:
     from tests.jobs.ingested_fixture import write_ingested
 
     counts = {k: int(events * s) for k, s in enumerate(SHARES)}
-    marker = os.path.join(directory, "summary.json")
+    marker = os.path.join(directory, "_summary.json")
     if os.path.exists(marker):
         with open(marker) as f:
             if json.load(f).get("events_per_class") == {str(k): v for k, v in counts.items()}:
@@ -138,7 +138,7 @@ def main() -> None:
         }
     finally:
         spark.stop()
-    base_p = baseline_prepare(input_dir, os.path.join(prepared_dir, "scaler.json"), args.baseline_events)
+    base_p = baseline_prepare(input_dir, os.path.join(prepared_dir, "_scaler.json"), args.baseline_events)
     base_t = baseline_tfrecords(prepared_dir, os.path.join(args.scratch, "baseline"))
     results["prepare"]["baseline_events_per_s_one_core"] = base_p
     results["prepare"]["ratio_per_core_vs_baseline"] = results["prepare"]["events_per_s_per_core"] / base_p

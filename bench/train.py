@@ -54,7 +54,7 @@ def _evaluate(model: str, test: str, out: str, bucketing: bool) -> dict:
 
     argv = ["--model", model, "--test", test, "--output", out] + (["--bucketing"] if bucketing else [])
     assert cli.run(evaluate.main, argv) == 0
-    with open(os.path.join(out, "metrics.json")) as f:
+    with open(os.path.join(out, "_metrics.json")) as f:
         m = json.load(f)
     return {"events_per_second": m["steady_events_per_second"], "auc": m["auc"], "events": m["events"],
             "first_batch_seconds": m["first_batch_seconds"]}  # fmt: skip

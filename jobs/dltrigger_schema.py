@@ -26,6 +26,8 @@ SAMPLES: dict[str, str] = {
 LABELS: dict[str, int] = {name: i for i, name in enumerate(CLASSES)}
 N_CLASSES = len(CLASSES)
 TREE = "Delphes"
+# The fitted scalers beside a prepared set ("_": Parquet readers skip it, see jobs.core.storage)
+SCALER_FILE = "_scaler.json"
 
 # Shapes of one event
 N_HLF = 14

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from typing import Generic, TypeVar
 
 from jobs.core.errors import BadInputError
-from jobs.core.rootio import Chunk, open_tree, split_entries
+from jobs.core.rootio import Chunk, open_table, split_entries
 from jobs.core.storage import IOStats, merge_io
 
 V = TypeVar("V")
@@ -35,26 +35,32 @@ def plan_files(
     chunk_entries: int,
     on_bad_file: str,
 ) -> FilePlan:
-    """Open every file on the driver (metadata only), choose its tree, let `check(url, tree)` validate it
-    (raising BadInputError), and split it into entry ranges of at most `chunk_entries`. A bad file
-    raises, or with on_bad_file="skip" is recorded and left out."""
+    """Open every file on the driver (metadata only), choose its event table (TTree or RNTuple), let
+    `check(url, table)` validate it (raising BadInputError), and split it into entry ranges of at most
+    `chunk_entries`. A bad file raises, or with on_bad_file="skip" is recorded and left out."""
     plan = FilePlan()
     for url in urls:
         stats = plan.io.setdefault(url, IOStats(url))
         try:
             name = tree_name(url, stats)
-            tree = open_tree(url, name, stats)
+            table = open_table(url, name, stats)
             try:
-                check(url, tree)
-                plan.chunks[url] = split_entries(url, name, tree.num_entries, chunk_entries)
+                check(url, table)
+                plan.chunks[url] = split_entries(url, name, table.num_entries, chunk_entries)
             finally:
-                tree.file.close()
+                table.file.close()
         except BadInputError as exc:
             if on_bad_file == "fail":
                 raise
-            log.warning("skipping %s", exc)
+            warn_skipped({url: exc.problem})
             plan.bad[url] = exc.problem
     return plan
+
+
+def warn_skipped(bad: dict[str, str]) -> None:
+    """One warning line per file left out by --on-bad-file skip, naming it and why."""
+    for url, problem in sorted(bad.items()):
+        log.warning("skipped %s: %s (--on-bad-file skip)", url, problem)
 
 
 @dataclass

@@ -11,10 +11,39 @@ from typing import Any
 from jobs.core.errors import BadInputError, UsageError
 
 __all__ = [
-    "BadInputError", "UsageError", "add_bad_file_arg", "add_spark_args", "parse_kv", "run", "spark_kwargs",
+    "BadInputError", "UsageError", "add_bad_file_arg", "add_spark_args", "new_parser", "parse_kv", "run",
+    "spark_kwargs",
 ]  # fmt: skip
 
 EXIT_BAD_INPUT = 2
+MESSAGE_LIMIT = 500  # characters of an error line
+
+
+def one_line(message: str, limit: int = MESSAGE_LIMIT) -> str:
+    """A message as one line of fewer than `limit` characters (whitespace runs collapsed, the end cut
+    with an ellipsis): what a person reads in a task log, not a dump."""
+    text = " ".join(str(message).split())
+    return text if len(text) < limit else text[: limit - 2] + "…"
+
+
+class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
+    """--help with every option's default (unless it has none, or its text already says it) and the
+    epilog's example kept as written."""
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        if action.default in (None, False, [], argparse.SUPPRESS) or "default" in (action.help or ""):
+            return action.help
+        return super()._get_help_string(action)
+
+
+def new_parser(stage: str, description: str, example: str) -> argparse.ArgumentParser:
+    """The parser of `python -m jobs.<stage>`: its description, defaults in --help, one example."""
+    return argparse.ArgumentParser(
+        prog=f"python -m jobs.{stage}",
+        description=description,
+        epilog=f"example:\n  {example}",
+        formatter_class=HelpFormatter,
+    )
 
 
 def add_spark_args(parser: argparse.ArgumentParser) -> None:
@@ -68,5 +97,5 @@ def run(main: Callable[[Sequence[str] | None], int | None], argv: Sequence[str] 
     try:
         return main(argv) or 0
     except (BadInputError, UsageError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        print(one_line(f"error: {exc}"), file=sys.stderr)
         return EXIT_BAD_INPUT

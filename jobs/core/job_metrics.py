@@ -1,4 +1,4 @@
-"""The metrics.json every reading stage writes: throughput, bytes read and per-file I/O latency."""
+"""The _metrics.json every reading stage writes: throughput, bytes read and per-file I/O latency."""
 
 from __future__ import annotations
 

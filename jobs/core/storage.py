@@ -5,6 +5,7 @@ per-file I/O accounting (bytes, read calls, latency) so that storage latency is 
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import os
 import shutil
@@ -24,6 +25,10 @@ from jobs.core.errors import BadInputError, UsageError
 GLOB_CHARS = set("*?[")
 SUCCESS_MARKER = "_SUCCESS"
 COMMITTING_MARKER = "_COMMITTING"
+# Sidecar files a stage writes beside its data. The leading "_" (as Hadoop's _SUCCESS) makes Parquet
+# readers (pandas, pyarrow.dataset, Spark) skip them, so an output directory opens as a dataset.
+METRICS_FILE = "_metrics.json"
+SUMMARY_FILE = "_summary.json"
 
 
 # Object-store endpoint for S3-compatible stores (MinIO, Ceph RGW, CERN S3, moto): the first of these
@@ -86,7 +91,7 @@ def storage_options(url: str) -> dict[str, Any]:
 
 def filesystem(url: str) -> tuple[fsspec.AbstractFileSystem, str]:
     """The fsspec filesystem of a URL and the path inside it (credentials come from the environment;
-    credentials embedded in a URL are refused, since URLs end up in logs and metrics.json)."""
+    credentials embedded in a URL are refused, since URLs end up in logs and _metrics.json)."""
     if "://" in url and urllib.parse.urlsplit(url).password is not None:
         raise UsageError(
             f"{url.split('://', 1)[0]}://...: credentials in a URL are refused; use the environment"
@@ -253,17 +258,50 @@ def write_json(path: str, obj: Any) -> None:
     os.replace(tmp, path)
 
 
+def check_writable(url: str, option: str = "--output", *, inside: bool = False) -> None:
+    """Fail at once, naming the option, when `url` cannot become an output directory (checked before
+    any computation, not found out at the end of it): the path is a file, a parent is a file, or the
+    directory it would be created in (`inside`: the directory itself, when it exists) refuses a
+    write. Object-store outputs are left to the commit, which needs credentials to be tried."""
+    if not is_local(url):
+        return
+    path = os.path.abspath(fsspec.core.url_to_fs(url)[1])
+    if os.path.exists(path) and not os.path.isdir(path):
+        raise BadInputError(f"{option} {url}", "exists and is not a directory")
+    target = path if inside and os.path.isdir(path) else os.path.dirname(path)
+    while not os.path.exists(target):
+        target = os.path.dirname(target)
+    if not os.path.isdir(target):
+        raise BadInputError(f"{option} {url}", f"{target} is a file, not a directory")
+    try:
+        os.rmdir(tempfile.mkdtemp(prefix=".colliderflow-probe-", dir=target))
+    except OSError as exc:
+        raise BadInputError(f"{option} {url}", f"cannot write into {target} ({exc.strerror})") from None
+
+
 def _replace_local_dir(staging: str, final: str) -> None:
-    """Swap a finished staging directory into place; the old output is removed only afterwards."""
+    """Swap a finished staging directory into place; the old output is removed only afterwards. Two
+    runs committing the same output at the same moment: one wins, the other gets a one-line error
+    (its rename finds the winner's output in place)."""
     parent = os.path.dirname(os.path.abspath(final)) or "."
     os.makedirs(parent, exist_ok=True)
-    old = None
-    if os.path.lexists(final):
-        old = os.path.join(parent, f".{os.path.basename(final)}.old-{uuid.uuid4().hex[:8]}")
+    old: str | None = os.path.join(parent, f".{os.path.basename(final)}.old-{uuid.uuid4().hex[:8]}")
+    try:
         os.replace(final, old)
-    os.replace(staging, final)
-    if old:
-        shutil.rmtree(old, ignore_errors=True)
+    except FileNotFoundError:  # no previous output (or another run just moved it aside)
+        old = None
+    try:
+        os.replace(staging, final)
+    except OSError as exc:
+        if exc.errno not in (errno.ENOTEMPTY, errno.EEXIST):
+            raise
+        raise BadInputError(
+            final, "another run committed this output at the same moment; it is in place, this run's "
+            "result was discarded"
+        ) from None  # fmt: skip
+    finally:
+        if old:
+            shutil.rmtree(old, ignore_errors=True)
 
 
 def _remote_target(url: str) -> tuple[fsspec.AbstractFileSystem, str, str]:
@@ -346,6 +384,7 @@ def atomic_output_dir(url: str, *, shared: bool = False) -> Iterator[str]:
             _drop_remote(fs, staging_path)
         return
     if is_local(url):
+        check_writable(url)
         final = fsspec.core.url_to_fs(url)[1]
         parent = os.path.dirname(os.path.abspath(final)) or "."
         os.makedirs(parent, exist_ok=True)

@@ -19,7 +19,7 @@ import numpy as np
 import tensorflow as tf
 
 from jobs.core.errors import BadInputError, UsageError
-from jobs.core.storage import GLOB_CHARS, filesystem
+from jobs.core.storage import GLOB_CHARS, SUMMARY_FILE, filesystem
 from jobs.core.tf_readers import (
     TFRECORD_SUFFIXES,
     _compression_type,
@@ -165,12 +165,12 @@ def make_dataset(
 
 
 def _count_from_summary(url: str) -> int | None:
-    """The record count jobs.tfrecords wrote for split DIR/<split> in DIR/summary.json, if any."""
+    """The record count jobs.tfrecords wrote for split DIR/<split> in DIR/_summary.json, if any."""
     fs, path = filesystem(url)
     path = path.rstrip("/")
     if GLOB_CHARS & set(path):
         return None
-    summary = f"{os.path.dirname(path)}/summary.json"
+    summary = f"{os.path.dirname(path)}/{SUMMARY_FILE}"
     try:
         with fs.open(summary, "r") as f:
             records = json.load(f)["splits"][os.path.basename(path)]["records"]
@@ -180,7 +180,7 @@ def _count_from_summary(url: str) -> int | None:
 
 
 def count_events(url: str, fmt: str) -> int:
-    """Events in a prepared set: Parquet footers (cheap), the summary.json jobs.tfrecords writes
+    """Events in a prepared set: Parquet footers (cheap), the _summary.json jobs.tfrecords writes
     beside the split directories, or else one pass over the TFRecord framing (no parsing).
     Multi-worker training needs it to give every worker the same number of steps."""
     if fmt == "parquet":

@@ -3,6 +3,8 @@ and cut-flow. A Spark job: each task reads one (file, entry range) chunk with up
 array-at-a-time; per-chunk histograms merge by addition, so the result is independent of chunking.
 
     python -m jobs.dimuon --input URL [URL ...] --output DIR [--schema auto|nanoaod|aod|pairs|p4]
+
+Inputs are TTrees or RNTuples (the format of the same name is read by name in either).
 """
 
 from __future__ import annotations
@@ -19,21 +21,26 @@ import numpy as np
 import uproot
 
 from jobs.core import cli
-from jobs.core.chunks import Partial, fold_good, merger, plan_files, run_chunk
+from jobs.core.chunks import Partial, fold_good, merger, plan_files, run_chunk, warn_skipped
 from jobs.core.errors import BadInputError, UsageError
 from jobs.core.job_metrics import job_metrics
 from jobs.core.rootio import (
     Chunk,
+    branch_names,
+    listing,
+    near_matches,
     open_root,
-    open_tree,
+    open_table,
     read_arrays,
     require_branches,
-    tree_names,
+    table_names,
 )
 from jobs.core.spark import map_reduce, spark_info, spark_session
 from jobs.core.storage import (
+    METRICS_FILE,
     IOStats,
     atomic_output_dir,
+    check_writable,
     expand_inputs,
     merge_io,
     select_subset,
@@ -97,11 +104,11 @@ class ChunkTask:
     mass_bins: int
 
     def __call__(self, chunk: Chunk, stats: IOStats) -> DimuonResult:
-        tree = open_tree(chunk.url, chunk.tree, stats)
+        table = open_table(chunk.url, chunk.tree, stats)
         try:
-            arrays = read_arrays(chunk.url, tree, SCHEMA_BRANCHES[self.schema], chunk.start, chunk.stop)
+            arrays = read_arrays(chunk.url, table, SCHEMA_BRANCHES[self.schema], chunk.start, chunk.stop)
         finally:
-            tree.file.close()
+            table.file.close()
         sel = SELECTIONS[self.schema](arrays)
         h = new_histograms(self.mass_bins)
         h["dimuon_mass"].fill(sel.mass)
@@ -116,21 +123,21 @@ def _process(chunk: Chunk, task: ChunkTask) -> Partial[DimuonResult]:
 
 
 def resolve_tree(url: str, requested: str | None, stats: IOStats) -> str:
-    """The tree to read: --tree if given, else Events/events, else the file's only TTree."""
+    """The event table to read (a TTree or an RNTuple): --tree if given, else Events/events, else the
+    file's only one."""
     if requested:
         return requested
     with open_root(url, stats) as root:
-        trees = tree_names(root)
+        trees = table_names(root)
+        held = listing(f"{k.split(';')[0]} ({c})" for k, c in root.classnames(recursive=False).items())
     for name in DEFAULT_TREES:
         if name in trees:
             return name
     if len(trees) == 1:
         return trees[0]
     if not trees:
-        with open_root(url, stats) as root:
-            held = ", ".join(f"{k.split(';')[0]} ({c})" for k, c in root.classnames(recursive=False).items())
-        raise BadInputError(url, f"holds no TTree (it holds: {held or 'nothing'})")
-    raise BadInputError(url, f"cannot choose a tree among {', '.join(trees)}; pass --tree")
+        raise BadInputError(url, f"holds no TTree or RNTuple (it holds: {held or 'nothing'})")
+    raise BadInputError(url, f"cannot choose a tree among {listing(trees)}; pass --tree")
 
 
 @dataclass
@@ -149,21 +156,23 @@ def plan(urls: Sequence[str], schema: str, tree: str | None, chunk_entries: int,
     def check(url: str, t) -> None:
         nonlocal chosen
         if chosen is None:
-            branches = set(t.keys(recursive=True))
+            branches = branch_names(t)
             chosen = detect_schema(branches)
             if chosen is None:
+                muon_like = near_matches([b for need in SCHEMA_BRANCHES.values() for b in need], branches)
                 raise BadInputError(
                     url,
-                    "cannot tell the schema (pass --schema nanoaod|aod|pairs|p4); branches found: "
-                    + ", ".join(sorted(branches)),
+                    f"cannot tell the schema of {t.name!r} (pass --schema {'|'.join(SCHEMA_BRANCHES)}); "
+                    f"{len(branches)} branches, near matches to the schemas' branches: "
+                    f"{listing(muon_like) or 'none'}",
                 )
-        require_branches(url, t, SCHEMA_BRANCHES[chosen])
+        require_branches(url, t, SCHEMA_BRANCHES[chosen], expected=f"the {chosen} schema's branches")
 
     files = plan_files(
         urls, lambda url, stats: resolve_tree(url, tree, stats), check, chunk_entries, on_bad_file
     )
     if chosen is None:
-        raise BadInputError(", ".join(urls), "no readable input file")
+        raise BadInputError(listing(urls), "no readable input file")
     return Plan(chosen, [c for url in urls for c in files.chunks.get(url, [])], files.bad, files.io)
 
 
@@ -218,6 +227,7 @@ def run(
         raise UsageError(f"--schema: unknown schema {schema!r} (choose auto, {', '.join(SCHEMA_BRANCHES)})")
     if mass_bins < 1:
         raise UsageError(f"--mass-bins must be >= 1, got {mass_bins}")
+    check_writable(output)
     t0 = time.perf_counter()
     urls = select_subset(expand_inputs(list(inputs), ".root", missing_ok=on_bad_file == "skip"), subset)
     p = plan(urls, schema, tree, chunk_entries, on_bad_file)
@@ -239,10 +249,11 @@ def run(
     if total.bad and on_bad_file == "fail":
         url = sorted(total.bad)[0]
         raise BadInputError(url, total.bad[url])
+    warn_skipped(total.bad)  # the plan warned of its own
     bad = {**p.bad, **total.bad}
     good_files = [u for u in urls if u not in bad]
     if not good_files:
-        raise BadInputError(", ".join(urls), "no readable input file (all were skipped)")
+        raise BadInputError(listing(urls), "no readable input file (all were skipped)")
     result = fold_good(total, merge_results) or DimuonResult(
         new_histograms(mass_bins), np.zeros(len(CUTS[p.schema]), np.int64)
     )
@@ -263,7 +274,7 @@ def run(
     with atomic_output_dir(output) as out:
         write_histograms(os.path.join(out, "histograms.root"), result.hists)
         write_cutflow(os.path.join(out, "cutflow.json"), p.schema, result.counts, bad)
-        write_json(os.path.join(out, "metrics.json"), metrics)
+        write_json(os.path.join(out, METRICS_FILE), metrics)
         if plot:
             from jobs.dimuon.plot import plot_spectrum
 
@@ -285,7 +296,11 @@ def run(
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m jobs.dimuon", description=__doc__.splitlines()[0])
+    parser = cli.new_parser(
+        "dimuon",
+        __doc__.splitlines()[0],
+        "python -m jobs.dimuon --input 'data/nanoaod/*.root' --output out/dimuon --master local[4]",
+    )
     parser.add_argument(
         "--input",
         nargs="+",
@@ -293,8 +308,15 @@ def build_parser() -> argparse.ArgumentParser:
         help="ROOT files, globs or directories (fsspec URLs; whitespace-separated also accepted)",
     )
     parser.add_argument("--output", required=True, help="output directory (replaced atomically)")
-    parser.add_argument("--schema", default="auto", choices=["auto", *SCHEMA_BRANCHES])
-    parser.add_argument("--tree", default=None, help="tree name (default: Events/events or the only TTree)")
+    parser.add_argument(
+        "--schema",
+        default="auto",
+        choices=["auto", *SCHEMA_BRANCHES],
+        help="input layout; auto: the one whose branches the first readable file holds",
+    )
+    parser.add_argument(
+        "--tree", default=None, help="TTree or RNTuple name (default: Events/events or the file's only one)"
+    )
     parser.add_argument(
         "--chunk-entries", type=int, default=DEFAULT_CHUNK_ENTRIES, help="entries per Spark task"
     )

@@ -2,9 +2,11 @@
 
     python -m jobs.evaluate --model DIR/model.keras --test URL --output DIR [--history DIR/history.json]
 
-Per-class one-vs-rest ROC AUC (how the reference reports it), accuracy, confusion matrix, ROC-curve and
-loss-curve PNGs, predictions.npz; metrics.json with `auc` {qcd, ttbar, wjets}, `accuracy`,
-`confusion_matrix` (rows: true class, columns: predicted), `events`, `events_per_second`.
+Per-class one-vs-rest ROC AUC (how the reference reports it), accuracy, confusion matrix, ROC-curve,
+efficiency-vs-rejection (the trigger physicist's view) and loss-curve PNGs, predictions.npz;
+_metrics.json with `auc` {qcd, ttbar, wjets}, `accuracy`, `confusion_matrix` (rows: true class,
+columns: predicted), `background_rejection` {class: {efficiency: 1/FPR}}, `plots`, `events`,
+`events_per_second`.
 The output directory appears atomically.
 """
 
@@ -18,8 +20,9 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from jobs.core import cli
 from jobs.core.errors import BadInputError, UsageError
-from jobs.core.storage import atomic_output_dir, filesystem, write_json
+from jobs.core.storage import METRICS_FILE, atomic_output_dir, check_writable, filesystem, write_json
 from jobs.core.training_history import plot_history, read_history
 from jobs.dltrigger_schema import CLASSES
 
@@ -27,13 +30,20 @@ log = logging.getLogger("jobs.evaluate")
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m jobs.evaluate", description=__doc__.split("\n\n")[0])
+    p = cli.new_parser(
+        "evaluate",
+        __doc__.split("\n\n")[0],
+        "python -m jobs.evaluate --model out/model/model.keras --test out/tfrecords/test "
+        "--history out/model/history.json --output out/evaluation --bucketing",
+    )
     p.add_argument("--model", required=True, help="model.keras written by jobs.train")
     p.add_argument("--test", required=True, help="test set: TFRecord shards or Parquet (dir/glob/URL)")
     p.add_argument("--output", required=True, help="output directory (replaced atomically)")
     p.add_argument("--history", default=None, help="history.json of jobs.train, for the loss-curve plot")
-    p.add_argument("--format", default="auto", choices=["auto", "tfrecord", "parquet"])
-    p.add_argument("--batch-size", type=int, default=512)
+    p.add_argument(
+        "--format", default="auto", choices=["auto", "tfrecord", "parquet"], help="test set format"
+    )
+    p.add_argument("--batch-size", type=int, default=512, help="events per prediction batch")
     p.add_argument(
         "--bucketing", action="store_true", help="batch by real particle count (global-scaling sets)"
     )
@@ -137,9 +147,62 @@ def plot_roc(y_true: np.ndarray, scores: np.ndarray, auc: dict[str, float | None
     plt.close(fig)
 
 
+REJECTION_AT = (0.3, 0.5, 0.7, 0.9)  # signal efficiencies at which _metrics.json quotes the rejection
+
+
+def rejection_curves(y_true: np.ndarray, scores: np.ndarray) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """Per class (one-vs-rest, its softmax score as the trigger variable): signal efficiency and
+    background rejection 1/(false positive rate) along the ROC, the form trigger studies quote. Points
+    where no background passes (infinite rejection) are left out; classes with an undefined ROC too."""
+    from sklearn.metrics import roc_curve
+
+    out = {}
+    for k, name in enumerate(CLASSES):
+        positive = y_true == k
+        if not 0 < positive.sum() < positive.size:
+            continue
+        fpr, tpr, _ = roc_curve(positive, scores[:, k])
+        keep = fpr > 0
+        out[name] = (tpr[keep], 1.0 / fpr[keep])
+    return out
+
+
+def rejection_at(curves: dict[str, tuple[np.ndarray, np.ndarray]]) -> dict[str, dict[str, float | None]]:
+    """Background rejection at the signal efficiencies REJECTION_AT (the best working point reaching
+    at least that efficiency), per class: the numbers a trigger menu is built from."""
+    out: dict[str, dict[str, float | None]] = {}
+    for name, (eff, rej) in curves.items():
+        out[name] = {}
+        for target in REJECTION_AT:
+            reached = rej[eff >= target]
+            out[name][f"{target:g}"] = float(reached.max()) if reached.size else None
+    return out
+
+
+def plot_rejection(curves: dict[str, tuple[np.ndarray, np.ndarray]], path: str) -> None:
+    """Signal efficiency vs background rejection (log scale), one curve per class."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(5.5, 5))
+    for name, (eff, rej) in curves.items():
+        ax.plot(eff, rej, label=f"{name} vs rest")
+    ax.set_yscale("log")
+    ax.set(xlabel="signal efficiency", ylabel="background rejection (1 / false positive rate)",
+           title="Trigger view: efficiency vs rejection", xlim=(0, 1))  # fmt: skip
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend(loc="upper right")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
 def evaluate(args: argparse.Namespace) -> dict:
     if args.batch_size < 1:
         raise UsageError(f"--batch-size must be positive, got {args.batch_size}")
+    check_writable(args.output)
     from sklearn.metrics import confusion_matrix
 
     from jobs.core.job_metrics import job_metrics
@@ -162,7 +225,9 @@ def evaluate(args: argparse.Namespace) -> dict:
     if missing:
         raise BadInputError(args.test, f"holds no events of class(es) {', '.join(missing)}; AUC is undefined")
     auc = one_vs_rest_auc(y_true, scores)
+    curves = rejection_curves(y_true, scores)
     y_pred = scores.argmax(axis=1)
+    plots = ["roc.png", "roc_rejection.png", *(["loss.png"] if history else [])]
     metrics = job_metrics(
         stage="evaluate",
         events=len(y_true),
@@ -171,6 +236,7 @@ def evaluate(args: argparse.Namespace) -> dict:
         skipped={},
         auc=auc,
         accuracy=float((y_pred == y_true).mean()),
+        background_rejection=rejection_at(curves),
         confusion_matrix=confusion_matrix(y_true, y_pred, labels=range(len(CLASSES))).tolist(),
         classes=list(CLASSES),
         model=args.model,
@@ -179,11 +245,13 @@ def evaluate(args: argparse.Namespace) -> dict:
         bucketing=args.bucketing,
         first_batch_seconds=timing.get("first_batch_seconds"),
         steady_events_per_second=steady,  # after the first batch (graph tracing excluded)
+        plots=plots,
     )
     with atomic_output_dir(args.output) as staging:
-        write_json(os.path.join(staging, "metrics.json"), metrics)
+        write_json(os.path.join(staging, METRICS_FILE), metrics)
         np.savez_compressed(os.path.join(staging, "predictions.npz"), label=y_true, scores=scores)
         plot_roc(y_true, scores, auc, os.path.join(staging, "roc.png"))
+        plot_rejection(curves, os.path.join(staging, "roc_rejection.png"))
         if history:
             plot_history(history, os.path.join(staging, "loss.png"))
     return metrics

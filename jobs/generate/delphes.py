@@ -290,8 +290,16 @@ def write_delphes(path: str, batches) -> None:
             tree.extend(data)
 
 
-def generate(events: int, output: str, files: int = 1, seed: int = 42) -> list[str]:
-    """Write `events` events per class over `files` files per class: output/<sample>/<sample>_NNNN.root."""
+def _rename(data: dict[str, ak.Array], old: str, new: str) -> dict[str, ak.Array]:
+    return {new if k == old else k: v for k, v in data.items()}
+
+
+def generate(
+    events: int, output: str, files: int = 1, seed: int = 42, muon_branch: str = "MuonTight"
+) -> list[str]:
+    """Write `events` events per class over `files` files per class: output/<sample>/<sample>_NNNN.root.
+    The tight muons go into collection `muon_branch`: MuonTight as in the reference's card, Muon as
+    in the standard Delphes cards (the same events either way)."""
     t0 = time.perf_counter()
     written = []
     with atomic_output_dir(output) as staging:
@@ -302,7 +310,11 @@ def generate(events: int, output: str, files: int = 1, seed: int = 42) -> list[s
                 rng = np.random.default_rng([seed, c, i])
                 rel = f"{sample}/{sample}_{i:04d}.root"
                 batches = (
-                    generate_events(rng, min(EVENTS_PER_BASKET, n_file - s), SHAPES[name])
+                    _rename(
+                        generate_events(rng, min(EVENTS_PER_BASKET, n_file - s), SHAPES[name]),
+                        "MuonTight",
+                        muon_branch,
+                    )  # fmt: skip
                     for s in range(0, n_file, EVENTS_PER_BASKET)
                 )
                 write_delphes(os.path.join(staging, rel), batches)

@@ -1,8 +1,11 @@
-"""Sample generators: ``python -m jobs.generate nanoaod|delphes --events N --output DIR [--files K]``.
+"""Synthetic sample generators (toy events, not a physics simulation): NanoAOD- or Delphes-layout ROOT files.
+
+    python -m jobs.generate nanoaod|delphes --events N --output DIR [--files K]
 
 Writes physically shaped ROOT files so that every selection has real work to do, deterministically for
-a seed. The generators live beside this module (jobs.generate.nanoaod, jobs.generate.delphes); it
-is the one command line for both.
+a seed: toy events for demos, tests and benchmarks, not a physics simulation (use real CMS open data or
+Delphes output for physics). The generators live beside this module (jobs.generate.nanoaod,
+jobs.generate.delphes); it is the one command line for both.
 """
 
 from __future__ import annotations
@@ -20,14 +23,28 @@ KINDS = {
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m jobs.generate", description=__doc__.splitlines()[0])
+    example = "python -m jobs.generate delphes --events 10000 --files 2 --output data/delphes"
+    parser = cli.new_parser("generate", __doc__.splitlines()[0], example)
     sub = parser.add_subparsers(dest="kind", required=True)
     for kind, module in KINDS.items():
-        p = sub.add_parser(kind, help=f"{kind}-style sample")
+        p = sub.add_parser(
+            kind,
+            help=f"synthetic {kind}-layout sample",
+            description=f"Synthetic {kind}-layout sample (toy events, not a physics simulation).",
+            epilog=f"example:\n  python -m jobs.generate {kind} --events 10000 --output data/{kind}",
+            formatter_class=cli.HelpFormatter,
+        )
         p.add_argument("--events", type=int, required=True, help="events in total (per class for delphes)")
         p.add_argument("--output", required=True, help="output directory (local path or fsspec URL)")
         p.add_argument("--files", type=int, default=1, help="number of files to split the events over")
-        p.add_argument("--seed", type=int, default=42)
+        p.add_argument("--seed", type=int, default=42, help="random seed (same seed, same files)")
+        if kind == "delphes":
+            p.add_argument(
+                "--muon-branch",
+                choices=["MuonTight", "Muon"],
+                default="MuonTight",
+                help="collection of the tight muons: MuonTight (reference card) or Muon (standard cards)",
+            )
         p.set_defaults(module=module)
     return parser
 
@@ -39,5 +56,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.files < 1 or args.files > args.events:
         raise cli.UsageError(f"--files must be between 1 and --events, got {args.files}")
     generator = importlib.import_module(args.module)
-    generator.generate(events=args.events, output=args.output, files=args.files, seed=args.seed)
+    extra = {"muon_branch": args.muon_branch} if args.kind == "delphes" else {}
+    generator.generate(events=args.events, output=args.output, files=args.files, seed=args.seed, **extra)
     return 0

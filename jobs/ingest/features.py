@@ -19,7 +19,11 @@ from jobs.core import physics
 from jobs.core.errors import BadInputError
 from jobs.dltrigger_schema import HLF_NAMES, N_HLF, N_PARTICLE_FEATURES, N_PARTICLES, PARTICLE_FEATURES
 
-# the leaves the algorithm reads, per Delphes collection (leaf name = "<Collection>.<Field>")
+# the leaves the algorithm reads, per Delphes collection (leaf name = "<Collection>.<Field>"); the
+# tight muons are "MuonTight" in the reference's card, "Muon" in the standard Delphes cards
+# (Options.muon_branch names the collection read in its place)
+MUON_TIGHT = "MuonTight"
+MUON_BRANCHES = (MUON_TIGHT, "Muon")
 LEAVES: dict[str, tuple[str, ...]] = {
     "EFlowTrack": ("PT", "Eta", "Phi", "X", "Y", "Z", "PID"),
     "EFlowPhoton": ("ET", "Eta", "Phi"),
@@ -29,7 +33,16 @@ LEAVES: dict[str, tuple[str, ...]] = {
     "Jet": ("PT", "Eta", "BTag"),
     "MissingET": ("MET", "Phi"),
 }
-BRANCHES: tuple[str, ...] = tuple(f"{c}.{f}" for c, fields in LEAVES.items() for f in fields)
+
+
+def branches(muon_branch: str = MUON_TIGHT) -> tuple[str, ...]:
+    """The leaves to read, with the tight muons taken from collection `muon_branch`."""
+    return tuple(
+        f"{muon_branch if c == MUON_TIGHT else c}.{f}" for c, fields in LEAVES.items() for f in fields
+    )
+
+
+BRANCHES: tuple[str, ...] = branches()
 
 TRACK_PT_MIN = 0.5  # pT map and particle list: tracks with PT > 0.5
 NEUTRAL_ET_MIN = 1.0  # photons and neutral hadrons with ET > 1
@@ -55,6 +68,7 @@ class Options:
     physical_phi_wrap: bool = False  # reference: the isolation cone wraps dphi at +-2pi (so never)
     mt_sqrt: bool = False  # reference: "MT" is 2 MET pT (1 - cos dphi), i.e. MT squared
     lepton_choice: str = "eta"  # reference: electron vs muon candidate by the larger eta; "pt": larger pT
+    muon_branch: str = MUON_TIGHT  # the collection of tight muons (the standard cards call it "Muon")
 
     def __post_init__(self) -> None:
         if self.lepton_choice not in LEPTON_CHOICES:
@@ -250,14 +264,15 @@ def transverse_mass(met: np.ndarray, met_phi: np.ndarray, pt: np.ndarray, phi: n
 
 
 def compute(arrays: ak.Array, options: Options = Options(), source: str = "input") -> Features:  # noqa: B008
-    """Run the per-event algorithm on a batch of events read with the leaves in BRANCHES."""
+    """Run the per-event algorithm on a batch of events read with the leaves of
+    branches(options.muon_branch)."""
     wrap = options.physical_phi_wrap
     n = len(arrays)
     tracks = Collection.from_arrays(arrays, "EFlowTrack", LEAVES["EFlowTrack"])
     photons = Collection.from_arrays(arrays, "EFlowPhoton", LEAVES["EFlowPhoton"])
     neutrals = Collection.from_arrays(arrays, "EFlowNeutralHadron", LEAVES["EFlowNeutralHadron"])
     electrons = Collection.from_arrays(arrays, "Electron", LEAVES["Electron"])
-    muons = Collection.from_arrays(arrays, "MuonTight", LEAVES["MuonTight"])
+    muons = Collection.from_arrays(arrays, options.muon_branch, LEAVES[MUON_TIGHT])
 
     # 1. pT maps; events with an empty map are dropped
     trk_ok = tracks["PT"] > TRACK_PT_MIN

@@ -9,6 +9,7 @@ reads one (file, entry range) chunk with uproot, runs the vectorised reference a
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import logging
 import os
 import time
@@ -21,14 +22,17 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from jobs.core import cli
-from jobs.core.chunks import Partial, merger, plan_files, run_chunk
+from jobs.core.chunks import Partial, merger, plan_files, run_chunk, warn_skipped
 from jobs.core.errors import BadInputError, UsageError
 from jobs.core.job_metrics import job_metrics
-from jobs.core.rootio import Chunk, iterate_arrays, open_tree, require_branches
+from jobs.core.rootio import Chunk, branch_names, iterate_arrays, kind, open_table, require_branches
 from jobs.core.spark import map_reduce, spark_info, spark_session
 from jobs.core.storage import (
+    METRICS_FILE,
+    SUMMARY_FILE,
     IOStats,
     atomic_output_dir,
+    check_writable,
     expand_inputs,
     filesystem,
     merge_io,
@@ -46,7 +50,17 @@ from jobs.dltrigger_schema import (
     class_name,
     features_arrow_schema,
 )
-from jobs.ingest.features import BRANCHES, CUTS, LEPTON_CHOICES, Features, Options, compute
+from jobs.ingest.features import (
+    CUTS,
+    LEAVES,
+    LEPTON_CHOICES,
+    MUON_BRANCHES,
+    MUON_TIGHT,
+    Features,
+    Options,
+    branches,
+    compute,
+)
 
 log = logging.getLogger("jobs.ingest")
 
@@ -112,7 +126,7 @@ class ChunkTask:
         tmp = f"{path}.tmp"
         flow = np.zeros(len(CUTS), dtype=np.int64)
         cpu0 = time.process_time()
-        tree = open_tree(chunk.url, chunk.tree, stats)
+        table = open_table(chunk.url, chunk.tree, stats)
         try:
             with (
                 fs.open(tmp, "wb") as sink,
@@ -125,7 +139,12 @@ class ChunkTask:
                 ) as writer,
             ):
                 batches = iterate_arrays(
-                    chunk.url, tree, BRANCHES, chunk.start, chunk.stop, self.batch_entries
+                    chunk.url,
+                    table,
+                    branches(self.options.muon_branch),
+                    chunk.start,
+                    chunk.stop,
+                    self.batch_entries,
                 )
                 for start, arrays in batches:
                     features = compute(arrays, self.options, chunk.url)
@@ -136,7 +155,7 @@ class ChunkTask:
                 fs.rm(tmp)  # no partial file is left behind for readers (or for --on-bad-file skip)
             raise
         finally:
-            tree.file.close()
+            table.file.close()
         fs.mv(tmp, path)
         return ChunkOut({self.name: flow}, int(flow[-1]), time.process_time() - cpu0)
 
@@ -160,49 +179,57 @@ def parse_inputs(items: Sequence[str]) -> dict[str, list[str]]:
     return {c: patterns[c] for c in CLASSES}
 
 
-def leaf_names(tree) -> set[str]:
-    """Leaf names as uproot reads them: 'Jet.PT' for both flat (uproot-written) and split TClonesArray
-    ('Jet/Jet.PT') layouts."""
-    return {k.rsplit("/", 1)[-1] for k in tree.keys(recursive=True)}
-
-
 @dataclass
 class Plan:
     items: list[tuple[Chunk, ChunkTask]]
     bad: dict[str, str]
     io: dict[str, IOStats]
+    muon_branch: str | None
+
+
+class FileCheck:
+    """Checks a file's Delphes tree: every leaf the algorithm reads, and entries. The tight-muon
+    collection is --muon-branch, or else the first of MUON_BRANCHES that the first good file holds;
+    one choice for the whole job, so that no dataset mixes two muon definitions."""
+
+    expected = "the Delphes collections " + ", ".join(
+        f"{' or '.join(MUON_BRANCHES)} (--muon-branch)" if c == MUON_TIGHT else c for c in LEAVES
+    )
+
+    def __init__(self, muon_branch: str | None):
+        self.muon_branch = muon_branch
+
+    def __call__(self, url: str, table) -> None:
+        have = branch_names(table)
+        muon = self.muon_branch or next(
+            (m for m in MUON_BRANCHES if all(f"{m}.{f}" in have for f in LEAVES[MUON_TIGHT])), MUON_TIGHT
+        )
+        require_branches(url, table, branches(muon), self.expected)
+        if table.num_entries == 0:
+            raise BadInputError(url, f"{kind(table)} {TREE!r} has no entries")
+        self.muon_branch = muon
 
 
 def plan(
     files: dict[str, list[str]], staging: str, options: Options, chunk_entries: int, batch_entries: int,
-    on_bad_file: str,
+    on_bad_file: str, muon_branch: str | None = None,
 ) -> Plan:  # fmt: skip
     """Check the tree and the leaves of every file of every class and split it into entry ranges (one
-    Spark task each); bad files raise or, with on_bad_file=skip, are recorded and left out."""
+    Spark task each); bad files raise or, with on_bad_file=skip, are recorded and left out.
+    `muon_branch` None: chosen from the first good file (see FileCheck)."""
     items: list[tuple[Chunk, ChunkTask]] = []
     bad: dict[str, str] = {}
     io: dict[str, IOStats] = {}
+    check = FileCheck(muon_branch)
     for name, urls in files.items():
-        p = plan_files(urls, lambda url, stats: TREE, _check_tree, chunk_entries, on_bad_file)
+        p = plan_files(urls, lambda url, stats: TREE, check, chunk_entries, on_bad_file)
+        task_options = dataclasses.replace(options, muon_branch=check.muon_branch or MUON_TIGHT)
         for index, url in enumerate(urls):
-            task = ChunkTask(name, index, staging, options, batch_entries)
+            task = ChunkTask(name, index, staging, task_options, batch_entries)
             items += [(c, task) for c in p.chunks.get(url, [])]
         bad.update(p.bad)
         io = merge_io(io, p.io)
-    return Plan(items, bad, io)
-
-
-def _check_tree(url: str, tree) -> None:
-    _require_leaves(url, tree)
-    if tree.num_entries == 0:
-        raise BadInputError(url, f"tree {TREE!r} has no entries")
-
-
-def _require_leaves(url: str, tree) -> None:
-    have = leaf_names(tree)
-    missing = [b for b in BRANCHES if b not in have]
-    if missing:
-        require_branches(url, tree, missing)
+    return Plan(items, bad, io, check.muon_branch)
 
 
 def _active_session():
@@ -229,6 +256,7 @@ def run(
     output: str,
     *,
     options: Options = Options(),  # noqa: B008
+    muon_branch: str | None = None,
     on_bad_file: str = "fail",
     chunk_entries: int = DEFAULT_CHUNK_ENTRIES,
     batch_entries: int = DEFAULT_BATCH_ENTRIES,
@@ -239,18 +267,20 @@ def run(
     event_log_dir: str | None = None,
     spark_conf: dict[str, str] | None = None,
 ) -> dict:
-    """Ingest the inputs (CLASS=URL items) into `output` atomically; returns the metrics."""
+    """Ingest the inputs (CLASS=URL items) into `output` atomically; returns the metrics. The tight
+    muons come from collection `muon_branch` (None: MuonTight if the files hold it, else Muon)."""
     if chunk_entries < 1:
         raise UsageError(f"--chunk-entries must be >= 1, got {chunk_entries}")
     if batch_entries < 1:
         raise UsageError(f"--batch-entries must be >= 1, got {batch_entries}")
+    check_writable(output)
     t0 = time.perf_counter()
     files = {
         name: select_subset(expand_inputs(patterns, suffix=".root"), subset)
         for name, patterns in parse_inputs(inputs).items()
     }
     with atomic_output_dir(output, shared=True) as staging:  # executors write parts straight into it
-        p = plan(files, staging, options, chunk_entries, batch_entries, on_bad_file)
+        p = plan(files, staging, options, chunk_entries, batch_entries, on_bad_file, muon_branch)
         own_spark = spark is None and _active_session() is None  # never stop a session we did not start
         if spark is None:
             spark = _active_session() or spark_session(
@@ -269,6 +299,7 @@ def run(
         if total.bad and on_bad_file == "fail":
             url = sorted(total.bad)[0]
             raise BadInputError(url, total.bad[url])
+        warn_skipped(total.bad)  # the plan warned of its own
         bad = {**p.bad, **total.bad}
         for name, urls in files.items():
             if all(u in bad for u in urls):
@@ -293,6 +324,7 @@ def run(
                 "physical_phi_wrap": options.physical_phi_wrap,
                 "mt_sqrt": options.mt_sqrt,
                 "lepton_choice": options.lepton_choice,
+                "muon_branch": p.muon_branch,
             },
             "skipped_files": [{"url": u, "problem": pr} for u, pr in sorted(bad.items())],
         }
@@ -312,8 +344,8 @@ def run(
             written_per_class={n: c["events_written"] for n, c in summary["classes"].items()},
             files_read=sum(c["files"] for c in summary["classes"].values()),
         )
-        write_json(os.path.join(staging, "summary.json"), summary)
-        write_json(os.path.join(staging, "metrics.json"), metrics)
+        write_json(os.path.join(staging, SUMMARY_FILE), summary)
+        write_json(os.path.join(staging, METRICS_FILE), metrics)
     log.info(
         "ingest: %d events read, %d written, %.2f s (%.0f events/s) -> %s",
         events,
@@ -326,7 +358,13 @@ def run(
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m jobs.ingest", description=__doc__.splitlines()[0])
+    parser = cli.new_parser(
+        "ingest",
+        __doc__.splitlines()[0],
+        "python -m jobs.ingest --input qcd=data/delphes/qcd_lepFilter_13TeV --input "
+        "ttbar=data/delphes/ttbar_lepFilter_13TeV --input wjets=data/delphes/Wlnu_lepFilter_13TeV "
+        "--output out/features",
+    )
     parser.add_argument(
         "--input",
         action="append",
@@ -366,6 +404,13 @@ def build_parser() -> argparse.ArgumentParser:
         default="eta",
         help="electron vs muon candidate: the larger eta (reference) or the larger pT",
     )
+    parser.add_argument(
+        "--muon-branch",
+        default=None,
+        metavar="COLLECTION",
+        help="the Delphes collection of tight muons (default: MuonTight, the reference card's name, if "
+        "the files hold it, else Muon, the standard cards' name)",
+    )
     cli.add_bad_file_arg(parser)
     cli.add_spark_args(parser)
     return parser
@@ -377,6 +422,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         args.input,
         args.output,
         options=Options(args.physical_phi_wrap, args.mt_sqrt, args.lepton_choice),
+        muon_branch=args.muon_branch,
         on_bad_file=args.on_bad_file,
         chunk_entries=args.chunk_entries,
         batch_entries=args.batch_entries,

@@ -18,8 +18,9 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
+from jobs.core import cli
 from jobs.core.errors import UsageError
-from jobs.core.storage import atomic_output_dir, write_json
+from jobs.core.storage import atomic_output_dir, check_writable, write_json
 from jobs.metrics.eventlog import read_applications
 from jobs.metrics.plots import stage_plots
 from jobs.metrics.pushgateway import push
@@ -44,6 +45,7 @@ def collect(
     dag_id = dag_id or times.get("dag_id") or "unknown"
     run_id = run_id or times.get("run_id") or run_dir.rstrip("/").rsplit("/", 1)[-1]
     output = output or f"{run_dir.rstrip('/')}/report"
+    check_writable(output)
     outputs = find_stage_outputs(run_dir)
     log_errors: list[dict[str, str]] = []
     apps = read_applications(run_dir.rstrip("/"), errors=log_errors)
@@ -71,7 +73,11 @@ def collect(
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m jobs.metrics", description=__doc__.split("\n\n")[0])
+    p = cli.new_parser(
+        "metrics",
+        __doc__.split("\n\n")[0],
+        "python -m jobs.metrics --run-dir out/runs/cms_dimuon/RUN --pushgateway http://localhost:9091",
+    )
     p.add_argument("--run-dir", required=True, help="the run's output directory (local path or fsspec URL)")
     p.add_argument(
         "--output", default=None, help="report directory (default RUN_DIR/report; replaced atomically)"

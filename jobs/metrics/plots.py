@@ -14,6 +14,7 @@ from jobs.core.storage import filesystem
 STAGE_PNGS = {
     "dimuon_mass.png": "Di-muon mass spectrum",
     "roc.png": "ROC curves",
+    "roc_rejection.png": "Signal efficiency vs background rejection",
     "loss.png": "Loss curves",
 }
 

@@ -1,6 +1,6 @@
 """What a run left behind, gathered into summary.json, from which the report, the plots and the
 pushed metrics are all drawn: the Airflow task times (--stage-times, written by the DAG's stage_times
-task, so that this job never imports Airflow), each stage's metrics.json / history.json /
+task, so that this job never imports Airflow), each stage's _metrics.json / history.json /
 cutflow.json, and the Spark applications of the event logs."""
 
 from __future__ import annotations
@@ -10,11 +10,13 @@ from datetime import UTC, datetime
 from typing import Any
 
 from jobs.core.errors import BadInputError
-from jobs.core.storage import filesystem
+from jobs.core.storage import METRICS_FILE, filesystem
 from jobs.metrics.eventlog import ApplicationSummary
 
 SKIP_DIRS = {"report", "spark-events", "checkpoints", "tensorboard", "model.keras"}
 MAX_DEPTH = 4
+# the JSON files a stage leaves beside its output, and their keys in a stage output
+STAGE_FILES = {METRICS_FILE: "metrics", "history.json": "history", "cutflow.json": "cutflow"}
 
 
 def load_stage_times(value: str | None) -> dict[str, Any]:
@@ -54,7 +56,7 @@ def _read_json(fs, path: str) -> Any:
 
 
 def find_stage_outputs(run_dir: str) -> dict[str, dict[str, Any]]:
-    """Output directories below the run directory holding a metrics.json or history.json, keyed by
+    """Output directories below the run directory holding a _metrics.json or history.json, keyed by
     their path relative to the run directory; with the parsed files and the PNGs found there."""
     fs, root = filesystem(run_dir)
     if not fs.isdir(root):
@@ -68,8 +70,8 @@ def find_stage_outputs(run_dir: str) -> dict[str, dict[str, Any]]:
             continue
         name = parts[-1]
         key = "/".join(parts[:-1]) or "."
-        if name in ("metrics.json", "history.json", "cutflow.json"):
-            out.setdefault(key, {"pngs": {}})[name.removesuffix(".json")] = _read_json(fs, path)
+        if name in STAGE_FILES:
+            out.setdefault(key, {"pngs": {}})[STAGE_FILES[name]] = _read_json(fs, path)
         elif name.endswith(".png"):
             out.setdefault(key, {"pngs": {}})["pngs"][name] = path
         elif name == "predictions.npz":
@@ -78,7 +80,7 @@ def find_stage_outputs(run_dir: str) -> dict[str, dict[str, Any]]:
 
 
 def stage_name(key: str, output: dict[str, Any], taken: set[str]) -> str:
-    """The job's own name for its stage (metrics.json 'stage'), else the directory."""
+    """The job's own name for its stage (_metrics.json 'stage'), else the directory."""
     name = (output.get("metrics") or {}).get("stage") or key.rsplit("/", 1)[-1]
     return key if name in taken else name
 
@@ -138,7 +140,7 @@ def build_summary(
     for app in apps:
         d = app.to_dict()
         d["stage"] = app_stage.get(app.app_id) or app.app_name.removeprefix("colliderflow-")
-        # The application a stage's metrics.json names produced its output; others under the same
+        # The application a stage's _metrics.json names produced its output; others under the same
         # stage are earlier attempts (killed or failed tries that Airflow retried).
         d["produced_output"] = app.app_id in app_stage
         spark_apps.append(d)

@@ -13,7 +13,8 @@ per file, told which rows to take), do the numpy work (ΔR ordering, scaling: jo
 array-at-a-time, write the test events directly and hand the training events to Spark's shuffle as
 packed float32 bytes, which a last mapInArrow stage unpacks and writes in shuffled order
 (jobs.prepare.tasks). Only counts come back to the driver. This module plans the stages and commits
-the outputs (DIR/train/, DIR/test/, scaler.json, summary.json, metrics.json), which appear atomically.
+the outputs (DIR/train/, DIR/test/ and the sidecars _scaler.json, _summary.json, _metrics.json, which
+Parquet readers skip), which appear atomically.
 Semantics and options: docs/dl-trigger-preparation.md.
 """
 
@@ -32,8 +33,8 @@ from jobs.core import cli
 from jobs.core.errors import BadInputError, UsageError
 from jobs.core.job_metrics import job_metrics
 from jobs.core.spark import spark_info, spark_session
-from jobs.core.storage import atomic_output_dir, write_json
-from jobs.dltrigger_schema import CLASS_TITLES, N_CLASSES
+from jobs.core.storage import METRICS_FILE, SUMMARY_FILE, atomic_output_dir, check_writable, write_json
+from jobs.dltrigger_schema import CLASS_TITLES, N_CLASSES, SCALER_FILE
 from jobs.prepare.sampling import (
     class_counts,
     every_event,
@@ -126,6 +127,7 @@ def run(
         )
     if shuffle_partitions is not None and shuffle_partitions < 1:
         raise UsageError(f"--shuffle-partitions must be >= 1, got {shuffle_partitions}")
+    check_writable(output)
     t0 = time.perf_counter()
     own_spark = spark is None
     conf = dict(spark_conf or {})
@@ -195,10 +197,10 @@ def run(
                     "particle_scaling": particle_scaling,
                     "shuffle_partitions": n_parts,
                 },
-                "scaler": "scaler.json",
+                "scaler": SCALER_FILE,
             }
-            write_json(os.path.join(staging, "scaler.json"), scaler.to_json())
-            write_json(os.path.join(staging, "summary.json"), summary)
+            write_json(os.path.join(staging, SCALER_FILE), scaler.to_json())
+            write_json(os.path.join(staging, SUMMARY_FILE), summary)
             events_in = sum(counts.values())
             metrics = job_metrics(
                 stage="prepare",
@@ -210,7 +212,7 @@ def run(
                 events_written=3 * n_min,
                 bytes_written=sum(s["bytes"] for s in splits.values()),
             )
-            write_json(os.path.join(staging, "metrics.json"), metrics)
+            write_json(os.path.join(staging, METRICS_FILE), metrics)
     finally:
         if own_spark:
             spark.stop()
@@ -228,7 +230,11 @@ def run(
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m jobs.prepare", description=__doc__.splitlines()[0])
+    parser = cli.new_parser(
+        "prepare",
+        __doc__.splitlines()[0],
+        "python -m jobs.prepare --input out/features --output out/prepared --seed 42",
+    )
     parser.add_argument("--input", required=True, help="the jobs.ingest output directory (label=K/ Parquet)")
     parser.add_argument("--output", required=True, help="output directory (replaced atomically)")
     parser.add_argument(

@@ -74,7 +74,7 @@ def read_input(spark, url: str):
         url = os.path.abspath(path)
     from pyspark.sql import functions as F
 
-    df = spark.read.option("pathGlobFilter", "*.parquet").parquet(url)  # not summary.json etc.
+    df = spark.read.option("pathGlobFilter", "*.parquet").parquet(url)  # only the data files
     _check_schema(df.schema, url)
     return df.withColumn(FILE, F.col("_metadata.file_path")).withColumn(_ROW, F.col("_metadata.row_index"))
 

@@ -1,7 +1,7 @@
 """Per-event feature preparation of the DL trigger, array-at-a-time (numpy only, no Spark or
 TensorFlow), shared by jobs.prepare (inside Spark tasks) and by evaluation code that has to apply the
 same scaling to new events: ΔR ordering of the particle list, HLF min-max scaling, the two particle
-standardisations, and the fitted parameters (scaler.json) with their partial statistics.
+standardisations, and the fitted parameters (_scaler.json) with their partial statistics.
 
 Conventions (see docs/dl-trigger-preparation.md):
 - a particle row is *real* when any of its 19 features is non-zero; the ingestion pads with exact
@@ -142,7 +142,7 @@ class FitStats:
 
 @dataclass
 class Scaler:
-    """The fitted preparation: what scaler.json holds and what evaluation reapplies to new events."""
+    """The fitted preparation: what _scaler.json holds and what evaluation reapplies to new events."""
 
     particle_scaling: str
     fit_on: str
@@ -211,7 +211,7 @@ class Scaler:
 
 
 def load_scaler(path: str) -> Scaler:
-    """The Scaler saved by jobs.prepare as DIR/scaler.json (local path or fsspec URL)."""
+    """The Scaler saved by jobs.prepare as DIR/_scaler.json (local path or fsspec URL)."""
     from jobs.core.storage import filesystem
 
     fs, p = filesystem(path)

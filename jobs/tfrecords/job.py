@@ -27,9 +27,18 @@ from jobs.core import cli
 from jobs.core.errors import BadInputError, UsageError
 from jobs.core.job_metrics import job_metrics
 from jobs.core.spark import map_reduce, spark_info, spark_session
-from jobs.core.storage import IOStats, atomic_output_dir, filesystem, merge_io, write_json
+from jobs.core.storage import (
+    METRICS_FILE,
+    SUMMARY_FILE,
+    IOStats,
+    atomic_output_dir,
+    check_writable,
+    filesystem,
+    merge_io,
+    write_json,
+)
 from jobs.core.tensors import ShapeError, nested_to_numpy
-from jobs.dltrigger_schema import COUNT_COLUMN, SHAPES
+from jobs.dltrigger_schema import COUNT_COLUMN, SCALER_FILE, SHAPES
 from jobs.tfrecords.example import ShardWriter, encode_examples
 
 log = logging.getLogger("jobs.tfrecords")
@@ -157,6 +166,7 @@ def run(
     """Convert every split of a prepared set into TFRecord shards under `output`; returns metrics."""
     if compression not in COMPRESSIONS:
         raise UsageError(f"--compression: choose {' or '.join(COMPRESSIONS)}, got {compression!r}")
+    check_writable(output)
     t0 = time.perf_counter()
     with atomic_output_dir(output) as staging:
         tasks = plan(input_url, staging, compression)
@@ -173,9 +183,9 @@ def run(
             url = sorted(total.bad)[0]
             raise BadInputError(url, total.bad[url])
         fs, root = filesystem(input_url)
-        scaler = f"{root.rstrip('/')}/scaler.json"
+        scaler = f"{root.rstrip('/')}/{SCALER_FILE}"
         if fs.isfile(scaler):  # evaluation needs it beside the shards too
-            with fs.open(scaler, "rb") as src, open(os.path.join(staging, "scaler.json"), "wb") as dst:
+            with fs.open(scaler, "rb") as src, open(os.path.join(staging, SCALER_FILE), "wb") as dst:
                 shutil.copyfileobj(src, dst)
         wall = time.perf_counter() - t0
         summary = {
@@ -206,8 +216,8 @@ def run(
             mb_written_per_second=written / 1e6 / wall if wall > 0 else None,
             compression=compression,
         )
-        write_json(os.path.join(staging, "summary.json"), summary)
-        write_json(os.path.join(staging, "metrics.json"), metrics)
+        write_json(os.path.join(staging, SUMMARY_FILE), summary)
+        write_json(os.path.join(staging, METRICS_FILE), metrics)
     log.info(
         "tfrecords: %d records in %d shards, %.1f MB, %.1f s -> %s",
         records,
@@ -220,7 +230,11 @@ def run(
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m jobs.tfrecords", description=__doc__.splitlines()[0])
+    parser = cli.new_parser(
+        "tfrecords",
+        __doc__.splitlines()[0],
+        "python -m jobs.tfrecords --input out/prepared --output out/tfrecords",
+    )
     parser.add_argument("--input", required=True, help="a jobs.prepare output directory (train/, test/)")
     parser.add_argument("--output", required=True, help="output directory (replaced atomically)")
     parser.add_argument("--compression", choices=COMPRESSIONS, default="gzip", help="shard compression")

@@ -17,6 +17,7 @@ import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
+from jobs.core.cli import EXIT_BAD_INPUT
 from jobs.core.errors import UsageError
 
 log = logging.getLogger("jobs.train")
@@ -100,12 +101,27 @@ def free_ports(n: int, host: str = "127.0.0.1") -> list[int]:
             s.close()
 
 
+def _death(code: int) -> str:
+    if code < 0:
+        try:
+            return f"was killed by {signal.Signals(-code).name}"
+        except ValueError:
+            return f"was killed by signal {-code}"
+    return f"exited with code {code}"
+
+
 def launch_local_workers(
-    module: str, argv: Sequence[str], num_workers: int, env: Mapping[str, str] | None = None
+    module: str,
+    argv: Sequence[str],
+    num_workers: int,
+    env: Mapping[str, str] | None = None,
+    grace_seconds: float = 5.0,
 ) -> int:
     """Run `python -m module argv` as num_workers processes on loopback, each with its TF_CONFIG; wait
-    for all. When one fails, the others are stopped (they would block in the next collective
-    otherwise) and its exit code is returned."""
+    for all. Every worker is polled a few times a second: when one fails or dies, the others are
+    stopped at once (they would block in the next collective until TensorFlow's heartbeat timeout
+    otherwise; SIGKILL after `grace_seconds`), one line names the worker, and its exit code is
+    returned."""
     ports = free_ports(num_workers)
     hosts = [f"localhost:{p}" for p in ports]
     base = dict(os.environ if env is None else env)
@@ -122,27 +138,39 @@ def launch_local_workers(
         "launched %d local workers on %s (pids %s)", num_workers, ",".join(hosts), [p.pid for p in procs]
     )
     rc = 0
+    failed: tuple[int, subprocess.Popen] | None = None
 
     def _stop(signum, _frame):  # SIGTERM to the launcher (e.g. a task timeout) stops the workers too
         raise SystemExit(128 + signum)
 
     previous = signal.signal(signal.SIGTERM, _stop)
     try:
-        while any(p.poll() is None for p in procs):
-            failed = [p for p in procs if p.returncode not in (None, 0)]
-            if failed:
-                rc = failed[0].returncode
-                log.error("worker pid %d exited with %s; stopping the others", failed[0].pid, rc)
+        while True:
+            codes = [p.poll() for p in procs]  # every worker, not only up to the first one running
+            failed = next(((i, p) for i, p in enumerate(procs) if p.returncode not in (None, 0)), None)
+            if failed or all(c is not None for c in codes):
                 break
             time.sleep(0.2)
+        if failed:
+            index, proc = failed
+            rc = proc.returncode
+            others = sum(p.poll() is None for p in procs)
+            if rc != EXIT_BAD_INPUT:  # a rejected input: the worker printed its own one-line reason
+                print(
+                    f"error: {module}: worker {index} of {num_workers} (pid {proc.pid}) {_death(rc)}; "
+                    f"stopping the {others} other worker(s)",
+                    file=sys.stderr,
+                    flush=True,
+                )
     finally:
         signal.signal(signal.SIGTERM, previous)
         for p in procs:
             if p.poll() is None:
                 p.send_signal(signal.SIGTERM)
+        deadline = time.monotonic() + grace_seconds
         for p in procs:
             try:
-                p.wait(timeout=30)
+                p.wait(timeout=max(0.0, deadline - time.monotonic()))
             except subprocess.TimeoutExpired:
                 p.kill()
                 p.wait()

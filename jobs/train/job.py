@@ -5,7 +5,7 @@
 
 One process (CPU or GPU), or MultiWorkerMirroredStrategy when TF_CONFIG (or COLLIDERFLOW_WORKER_HOSTS
 plus a worker index) describes a cluster; `--workers N` runs N local worker processes on loopback.
-Outputs under DIR: model.keras (chief), history.json, metrics.json, tensorboard/, checkpoints/.
+Outputs under DIR: model.keras (chief), history.json, _metrics.json, tensorboard/, checkpoints/.
 A rerun with the same DIR resumes from DIR/checkpoints. See docs/dl-trigger-training.md.
 """
 
@@ -19,8 +19,9 @@ import tempfile
 import time
 from collections.abc import Sequence
 
+from jobs.core import cli
 from jobs.core.errors import BadInputError, UsageError
-from jobs.core.storage import GLOB_CHARS, filesystem, is_local, write_json
+from jobs.core.storage import GLOB_CHARS, METRICS_FILE, check_writable, filesystem, is_local, write_json
 from jobs.train.cluster import ClusterInfo, cluster_info, launch_local_workers
 
 log = logging.getLogger("jobs.train")
@@ -53,12 +54,19 @@ def learning_rate(epoch0: int, base: float, after: list[tuple[int, float]], scal
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m jobs.train", description=__doc__.split("\n\n")[0])
+    p = cli.new_parser(
+        "train",
+        __doc__.split("\n\n")[0],
+        "python -m jobs.train --train out/tfrecords/train --test out/tfrecords/test --output out/model "
+        "--bucketing --workers 2",
+    )
     p.add_argument("--train", required=True, help="training set: TFRecord shards or Parquet (dir/glob/URL)")
     p.add_argument("--test", required=True, help="validation/test set, same formats")
     p.add_argument("--output", required=True, help="output directory (local or mounted; shared by workers)")
-    p.add_argument("--format", default="auto", choices=["auto", "tfrecord", "parquet"])
-    p.add_argument("--epochs", type=int, default=6)
+    p.add_argument(
+        "--format", default="auto", choices=["auto", "tfrecord", "parquet"], help="format of both sets"
+    )
+    p.add_argument("--epochs", type=int, default=6, help="epochs in total (a resumed run continues)")
     p.add_argument("--batch-size", type=int, default=128, help="per worker; global batch = this x workers")
     p.add_argument("--lr", type=float, default=0.0005, help="base Adam learning rate (x workers)")
     p.add_argument(
@@ -77,9 +85,15 @@ def build_parser() -> argparse.ArgumentParser:
         help="keep only the first K particle rows (exact when no event has more than K real rows)",
     )
     p.add_argument("--mixed-precision", action="store_true", help="mixed_float16 (meant for GPUs)")
-    p.add_argument("--checkpoint-every-steps", type=int, default=None, metavar="K")
+    p.add_argument(
+        "--checkpoint-every-steps",
+        type=int,
+        default=None,
+        metavar="K",
+        help="also checkpoint every K steps (default: at the end of every epoch only)",
+    )
     p.add_argument("--workers", type=int, default=1, help="N > 1: launch N local worker processes")
-    p.add_argument("--seed", type=int, default=42)
+    p.add_argument("--seed", type=int, default=42, help="seed of weights, shuffling and dropout")
     p.add_argument("--shuffle-buffer", type=int, default=2048, help="events (each ~60 kB)")
     p.add_argument(
         "--train-events", type=int, default=None, help="multi-worker: skip counting the training set"
@@ -100,6 +114,7 @@ def _check_args(args: argparse.Namespace) -> None:
         raise UsageError(f"--checkpoint-every-steps must be >= 1, got {args.checkpoint_every_steps}")
     if not is_local(args.output):
         raise UsageError(f"--output must be a local or mounted directory (checkpoints), got {args.output}")
+    check_writable(args.output, inside=True)
     parse_lr_after(args.lr_after)
     for option, url in (("--train", args.train), ("--test", args.test)):
         fs, path = filesystem(url)
@@ -287,7 +302,7 @@ def _train(args: argparse.Namespace, cluster: ClusterInfo, scratch: str | None) 
     )
     if cluster.is_chief:
         write_json(os.path.join(out, "history.json"), history)
-        write_json(os.path.join(out, "metrics.json"), metrics)
+        write_json(os.path.join(out, METRICS_FILE), metrics)
     return metrics
 
 

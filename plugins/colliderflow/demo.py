@@ -71,7 +71,7 @@ def main(argv: list[str] | None = None) -> int:
             "output_root": runs,
         }
         run = dags_test(env, "dl_trigger", conf)
-        with open(f"{run}/evaluation/metrics.json") as f:
+        with open(f"{run}/evaluation/_metrics.json") as f:
             auc = json.load(f)["auc"]
         shown = ", ".join(f"{k} {v:.3f}" if v is not None else f"{k} n/a" for k, v in auc.items())
         lines += [

@@ -317,7 +317,7 @@ def test_dimuon_s3_matches_local_run(spark, testdata, bucket, s3_env, tmp_path):
         )
         remote_out = download(remote_url, tmp_path / f"remote-{name}")
         assert_same_dimuon_outputs(local_out, remote_out)
-        metrics = json.loads((remote_out / "metrics.json").read_text())
+        metrics = json.loads((remote_out / "_metrics.json").read_text())
         assert metrics["files"] and all(u.startswith(f"s3://{bucket}/in/") for u in metrics["files"])
         assert metrics["bytes_read"] > 0
         assert_no_secret(remote_out, proc.stdout, proc.stderr)
@@ -428,7 +428,7 @@ def test_ingest_s3_matches_local_run(spark, bucket, s3_env, tmp_path):
         assert all(u.startswith(f"s3://{bucket}/in/") for u in b.column("source_file").to_pylist())
 
     def summary(root: pathlib.Path, prefix: str) -> str:
-        return (root / "summary.json").read_text().replace(prefix, "<input>")
+        return (root / "_summary.json").read_text().replace(prefix, "<input>")
 
     assert summary(local_out, str(sample)) == summary(remote_out, f"s3://{bucket}/in/delphes")
     assert (remote_out / "_SUCCESS").exists()

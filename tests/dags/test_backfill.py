@@ -123,7 +123,7 @@ def test_backfills_three_days_disjoint_subsets_and_clean_stop(airflow_env, sampl
         return [str(runs / dag_id / n) for n in names]
 
     dimuon_files = [
-        set(json.loads(open(f"{d}/dimuon/metrics.json").read())["files"]) for d in run_dirs("cms_dimuon", 2)
+        set(json.loads(open(f"{d}/dimuon/_metrics.json").read())["files"]) for d in run_dirs("cms_dimuon", 2)
     ]
     assert all(len(f) == 2 for f in dimuon_files)
     assert len(set.union(*dimuon_files)) == 6, "the di-muon runs' subsets overlap"
@@ -134,6 +134,6 @@ def test_backfills_three_days_disjoint_subsets_and_clean_stop(airflow_env, sampl
             columns=["source_file"]
         )
         trigger_files.append(set(table.column("source_file").unique().to_pylist()))
-        assert os.path.exists(f"{d}/model/model.keras") and os.path.exists(f"{d}/evaluation/metrics.json")
+        assert os.path.exists(f"{d}/model/model.keras") and os.path.exists(f"{d}/evaluation/_metrics.json")
     assert all(len(f) == 3 for f in trigger_files)  # one file of each class per run
     assert len(set.union(*trigger_files)) == 9, "the dl_trigger runs' subsets overlap"

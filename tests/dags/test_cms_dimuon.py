@@ -33,7 +33,7 @@ def test_dags_test_end_to_end(airflow_env, sample, tmp_path):
     assert proc.returncode == 0, (proc.stdout + proc.stderr)[-4000:]
     (run,) = list((runs / "cms_dimuon").iterdir())
     out = run / "dimuon"
-    assert {"_SUCCESS", "histograms.root", "cutflow.json", "metrics.json", "dimuon_mass.png"} <= {
+    assert {"_SUCCESS", "histograms.root", "cutflow.json", "_metrics.json", "dimuon_mass.png"} <= {
         p.name for p in out.iterdir()
     }
     cuts = json.loads((out / "cutflow.json").read_text())["cuts"]

@@ -48,7 +48,7 @@ def test_end_to_end_on_generated_sample(airflow_env, tmp_path):
         assert (run / stage / "_SUCCESS").exists() or stage == "model", stage
     assert (run / "model" / "model.keras").exists()
     assert (run / "report" / "report.html").stat().st_size > 10_000
-    metrics = json.loads((run / "evaluation" / "metrics.json").read_text())
+    metrics = json.loads((run / "evaluation" / "_metrics.json").read_text())
     assert set(metrics["auc"]) == {"qcd", "ttbar", "wjets"}
     for name, auc in metrics["auc"].items():
         assert auc > 0.85, (name, metrics["auc"])
@@ -149,6 +149,6 @@ def test_ingest_killed_mid_write_then_rerun(delphes_sample, tmp_path):
     assert (out / "_SUCCESS").exists()
     assert parquet_rows(out) == parquet_rows(reference)
     assert (
-        json.loads((out / "summary.json").read_text())["classes"]
-        == json.loads((reference / "summary.json").read_text())["classes"]
+        json.loads((out / "_summary.json").read_text())["classes"]
+        == json.loads((reference / "_summary.json").read_text())["classes"]
     )

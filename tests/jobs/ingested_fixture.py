@@ -5,7 +5,7 @@ Layout written under DIR, as jobs.ingest writes it:
 - ``label=0/``, ``label=1/``, ``label=2/`` (hive-style partitions) with ``part-*.parquet`` files holding
   ``hfeatures`` (list of 14 float32), ``particles`` (801 lists of 19 float32), ``source_file`` (string)
   and ``entry`` (int64); with ``label_in_files=True`` the files also carry the ``label`` column;
-- ``_SUCCESS``, ``summary.json``, ``metrics.json``.
+- ``_SUCCESS``, ``_summary.json``, ``_metrics.json``.
 
 The particle list follows the ingestion layout: row 0 the lepton, then a block of 450 track rows,
 150 photon rows and 200 neutral-hadron rows, each block filled from its start and padded with
@@ -25,6 +25,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from jobs.core.physics import energy, px_py_pz
+from jobs.core.storage import METRICS_FILE, SUMMARY_FILE
 from jobs.dltrigger_schema import HLF_NAMES, N_HLF, N_PARTICLE_FEATURES, N_PARTICLES, PARTICLE_FEATURES
 from jobs.ingest.job import SCHEMA as INGEST_SCHEMA
 
@@ -144,8 +145,8 @@ def write_ingested(
     with open(os.path.join(directory, "_SUCCESS"), "w"):
         pass
     summary = {"events_per_class": {str(k): v for k, v in written.items()}, "synthetic": True}
-    with open(os.path.join(directory, "summary.json"), "w") as f:
+    with open(os.path.join(directory, SUMMARY_FILE), "w") as f:
         json.dump(summary, f, indent=2)
-    with open(os.path.join(directory, "metrics.json"), "w") as f:
+    with open(os.path.join(directory, METRICS_FILE), "w") as f:
         json.dump({"stage": "ingest", "events": sum(written.values()), "synthetic": True}, f, indent=2)
     return written

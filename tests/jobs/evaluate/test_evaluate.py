@@ -39,10 +39,18 @@ def test_output_contract(trained, tmp_path):
     argv = ["--model", trained["model"], "--test", trained["test_tfrecord"], "--output", str(out),
             "--history", trained["history"], "--bucketing"]  # fmt: skip
     assert _run(argv) == 0
-    assert sorted(os.listdir(out)) == ["_SUCCESS", "loss.png", "metrics.json", "predictions.npz", "roc.png"]
-    for png in ("loss.png", "roc.png"):
+    assert sorted(os.listdir(out)) == [
+        "_SUCCESS", "_metrics.json", "loss.png", "predictions.npz", "roc.png", "roc_rejection.png",
+    ]  # fmt: skip
+    for png in ("loss.png", "roc.png", "roc_rejection.png"):
         assert (out / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    m = json.loads((out / "metrics.json").read_text())
+    m = json.loads((out / "_metrics.json").read_text())
+    assert m["plots"] == ["roc.png", "roc_rejection.png", "loss.png"]
+    rejection = m["background_rejection"]
+    assert set(rejection) == {"qcd", "ttbar", "wjets"}
+    for name, at in rejection.items():  # rejection falls as the efficiency asked for rises
+        values = [at[e] for e in ("0.3", "0.5", "0.7", "0.9")]
+        assert all(v is not None and v >= 1 for v in values) and values == sorted(values, reverse=True), name
     assert set(m["auc"]) == {"qcd", "ttbar", "wjets"}
     assert all(0.5 < v <= 1.0 for v in m["auc"].values()), m["auc"]
     assert m["events"] == N_TEST and m["events_per_second"] > 0
@@ -71,7 +79,7 @@ def test_unbucketed_evaluation_agrees(trained, tmp_path):
     base = ["--model", trained["model"], "--test", trained["test_tfrecord"]]
     assert _run([*base, "--output", str(a), "--bucketing"]) == 0
     assert _run([*base, "--output", str(b), "--max-particles", "801"]) == 0
-    ma, mb = (json.loads((d / "metrics.json").read_text()) for d in (a, b))
+    ma, mb = (json.loads((d / "_metrics.json").read_text()) for d in (a, b))
     assert ma["auc"] == pytest.approx(mb["auc"], abs=1e-5)
     assert ma["confusion_matrix"] == mb["confusion_matrix"]
     assert not (b / "loss.png").exists()  # no --history, no loss curve
@@ -122,3 +130,41 @@ def test_auc_undefined_for_a_class_absent_from_the_test_set():
     y = np.array([0, 0, 1, 1])
     scores = np.array([[0.9, 0.1, 0.0], [0.6, 0.3, 0.1], [0.2, 0.7, 0.1], [0.4, 0.5, 0.1]])
     assert one_vs_rest_auc(y, scores) == {"qcd": 1.0, "ttbar": 1.0, "wjets": None}
+
+
+def test_rejection_curves_match_a_threshold_scan():
+    """Signal efficiency and background rejection of each class, against a direct scan over every
+    score threshold (numpy only): the curves the trigger view draws, and its working points."""
+    from jobs.evaluate.job import rejection_at, rejection_curves
+
+    rng = np.random.default_rng(3)
+    y = rng.integers(0, 3, 600)
+    scores = rng.dirichlet(np.ones(3), 600) + 0.8 * np.eye(3)[y]
+    scores /= scores.sum(axis=1, keepdims=True)
+    curves = rejection_curves(y, scores)
+    assert set(curves) == {"qcd", "ttbar", "wjets"}
+    for k, name in enumerate(("qcd", "ttbar", "wjets")):
+        eff, rej = curves[name]
+        sig, bkg = scores[y == k, k], scores[y != k, k]
+        scan = {}
+        for t in np.unique(scores[:, k]):
+            fpr = (bkg >= t).mean()
+            if fpr > 0:
+                scan[(sig >= t).mean()] = max(scan.get((sig >= t).mean(), 0), 1 / fpr)
+        assert np.all(np.diff(eff) >= 0) and np.all(np.diff(rej) <= 0)  # along the ROC
+        assert rej.min() == pytest.approx(1.0)  # every event passes: no rejection
+        for e, r in zip(eff, rej, strict=True):  # every point of the curve is a working point
+            assert r == pytest.approx(scan[e]) or r <= scan[e]
+        best_50 = max(r for e, r in scan.items() if e >= 0.5)
+        assert rejection_at(curves)[name]["0.5"] == pytest.approx(best_50)
+
+
+def test_rejection_plot_is_a_log_scale_png(tmp_path):
+    import matplotlib.image
+
+    from jobs.evaluate.job import plot_rejection
+
+    eff = np.linspace(0.1, 1.0, 10)
+    plot_rejection({"qcd": (eff, 1 / eff**2), "ttbar": (eff, 1 / eff)}, str(tmp_path / "r.png"))
+    image = matplotlib.image.imread(tmp_path / "r.png")
+    assert image.shape[0] > 300 and image.shape[1] > 300

@@ -32,6 +32,7 @@ from jobs.generate.delphes import generate
 from jobs.ingest import job as ingest
 from jobs.ingest.features import BRANCHES, CUTS, Options, compute
 from tests.jobs.ingest.delphes_oracle import events_as_dicts, oracle_event
+from tests.jobs.rntuple_fixture import tree_to_rntuple
 
 H = {n: i for i, n in enumerate(HLF_NAMES)}
 C = {n: i for i, n in enumerate(PARTICLE_FEATURES)}
@@ -197,7 +198,7 @@ def hand(tmp_path_factory, spark):
 
 def test_hand_cutflow_and_labels(hand):
     paths, out, rows = hand
-    summary = json.loads((out / "summary.json").read_text())
+    summary = json.loads((out / "_summary.json").read_text())
     qcd = summary["classes"]["qcd"]
     assert qcd["events_passing"] == {"read": 7, "nonempty_maps": 6, "has_lepton": 5, "isolated_lepton": 4}
     assert qcd["events_written"] == 4 and qcd["label"] == 0 and qcd["sample"] == SAMPLES["qcd"]
@@ -207,13 +208,13 @@ def test_hand_cutflow_and_labels(hand):
     assert {rows[(paths[n], 0)][0] for n in CLASSES} == {0, 1, 2}
     assert sorted(os.listdir(out)) == [
         "_SUCCESS",
+        "_metrics.json",
+        "_summary.json",
         "label=0",
         "label=1",
         "label=2",
-        "metrics.json",
-        "summary.json",
     ]
-    metrics = json.loads((out / "metrics.json").read_text())
+    metrics = json.loads((out / "_metrics.json").read_text())
     assert metrics["stage"] == "ingest" and metrics["events"] == 7 + 2 + 2
     assert metrics["events_written"] == 8
     for url in paths.values():
@@ -326,8 +327,10 @@ def test_cli_flags_reach_the_job(hand, tmp_path, spark):
     ]
     argv += ["--physical-phi-wrap", "--mt-sqrt", "--lepton-choice", "pt", "--chunk-entries", "4"]
     assert cli.run(ingest.main, argv) == 0
-    summary = json.loads((out / "summary.json").read_text())
-    assert summary["options"] == {"physical_phi_wrap": True, "mt_sqrt": True, "lepton_choice": "pt"}
+    summary = json.loads((out / "_summary.json").read_text())
+    assert summary["options"] == {
+        "physical_phi_wrap": True, "mt_sqrt": True, "lepton_choice": "pt", "muon_branch": "MuonTight",
+    }  # fmt: skip
     rows = read_output(out)
     _, hlf, _ = rows[(paths["qcd"], 1)]
     assert hlf[H["LepIsEle"]] == 1
@@ -357,7 +360,7 @@ def many_tasks(generated, tmp_path_factory, spark):
 @pytest.mark.slow
 def test_equals_oracle_for_every_event(generated, many_tasks):
     rows = read_output(many_tasks)
-    summary = json.loads((many_tasks / "summary.json").read_text())
+    summary = json.loads((many_tasks / "_summary.json").read_text())
     n_checked = 0
     for name, directory in generated.items():
         flow = dict.fromkeys(CUTS, 0)
@@ -394,8 +397,8 @@ def test_one_task_equals_many(generated, many_tasks, tmp_path, spark):
         np.testing.assert_array_equal(hlf, many[key][1])
         np.testing.assert_array_equal(particles, many[key][2])
     assert (
-        json.loads((out / "summary.json").read_text())["classes"]
-        == json.loads((many_tasks / "summary.json").read_text())["classes"]
+        json.loads((out / "_summary.json").read_text())["classes"]
+        == json.loads((many_tasks / "_summary.json").read_text())["classes"]
     )
     assert len(os.listdir(out / "label=1")) == 2 < len(os.listdir(many_tasks / "label=1"))
 
@@ -485,7 +488,7 @@ def _expect_error(inputs, out, match, spark, **kw):
 def test_missing_branch_names_file_and_leaf(good_files, tmp_path, spark):
     bad = write_events(tmp_path / "nomuon.root", hand_events(), skip=("MuonTight",))
     files = {**good_files, "wjets": bad}
-    _expect_error(inputs_for(files), tmp_path / "o", r"nomuon\.root.*MuonTight\.PT", spark)
+    _expect_error(inputs_for(files), tmp_path / "o", r"nomuon\.root.*lacks collection\(s\) MuonTight;", spark)
 
 
 def test_real_delphes_file_without_leptons_is_named(good_files, tmp_path, spark, testdata):
@@ -494,8 +497,8 @@ def test_real_delphes_file_without_leptons_is_named(good_files, tmp_path, spark,
     files = {**good_files, "qcd": real}
     with pytest.raises(BadInputError) as err:
         ingest.run(inputs_for(files), str(tmp_path / "o"), spark=spark)
-    assert real in str(err.value) and "Electron.PT" in str(err.value)
-    assert "EFlowTrack.PT," not in err.value.problem.split("lacks")[1].split(";")[0]
+    assert real in str(err.value) and "lacks collection(s) Electron, MuonTight, MissingET;" in str(err.value)
+    assert "EFlowTrack" not in err.value.problem.split("lacks")[1].split(";")[0]
 
 
 @pytest.mark.parametrize("kind", ["garbage", "truncated", "empty"])
@@ -550,7 +553,7 @@ def test_on_bad_file_skip_drops_the_whole_file(generated, good_files, tmp_path, 
     assert not (tmp_path / "fail").exists()
     out = tmp_path / "skip"
     ingest.run(inputs, str(out), spark=spark, chunk_entries=250, on_bad_file="skip")
-    summary = json.loads((out / "summary.json").read_text())
+    summary = json.loads((out / "_summary.json").read_text())
     assert [s["url"] for s in summary["skipped_files"]] == [bad]
     assert summary["classes"]["wjets"]["skipped_files"] == 1
     rows = read_output(out)
@@ -561,7 +564,7 @@ def test_on_bad_file_skip_drops_the_whole_file(generated, good_files, tmp_path, 
     assert {k[0] for k in wjets} == {str(good)}
     assert summary["classes"]["wjets"]["events_written"] == len(wjets)
     assert summary["classes"]["wjets"]["events_read"] == 1000
-    metrics = json.loads((out / "metrics.json").read_text())
+    metrics = json.loads((out / "_metrics.json").read_text())
     assert metrics["skipped_files"][0]["url"] == bad
 
 
@@ -570,4 +573,97 @@ def test_rerun_replaces_the_output(good_files, tmp_path, spark):
     ingest.run(inputs_for(good_files), str(out), spark=spark)
     (out / "stale.txt").write_text("old")
     ingest.run(inputs_for(good_files), str(out), spark=spark, subset="0/1")
-    assert not (out / "stale.txt").exists() and (out / "summary.json").exists()
+    assert not (out / "stale.txt").exists() and (out / "_summary.json").exists()
+
+
+# ---------------------------------------------------------------------------------------------------
+# Delphes card variants: the tight muons are "MuonTight" (reference card) or "Muon" (standard cards)
+
+
+def by_file_name(rows: dict) -> dict:
+    return {(os.path.basename(src), entry): v for (src, entry), v in rows.items()}
+
+
+@pytest.fixture(scope="module")
+def cards(tmp_path_factory):
+    d = tmp_path_factory.mktemp("cards")
+    for card in ("MuonTight", "Muon"):
+        generate(events=300, output=str(d / card), files=1, seed=7, muon_branch=card)
+    return {card: {n: str(d / card / SAMPLES[n]) for n in CLASSES} for card in ("MuonTight", "Muon")}
+
+
+@pytest.fixture(scope="module")
+def card_outputs(cards, tmp_path_factory, spark):
+    d = tmp_path_factory.mktemp("card-outputs")
+    for card, files in cards.items():
+        ingest.run(inputs_for(files), str(d / card), spark=spark)
+    return {card: d / card for card in cards}
+
+
+def test_standard_card_muons_give_the_same_features(cards, card_outputs):
+    with uproot.open(glob_one(cards["Muon"]["wjets"])) as f:
+        keys = set(f[TREE].keys())
+    assert "Muon.PT" in keys and "MuonTight.PT" not in keys  # the standard card's names
+    for card, out in card_outputs.items():
+        summary = json.loads((out / "_summary.json").read_text())
+        assert summary["options"]["muon_branch"] == card  # the default found the file's collection
+    reference, standard = (by_file_name(read_output(card_outputs[c])) for c in ("MuonTight", "Muon"))
+    assert reference.keys() == standard.keys() and len(reference) > 100
+    muons = [k for k, v in standard.items() if v[1][H["LepIsEle"]] == 0]
+    assert len(muons) > 30  # muon events, selected from the Muon collection
+    for key, (label, hlf, particles) in standard.items():
+        assert label == reference[key][0]
+        np.testing.assert_array_equal(hlf, reference[key][1])
+        np.testing.assert_array_equal(particles, reference[key][2])
+
+
+def test_muon_branch_option_and_its_error(cards, tmp_path, spark, capsys):
+    out = tmp_path / "explicit"
+    ingest.run(inputs_for(cards["Muon"]), str(out), spark=spark, muon_branch="Muon")
+    assert json.loads((out / "_summary.json").read_text())["options"]["muon_branch"] == "Muon"
+    argv = [*sum((["--input", i] for i in inputs_for(cards["Muon"])), []), "--output", str(tmp_path / "o")]
+    assert cli.run(ingest.main, [*argv, "--muon-branch", "MuonTight"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and len(err) < 500 and "Traceback" not in err
+    assert glob_one(cards["Muon"]["qcd"]) in err  # the first file of the first class
+    assert "lacks collection(s) MuonTight;" in err and "near matches in the file: Muon" in err
+    assert "expected the Delphes collections" in err
+    assert not (tmp_path / "o").exists()
+
+
+def test_missing_collections_error_is_short(good_files, tmp_path, spark, testdata):
+    """A real Delphes file (292 branches) without leptons: the missing leaves, the expected
+    collections and the near matches, not every branch of the file."""
+    real = testdata("uproot-issue513.root")
+    with pytest.raises(BadInputError) as err:
+        ingest.run(inputs_for({**good_files, "qcd": real}), str(tmp_path / "o"), spark=spark)
+    message = str(err.value)
+    assert len(message) < 500 and "\n" not in message
+    assert real in message and "lacks collection(s) Electron, MuonTight, MissingET;" in message
+    assert "expected the Delphes collections EFlowTrack" in message and "near matches in the file:" in message
+    assert "Particle" not in message  # a collection nothing asked for
+
+
+def glob_one(directory: str) -> str:
+    (path,) = (os.path.join(directory, f) for f in os.listdir(directory))
+    return path
+
+
+def test_rntuple_input_gives_the_same_dataset(cards, card_outputs, tmp_path, spark):
+    """The same Delphes events as RNTuples (collections of records: 'Jet' with subfield 'PT'): the
+    same rows, features and cut-flow as from the TTrees."""
+    files = {}
+    for name, directory in cards["MuonTight"].items():
+        src = glob_one(directory)
+        (tmp_path / name).mkdir()
+        files[name] = tree_to_rntuple(src, str(tmp_path / name / os.path.basename(src)), TREE, BRANCHES)
+    out = tmp_path / "out"
+    ingest.run(inputs_for(files), str(out), spark=spark, chunk_entries=120, batch_entries=50)
+    got, want = (by_file_name(read_output(o)) for o in (out, card_outputs["MuonTight"]))
+    assert got.keys() == want.keys() and len(got) > 100
+    for key, (label, hlf, particles) in got.items():
+        assert label == want[key][0]
+        np.testing.assert_array_equal(hlf, want[key][1])
+        np.testing.assert_array_equal(particles, want[key][2])
+    summaries = [json.loads((o / "_summary.json").read_text()) for o in (out, card_outputs["MuonTight"])]
+    assert summaries[0]["classes"] == summaries[1]["classes"]

@@ -1,5 +1,5 @@
 """jobs.metrics on a real run: a Spark event log written by the real di-muon job (local[1]) on a
-generated NanoAOD sample, the job's metrics.json and spectrum, and a real Prometheus Pushgateway."""
+generated NanoAOD sample, the job's _metrics.json and spectrum, and a real Prometheus Pushgateway."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ import sys
 import time
 import urllib.request
 
+import numpy as np
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -69,7 +70,7 @@ def dimuon_run(tmp_path_factory):
 
 
 def test_event_log_task_metrics_match_the_job(dimuon_run):
-    job = json.loads((dimuon_run / "dimuon" / "metrics.json").read_text())
+    job = json.loads((dimuon_run / "dimuon" / "_metrics.json").read_text())
     (app,) = read_applications(str(dimuon_run))
     assert app.complete and app.app_id == job["spark"]["app_id"] and app.failed_jobs == 0
     chunks = job["spark"]["tasks"]
@@ -103,7 +104,7 @@ def test_report_and_summary(dimuon_run, tmp_path):
     run_module("jobs.metrics", "--run-dir", str(dimuon_run), "--stage-times", str(times))
     report = dimuon_run / "report"
     summary = json.loads((report / "summary.json").read_text())
-    job = json.loads((dimuon_run / "dimuon" / "metrics.json").read_text())
+    job = json.loads((dimuon_run / "dimuon" / "_metrics.json").read_text())
     assert (summary["dag_id"], summary["run_id"]) == ("cms_dimuon", "manual__1")
     assert summary["stage_times"]["dimuon"]["duration_seconds"] == 21.5
     stage = summary["stages"]["dimuon"]
@@ -123,7 +124,7 @@ def test_report_and_summary(dimuon_run, tmp_path):
 
 
 def test_training_and_evaluation_outputs(tmp_path):
-    """history.json and metrics.json in the layout jobs.train / jobs.evaluate write."""
+    """history.json and _metrics.json in the layout jobs.train / jobs.evaluate write."""
     run = tmp_path / "run"
     (run / "train").mkdir(parents=True)
     (run / "evaluate").mkdir()
@@ -140,17 +141,26 @@ def test_training_and_evaluation_outputs(tmp_path):
         for e in range(3)
     ]
     (run / "train" / "history.json").write_text(json.dumps(history))
-    (run / "train" / "metrics.json").write_text(
+    (run / "train" / "_metrics.json").write_text(
         json.dumps(
             {"stage": "train", "events": 3000, "wall_seconds": 7.0, "training_events_per_second": 500.0}
         )
     )
     auc = {"qcd": 0.91, "ttbar": 0.95, "wjets": 0.88}
-    (run / "evaluate" / "metrics.json").write_text(
+    (run / "evaluate" / "_metrics.json").write_text(
         json.dumps({"stage": "evaluate", "events": 900, "wall_seconds": 1.5, "auc": auc, "accuracy": 0.81})
     )
+    from jobs.evaluate.job import plot_rejection
+
+    eff = np.linspace(0.1, 1.0, 10)
+    plot_rejection({"qcd": (eff, 1 / eff)}, str(run / "evaluate" / "roc_rejection.png"))
     summary = metrics_job.collect(str(run), dag_id="dl_trigger", run_id="r7")
     assert summary["evaluation"]["auc"] == auc
+    # the evaluation's trigger view is copied into the report beside the ROC
+    assert summary["plots"]["evaluate_roc_rejection.png"] == "Signal efficiency vs background rejection"
+    report = run / "report"
+    assert (report / "evaluate_roc_rejection.png").read_bytes()[:4] == b"\x89PNG"
+    assert "Signal efficiency vs background rejection" in (report / "report.html").read_text()
     assert summary["training"]["epochs"] == 3 and summary["training"]["training_events_per_second"] == 500.0
     assert "train_loss.png" in summary["plots"]
     reg = prometheus_registry(summary)
@@ -196,7 +206,7 @@ def test_a_killed_earlier_attempt_neither_blocks_nor_inflates_the_report(dimuon_
     shutil.copytree(dimuon_run / "dimuon", run / "dimuon")
     shutil.copytree(dimuon_run / "spark-events", run / "spark-events")
     (part,) = (run / "spark-events").glob("eventlog_v2_*/events_*")
-    job_app = json.loads((run / "dimuon" / "metrics.json").read_text())["spark"]["app_id"]
+    job_app = json.loads((run / "dimuon" / "_metrics.json").read_text())["spark"]["app_id"]
     text = (
         zstandard.ZstdDecompressor().stream_reader(part.read_bytes(), read_across_frames=True).read().decode()
     )

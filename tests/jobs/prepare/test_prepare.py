@@ -68,7 +68,7 @@ def read_split(out: str, split: str) -> dict[str, np.ndarray]:
 
 
 def summary(out: str) -> dict:
-    with open(os.path.join(out, "summary.json")) as f:
+    with open(os.path.join(out, "_summary.json")) as f:
         return json.load(f)
 
 
@@ -122,9 +122,9 @@ def test_undersampling_exact_and_summary(runs):
     kept = np.bincount(np.concatenate([train["label"], test["label"]]).argmax(axis=1), minlength=3)
     assert kept.tolist() == [N_MIN] * 3
     assert sorted(os.listdir(runs["a"])) == [
-        "_SUCCESS", "metrics.json", "scaler.json", "summary.json", "test", "train",
+        "_SUCCESS", "_metrics.json", "_scaler.json", "_summary.json", "test", "train",
     ]  # fmt: skip
-    with open(os.path.join(runs["a"], "metrics.json")) as f:
+    with open(os.path.join(runs["a"], "_metrics.json")) as f:
         m = json.load(f)
     assert (
         m["stage"] == "prepare" and m["events"] == sum(COUNTS.values()) and m["events_written"] == 3 * N_MIN
@@ -173,7 +173,7 @@ def test_hlf_min_max_fitted_on_training_split(runs, raw):
     assert train["hlf"].min() >= 0.0 and train["hlf"].max() <= 1.0
     raw_train = np.stack([raw[k]["hlf"] for k in train["ids"]]).astype(np.float64)
     lo, hi = raw_train.min(axis=0), raw_train.max(axis=0)
-    scaler = json.load(open(os.path.join(runs["a"], "scaler.json")))
+    scaler = json.load(open(os.path.join(runs["a"], "_scaler.json")))
     assert (
         scaler["fit_on"] == "train" and scaler["hlf_min"] == lo.tolist() and scaler["hlf_max"] == hi.tolist()
     )
@@ -190,7 +190,7 @@ def test_hlf_min_max_fitted_on_training_split(runs, raw):
 
 def test_global_mode_real_first_by_delta_r_padding_zero(runs, raw):
     train = read_split(runs["a"], "train")
-    scaler = load_scaler(os.path.join(runs["a"], "scaler.json"))
+    scaler = load_scaler(os.path.join(runs["a"], "_scaler.json"))
     mean, std = np.asarray(scaler.particle_mean), np.asarray(scaler.particle_std)
     rows = np.arange(N_PARTICLES)[None, :]
     padded = rows >= train["n"][:, None]
@@ -216,7 +216,7 @@ def test_per_event_reference_mode_matches_sklearn(runs, raw):
     from sklearn.preprocessing import StandardScaler
 
     out = read_split(runs["reference"], "train")
-    with open(os.path.join(runs["reference"], "scaler.json")) as f:
+    with open(os.path.join(runs["reference"], "_scaler.json")) as f:
         scaler = json.load(f)
     assert scaler["particle_scaling"] == "per-event" and scaler["particle_mean"] is None
     for i in range(0, len(out["ids"]), 11):
@@ -231,7 +231,7 @@ def test_per_event_reference_mode_matches_sklearn(runs, raw):
 
 
 def test_scaler_fit_all_uses_every_ingested_event(runs, raw):
-    with open(os.path.join(runs["reference"], "scaler.json")) as f:
+    with open(os.path.join(runs["reference"], "_scaler.json")) as f:
         scaler = json.load(f)
     every = np.stack([v["hlf"] for v in raw.values()]).astype(np.float64)
     assert scaler["fit_on"] == "all" and scaler["fit_events"] == sum(COUNTS.values())
@@ -239,9 +239,9 @@ def test_scaler_fit_all_uses_every_ingested_event(runs, raw):
 
 
 def test_saved_scaler_reproduces_the_test_split(runs, raw):
-    """What evaluation does with scaler.json: the same transform on raw events gives the same bits."""
+    """What evaluation does with _scaler.json: the same transform on raw events gives the same bits."""
     test = read_split(runs["a"], "test")
-    scaler = load_scaler(os.path.join(runs["a"], "scaler.json"))
+    scaler = load_scaler(os.path.join(runs["a"], "_scaler.json"))
     hlf = np.stack([raw[k]["hlf"] for k in test["ids"]])
     particles = np.stack([raw[k]["particles"] for k in test["ids"]])
     labels = np.array([raw[k]["label"] for k in test["ids"]])
@@ -333,7 +333,7 @@ def test_label_column_in_files_and_global_fit_on_all(spark, tmp_path):
     raw = read_raw(str(tmp_path / "in"))
     particles = np.stack([v["particles"] for v in raw.values()]).astype(np.float64)
     real = particles[np.any(particles != 0, axis=2)]
-    scaler = load_scaler(os.path.join(out, "scaler.json"))
+    scaler = load_scaler(os.path.join(out, "_scaler.json"))
     assert scaler.fit_on == "all" and scaler.fit_events == sum(counts.values())
     assert scaler.fit_particle_rows == len(real)
     np.testing.assert_allclose(scaler.particle_mean, real.mean(axis=0), rtol=1e-9, atol=1e-12)

@@ -132,9 +132,9 @@ def test_round_trip_bit_for_bit_through_tf_data(spark, prepared, tmp_path, compr
 
     out = str(tmp_path / "tfr")
     metrics = tfrecords.run(prepared, out, compression=compression, spark=spark)
-    with open(os.path.join(out, "summary.json")) as f:
+    with open(os.path.join(out, "_summary.json")) as f:
         summary = json.load(f)
-    with open(os.path.join(prepared, "summary.json")) as f:
+    with open(os.path.join(prepared, "_summary.json")) as f:
         prepared_summary = json.load(f)
     suffix = ".tfrecord.gz" if compression == "gzip" else ".tfrecord"
     total = 0
@@ -163,7 +163,7 @@ def test_round_trip_bit_for_bit_through_tf_data(spark, prepared, tmp_path, compr
         assert records == prepared_summary["splits"][split]["events"] == summary["splits"][split]["records"]
         total += records
     assert metrics["events"] == total and metrics["bytes_written"] > 0
-    assert os.path.isfile(os.path.join(out, "scaler.json")) and os.path.isfile(os.path.join(out, "_SUCCESS"))
+    assert os.path.isfile(os.path.join(out, "_scaler.json")) and os.path.isfile(os.path.join(out, "_SUCCESS"))
     # the batched, interleaved reader sees the same multiset of records
     batched = read_tfrecords(os.path.join(out, "train"), batch_size=16, include_n_particles=True)
     assert sum(int(y.shape[0]) for _, y in batched) == summary["splits"]["train"]["records"]

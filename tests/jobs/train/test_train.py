@@ -47,7 +47,7 @@ def _train(argv: list[str]) -> dict:
 
     assert cli.run(train.main, argv) == 0
     out = argv[argv.index("--output") + 1]
-    with open(os.path.join(out, "metrics.json")) as f:
+    with open(os.path.join(out, "_metrics.json")) as f:
         return json.load(f)
 
 
@@ -55,7 +55,7 @@ def _evaluate(model: str, test: str, out: str, *extra: str) -> dict:
     from jobs.evaluate import job as evaluate
 
     assert cli.run(evaluate.main, ["--model", model, "--test", test, "--output", out, *extra]) == 0
-    with open(os.path.join(out, "metrics.json")) as f:
+    with open(os.path.join(out, "_metrics.json")) as f:
         return json.load(f)
 
 
@@ -209,7 +209,7 @@ def test_two_workers_train_together(prepared, tmp_path):
     assert len(w0.files) == 7
     for k in w0.files:
         np.testing.assert_array_equal(w0[k], w1[k])
-    with open(out / "metrics.json") as f:
+    with open(out / "_metrics.json") as f:
         metrics = json.load(f)
     assert metrics["workers"] == 2 and metrics["global_batch_size"] == 256
     history = json.loads((out / "history.json").read_text())
@@ -220,9 +220,9 @@ def test_two_workers_train_together(prepared, tmp_path):
     # the chief writes the outputs, the other worker leaves nothing in DIR
     assert (out / "model.keras").is_file()
     assert sorted(os.listdir(out)) == [
+        "_metrics.json",
         "checkpoints",
         "history.json",
-        "metrics.json",
         "model.keras",
         "tensorboard",
     ]
@@ -257,6 +257,54 @@ def test_killed_run_resumes(prepared, tmp_path):
     history = json.loads((out / "history.json").read_text())
     assert [e["epoch"] for e in history] == [1, 2, 3, 4]
     assert (out / "model.keras").is_file()
+
+
+def _children(pid: int) -> list[int]:
+    try:
+        with open(f"/proc/{pid}/task/{pid}/children") as f:
+            return [int(c) for c in f.read().split()]
+    except FileNotFoundError:
+        return []
+
+
+def _worker_index(pid: int) -> int:
+    with open(f"/proc/{pid}/environ", "rb") as f:
+        env = dict(e.split(b"=", 1) for e in f.read().split(b"\0") if b"=" in e)
+    return json.loads(env[b"TF_CONFIG"])["task"]["index"]
+
+
+@pytest.mark.slow
+def test_launcher_stops_when_a_worker_dies(prepared, tmp_path):
+    """SIGKILL to the non-chief worker in the middle of training: the --workers launcher notices it
+    within seconds (not after TensorFlow's heartbeat timeout), stops the chief and exits 128 + 9 with
+    one line naming the worker."""
+    out = tmp_path / "mw"
+    cmd = [sys.executable, "-m", "jobs.train", "--train", prepared["train_parquet"],
+           "--test", prepared["test_parquet"], "--output", str(out), "--epochs", "200", "--workers", "2",
+           "--bucketing", "--shuffle-buffer", "256"]  # fmt: skip
+    launcher = subprocess.Popen(cmd, cwd=ROOT, env=_worker_env(), stdout=subprocess.DEVNULL,
+                                stderr=subprocess.PIPE, text=True)  # fmt: skip
+    try:
+        deadline = time.monotonic() + 300
+        while not (out / "tensorboard").exists() and launcher.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.1)  # the chief's TensorBoard directory: fit() has begun
+        workers = {_worker_index(pid): pid for pid in _children(launcher.pid)}
+        assert sorted(workers) == [0, 1] and launcher.poll() is None
+        os.kill(workers[1], signal.SIGKILL)
+        t0 = time.monotonic()
+        _, stderr = launcher.communicate(timeout=60)
+        waited = time.monotonic() - t0
+    finally:
+        if launcher.poll() is None:
+            launcher.kill()
+    assert launcher.returncode == 128 + signal.SIGKILL
+    assert waited < 15, f"the launcher took {waited:.0f} s to notice"
+    lines = [line for line in stderr.splitlines() if line.startswith("error:")]
+    assert lines == [
+        f"error: jobs.train: worker 1 of 2 (pid {workers[1]}) was killed by SIGKILL; "
+        "stopping the 1 other worker(s)"
+    ]
+    assert not os.path.exists(f"/proc/{workers[0]}")  # the chief was stopped (and reaped) too
 
 
 def test_launcher_returns_a_failing_workers_exit_code(prepared, tmp_path):
@@ -364,6 +412,6 @@ def test_worker_input_shards_are_disjoint_and_complete(tmp_path, files):
         keys = [{tuple(r) for r in s.round(6)} for s in seen]
         assert not keys[0] & keys[1]
         assert keys[0] | keys[1] == {tuple(r) for r in data.hlf.round(6)}
-    # the count jobs.tfrecords records in <root>/summary.json is used when present (no full read)
-    (tmp_path / "summary.json").write_text(json.dumps({"splits": {"tfr": {"records": 39}}}))
+    # the count jobs.tfrecords records in <root>/_summary.json is used when present (no full read)
+    (tmp_path / "_summary.json").write_text(json.dumps({"splits": {"tfr": {"records": 39}}}))
     assert count_events(tfr, "tfrecord") == 39
