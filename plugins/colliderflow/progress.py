@@ -83,12 +83,25 @@ def sidecar(directory: str, name: str) -> dict[str, Any] | None:
     return None
 
 
-def _events(run: str, stage_dir: str, then: Callable[[dict[str, Any]], str] | None = None) -> str:
-    metrics = sidecar(os.path.join(run, stage_dir), "metrics.json") or {}
-    parts = [f"{metrics['events']:,} events"] if isinstance(metrics.get("events"), int) else []
-    if then is not None and metrics:
-        parts.append(then(metrics))
-    return ", ".join(parts)
+def stage_metrics(run: str, stage_dir: str) -> dict[str, Any]:
+    return sidecar(os.path.join(run, stage_dir), "metrics.json") or {}
+
+
+def events(run: str, stage_dir: str, kept: str = "kept") -> str:
+    """Events read, and written where a stage selects or balances ("30,000 events -> 15,062 kept")."""
+    m = stage_metrics(run, stage_dir)
+    if not isinstance(m.get("events"), int):
+        return ""
+    written = m.get("events_written")
+    return f"{m['events']:,} events" + (f" -> {written:,} {kept}" if isinstance(written, int) else "")
+
+
+def training(run: str) -> str:
+    m = stage_metrics(run, "model")
+    final = m.get("final") or {}
+    accuracy = final.get("val_accuracy", final.get("accuracy"))
+    shown = f", validation accuracy {accuracy:.3f}" if isinstance(accuracy, float) else ""
+    return f"{m['epochs_run']} epochs{shown}" if "epochs_run" in m else ""
 
 
 def auc_line(run: str) -> str:
@@ -99,12 +112,13 @@ def auc_line(run: str) -> str:
 
 # task id -> its key figure from the run directory
 FIGURES: dict[str, Callable[[str], str]] = {
-    "dimuon": lambda run: _events(run, "dimuon", lambda m: f"{m.get('pairs', 0):,} opposite-charge pairs"),
-    "generate": lambda run: _events(run, "samples"),
-    "ingest": lambda run: _events(run, "features"),
-    "prepare": lambda run: _events(run, "prepared"),
-    "tfrecords": lambda run: _events(run, "tfrecords"),
-    "train": lambda run: _events(run, "model"),
+    "dimuon": lambda run: (
+        events(run, "dimuon") + f", {stage_metrics(run, 'dimuon').get('pairs', 0):,} opposite-charge pairs"
+    ),
+    "ingest": lambda run: events(run, "features", "with an isolated lepton"),
+    "prepare": lambda run: events(run, "prepared", "in balanced classes"),
+    "tfrecords": lambda run: events(run, "tfrecords"),
+    "train": training,
     "evaluate": lambda run: f"AUC {auc_line(run)}",
     "collect_metrics": lambda run: "report.html" if os.path.exists(f"{run}/report/report.html") else "",
 }
@@ -121,6 +135,6 @@ def key_figure(task: TaskDone, run: str) -> str:
 
 
 def line(dag_id: str, task: TaskDone, output_root: str, run_id: str) -> str:
-    seconds = f"{task.seconds:6.0f} s" if task.seconds is not None else "       "
+    seconds = f"{task.seconds:5.0f} s" if task.seconds is not None else "      "
     figure = key_figure(task, run_dir(output_root, dag_id, run_id))
-    return f"[demo] {dag_id}.{task.task_id:<16} {task.state:<15} {seconds}  {figure}".rstrip()
+    return f"[demo] {dag_id}.{task.task_id:<16} {task.state:<8} {seconds}  {figure}".rstrip()

@@ -10,12 +10,11 @@ import signal
 import subprocess
 import sys
 import time
-import urllib.request
 
 import pyarrow.dataset as ds
 import pytest
 
-from tests.dags.conftest import airflow, free_port
+from tests.dags.conftest import airflow, free_port, http_ok, wait_for
 
 DAYS = (1, 2, 3)
 
@@ -28,25 +27,6 @@ def samples(tmp_path_factory) -> dict[str, str]:
     nanoaod.generate(events=60_000, output=str(base / "nanoaod"), files=6, seed=11)
     delphes.generate(events=3_000, output=str(base / "delphes"), files=3, seed=12)
     return {"nanoaod": str(base / "nanoaod"), "delphes": str(base / "delphes")}
-
-
-def wait_for(predicate, timeout: float, what: str, proc: subprocess.Popen | None = None) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        if proc is not None and proc.poll() is not None:
-            raise AssertionError(f"airflow standalone exited with {proc.returncode} while waiting for {what}")
-        time.sleep(2)
-    raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
-
-
-def http_ok(url: str) -> bool:
-    try:
-        with urllib.request.urlopen(url, timeout=5) as r:
-            return r.status == 200
-    except OSError:
-        return False
 
 
 def processes_with_env(entry: str) -> list[str]:
