@@ -128,6 +128,7 @@ with DAG(
             "Training",
             type="boolean",
         ),
+        **common_params(),
         "compression": param(
             "gzip",
             "TFRecord compression",
@@ -135,7 +136,6 @@ with DAG(
             "Output",
             enum=["gzip", "none"],
         ),
-        **common_params(),
     },
 ) as dag:
     check = check_inputs({f"input_{name}": f"{{{{ params.input_{name} }}}}" for name in SAMPLES}, DEMO_MODE)
