@@ -14,6 +14,7 @@ import time
 import pyarrow.dataset as ds
 import pytest
 
+from tests.conftest import ROOT
 from tests.dags.conftest import airflow, free_port, http_ok, wait_for
 
 DAYS = (1, 2, 3)
@@ -64,6 +65,10 @@ def test_backfills_three_days_disjoint_subsets_and_clean_stop(airflow_env, sampl
         env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
     )  # fmt: skip
     runs = tmp_path / "runs"
+    # unpausing creates a scheduled run of each DAG with the default Params: it must not land in the
+    # user's out/ (COLLIDERFLOW_DATA points into the session's scratch directory, tests/conftest.py)
+    user_runs = lambda: sorted(str(p) for p in (ROOT / "out" / "demo" / "runs").glob("*/*"))  # noqa: E731
+    before = user_runs()
     dimuon_done = lambda: len(list(runs.glob("cms_dimuon/*/report/_SUCCESS"))) == 3  # noqa: E731
     trigger_done = lambda: len(list(runs.glob("dl_trigger/*/report/_SUCCESS"))) == 3  # noqa: E731
     try:
@@ -96,6 +101,7 @@ def test_backfills_three_days_disjoint_subsets_and_clean_stop(airflow_env, sampl
             log.close()
     time.sleep(2)
     assert processes_with_env(f"AIRFLOW_HOME={home}") == [], "processes left after SIGINT"
+    assert user_runs() == before, "a run of this test wrote into the user's out/demo/runs"
 
     def run_dirs(dag_id: str, hour: int) -> list[str]:
         names = sorted(p.name for p in (runs / dag_id).iterdir() if p.name.startswith("backfill__"))
