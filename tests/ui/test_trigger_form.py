@@ -227,10 +227,11 @@ def test_bad_spark_master_is_named_by_the_form(page, airflow_ui, artifacts):
     dialog.locator("#element_spark_master").fill("mesos://master:5050")
     before = len(airflow_ui.runs("cms_dimuon"))
     dialog.get_by_role("button", name="Trigger").click()
-    alert = dialog.get_by_role("alert")
-    alert.wait_for()
+    # Airflow 3.3's form does not check a text field's pattern itself: the server's refusal is shown in
+    # the dialog's error box, naming the Param (its key and, in the schema, its title) and the value
+    message = dialog.get_by_text(re.compile("Invalid input for param spark_master"))
+    message.wait_for()
     page.screenshot(path=f"{artifacts}/cms_dimuon-bad-spark-master.png", full_page=True)
-    text = alert.inner_text()
-    assert "Invalid input for param spark_master" in text and "Spark master" in text, text
-    assert "mesos://master:5050" in text
+    text = message.inner_text()
+    assert "Spark master" in text and "mesos://master:5050" in text, text
     assert len(airflow_ui.runs("cms_dimuon")) == before, "a run was created despite the bad value"
