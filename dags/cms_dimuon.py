@@ -3,13 +3,14 @@ Thin on purpose: the stage lives in jobs/dimuon/, the task factory in plugins/co
 
 from __future__ import annotations
 
-from airflow.sdk import DAG, Asset, Param
+from airflow.sdk import DAG, Asset
 
 from colliderflow.backends import stage_task
 from colliderflow.collect import collect_metrics
 from colliderflow.dagkit import RUN_DIR, data_root, nightly
-from colliderflow.params import common_params
-from colliderflow.stages import Resources, Stage
+from colliderflow.inputs import check_inputs
+from colliderflow.params import common_params, optional_string, param, spark_args, spark_resources
+from colliderflow.stages import Stage, option
 
 RUN = RUN_DIR
 
@@ -20,46 +21,52 @@ with DAG(
     **nightly("0 2 * * *"),
     tags=["cms", "dimuon", "spark"],
     params={
-        "input": Param(
+        "input": param(
             f"{data_root()}/samples/nanoaod/*.root",
+            "Input files",
+            "ROOT files: paths, globs, directories or s3:// / oci:// URLs, space-separated",
+            "Input",
             type="string",
             minLength=1,
-            description="ROOT files: paths, globs or s3:// / oci:// URLs, space-separated",
         ),
-        "schema": Param("auto", enum=["auto", "nanoaod", "aod", "pairs", "p4"]),
-        "tree": Param("", type="string", description="tree name; empty: Events/events or the only TTree"),
-        "chunk_entries": Param(2_000_000, type="integer", minimum=1000, description="entries per Spark task"),
+        "schema": param(
+            "auto",
+            "File layout",
+            "auto: told by the branches; nanoaod; aod (CMS AOD muons); pairs (one pair per event); "
+            "p4 (muon four-vectors)",
+            "Input",
+            enum=["auto", "nanoaod", "aod", "pairs", "p4"],
+        ),
+        "tree": optional_string(
+            "Tree", "the TTree to read; empty: Events, events or the file's only one", "Input"
+        ),
+        "chunk_entries": param(
+            2_000_000,
+            "Entries per Spark task",
+            "events one Spark task reads from one file: larger, fewer and longer tasks",
+            "Spark",
+            type="integer",
+            minimum=1000,
+        ),
         **common_params(),
     },
 ) as dag:
+    check = check_inputs({"input": "{{ params.input }}"})
     dimuon = stage_task(
         Stage(
             task_id="dimuon",
             module="dimuon",
             kind="spark",
-            args=[
-                "--input",
-                "{{ params.input }}",
-                "--output",
-                f"{RUN}/dimuon",
-                "--schema",
-                "{{ params.schema }}",
-                "--tree",
-                "{{ params.tree }}",
-                "--chunk-entries",
-                "{{ params.chunk_entries }}",
-                "--on-bad-file",
-                "{{ params.on_bad_file }}",
-                "--subset",
-                "{{ subset_arg(params.subset, params.subsets, dag_run.logical_date) }}",
-                "--master",
-                "{{ params.spark_master }}",
-                "--event-log-dir",
-                f"{RUN}/spark-events",
-            ],
-            resources=Resources(cpu=1, memory="4Gi", executors=2),
+            args=["--input", "{{ params.input }}", "--output", f"{RUN}/dimuon",
+                  "--schema", "{{ params.schema }}", *option("--tree", "params.tree"),
+                  "--chunk-entries", "{{ params.chunk_entries }}",
+                  "--on-bad-file", "{{ params.on_bad_file }}",
+                  "--subset", "{{ subset_arg(params.subset, params.subsets, dag_run.logical_date) }}",
+                  *spark_args(RUN)],
+            resources=spark_resources(),
             outlets=[Asset(name="cms_dimuon_histograms", uri="colliderflow://cms_dimuon/histograms")],
             pool="spark",
         )
-    )
+    )  # fmt: skip
+    check >> dimuon
     collect_metrics(RUN, after=[dimuon])

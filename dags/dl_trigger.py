@@ -7,37 +7,28 @@ from __future__ import annotations
 import os
 
 from airflow.providers.standard.operators.python import ShortCircuitOperator
-from airflow.sdk import DAG, Asset, Param
+from airflow.sdk import DAG, Asset
 
 from colliderflow.backends import stage_task
 from colliderflow.collect import collect_metrics
 from colliderflow.dagkit import RUN_DIR, data_root, nightly
-from colliderflow.params import common_params
+from colliderflow.inputs import check_inputs
+from colliderflow.params import common_params, param, spark_args, spark_resources
 from colliderflow.stages import Resources, Stage, flag
-from jobs.dltrigger_schema import SAMPLES
+from jobs.dltrigger_schema import CLASS_TITLES, CLASSES, SAMPLES
 
 RUN = RUN_DIR
 SUBSET = "{{ subset_arg(params.subset, params.subsets, dag_run.logical_date) }}"
 # the reference's steps 0.0005 -> 0.0002 (after epoch 2) -> 0.0001 (after 4), as fractions of the base rate
 LR_STEPS = "{{ '2:%g,4:%g' % (params.learning_rate * 0.4, params.learning_rate * 0.2) }}"
-SPARK_ARGS = ["--master", "{{ params.spark_master }}", "--event-log-dir", f"{RUN}/spark-events"]
+SPARK_ARGS = spark_args(RUN)
+DEMO_MODE = "{{ params.demo_events > 0 }}"
 
 
 def class_input(name: str) -> str:
     """The class's input: the run's own generated sample in demo mode, else the class's URL Param."""
     generated = f"run_dir(params.output_root, dag.dag_id, run_id) ~ '/samples/{SAMPLES[name]}'"
     return f"{name}={{{{ ({generated}) if params.demo_events > 0 else params.input_{name} }}}}"
-
-
-def spark_resources() -> Resources:
-    """Driver fixed; executors from the run's Params (the Kubernetes backend renders them)."""
-    return Resources(
-        cpu=1,
-        memory="4Gi",
-        executors="{{ params.executors }}",
-        executor_cores="{{ params.executor_cores }}",
-        executor_memory="{{ params.executor_memory }}",
-    )
 
 
 # GPUs per training worker are a property of the deployment (node pools, images), not of a run.
@@ -51,50 +42,107 @@ with DAG(
     **nightly("0 3 * * *"),
     tags=["dl-trigger", "spark", "tensorflow"],
     params={
-        "demo_events": Param(
+        **{
+            f"input_{name}": param(
+                f"{data_root()}/samples/delphes/{SAMPLES[name]}",
+                f"{title} input",
+                f"{SAMPLES[name]}: ROOT files, a glob or a directory (a path, s3:// or oci:// URL)",
+                "Input",
+                type="string",
+                minLength=1,
+            )
+            for name, title in zip(CLASSES, CLASS_TITLES, strict=True)
+        },
+        "demo_events": param(
             0,
+            "Generate demo events",
+            "> 0: generate this many Delphes-style events per class into the run, instead of the inputs",
+            "Input",
             type="integer",
             minimum=0,
             maximum=1_000_000,
-            description="> 0: generate this many Delphes-style events per class into the run and use them",
         ),
-        **{
-            f"input_{name}": Param(
-                f"{data_root()}/samples/delphes/{sample}",
-                type="string",
-                minLength=1,
-                description=f"{sample}: ROOT files, glob or directory (local, s3://, oci://)",
-            )
-            for name, sample in SAMPLES.items()
-        },
-        "particle_scaling": Param(
+        "particle_scaling": param(
             "global",
+            "Particle scaling",
+            "global: one scaler per feature, padding stays 0 (masking, bucketing work); "
+            "per-event: the reference's",
+            "Physics",
             enum=["global", "per-event"],
-            description="global: padding stays 0 (masking, bucketing work); per-event: the reference",
         ),
-        "scaler_fit": Param(
-            "train", enum=["train", "all"], description="all: the reference (fit before split)"
+        "scaler_fit": param(
+            "train",
+            "Fit the scalers on",
+            "train: the training set only; all: every event before the split (the reference)",
+            "Physics",
+            enum=["train", "all"],
         ),
-        "seed": Param(42, type="integer", minimum=0),
-        "epochs": Param(6, type="integer", minimum=1, maximum=200),
-        "batch_size": Param(128, type="integer", minimum=1, maximum=65536, description="per worker"),
-        "learning_rate": Param(
+        "seed": param(
+            42,
+            "Random seed",
+            "seeds the demo sample, the train/test split, the class balancing and the training",
+            "Training",
+            type="integer",
+            minimum=0,
+        ),
+        "epochs": param(
+            6,
+            "Epochs",
+            "passes over the training set; the learning rate steps down after epochs 2 and 4",
+            "Training",
+            type="integer",
+            minimum=1,
+            maximum=200,
+        ),
+        "batch_size": param(
+            128,
+            "Batch size",
+            "events per batch and worker",
+            "Training",
+            type="integer",
+            minimum=1,
+            maximum=65536,
+        ),
+        "learning_rate": param(
             0.0005,
+            "Learning rate",
+            "base Adam rate, times the workers; the reference schedule lowers it after epochs 2 and 4",
+            "Training",
             type="number",
             exclusiveMinimum=0,
             maximum=1,
-            description="base Adam rate, x workers; the reference schedule lowers it after epochs 2 and 4",
         ),
-        "workers": Param(1, type="integer", minimum=1, maximum=64, description="training workers (MWMS)"),
-        "bucketing": Param(True, type="boolean", description="batch by particle count (global scaling only)"),
-        "compression": Param("gzip", enum=["gzip", "none"], description="TFRecord shard compression"),
+        "workers": param(
+            1,
+            "Training workers",
+            "MultiWorkerMirroredStrategy workers: local processes, or pods on Kubernetes",
+            "Training",
+            type="integer",
+            minimum=1,
+            maximum=64,
+        ),
+        "bucketing": param(
+            True,
+            "Batch by particle count",
+            "batches of events with similar particle counts, less padding (global scaling only)",
+            "Training",
+            type="boolean",
+        ),
         **common_params(),
+        "compression": param(
+            "gzip",
+            "TFRecord compression",
+            "compression of the TFRecord shards the training reads",
+            "Output",
+            enum=["gzip", "none"],
+        ),
     },
 ) as dag:
+    check = check_inputs({f"input_{name}": f"{{{{ params.input_{name} }}}}" for name in SAMPLES}, DEMO_MODE)
     demo = ShortCircuitOperator(
         task_id="demo_mode",
-        python_callable=lambda events: int(events) > 0,
-        op_args=["{{ params.demo_events }}"],
+        python_callable=lambda generated: generated == "True",
+        op_args=[DEMO_MODE],
         ignore_downstream_trigger_rules=False,  # only `generate` is skipped outside demo mode
     )
     generate = stage_task(
@@ -171,5 +219,5 @@ with DAG(
             resources=Resources(cpu=2, memory="8Gi"),
         )
     )  # fmt: skip
-    demo >> generate >> ingest >> prepare >> tfrecords >> train >> evaluate
+    check >> demo >> generate >> ingest >> prepare >> tfrecords >> train >> evaluate
     collect_metrics(RUN, after=[evaluate])

@@ -4,16 +4,28 @@ endpoint (moto's server on loopback) with a fresh bucket per test."""
 
 from __future__ import annotations
 
+import atexit
 import logging
 import os
 import pathlib
 import secrets
+import shutil
+import tempfile
 
 import pytest
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared"
 SECRET = "cf-" + secrets.token_hex(16)  # a distinctive S3 secret key, grepped for in every output and log
+
+# Hermetic: no test reads or writes the user's .airflow/ or out/. `make` exports AIRFLOW_HOME=<repo>/.airflow
+# (importing Airflow creates its logs/ there), and the DAGs' default inputs and output root derive from
+# COLLIDERFLOW_DATA (else <repo>/out/demo): a run the scheduler creates on its own, with the defaults,
+# lands below it. Both point into a scratch directory of this session, before anything imports Airflow.
+SCRATCH = tempfile.mkdtemp(prefix="colliderflow-tests-")
+atexit.register(shutil.rmtree, SCRATCH, ignore_errors=True)
+os.environ["AIRFLOW_HOME"] = os.path.join(SCRATCH, "airflow-home")
+os.environ["COLLIDERFLOW_DATA"] = os.path.join(SCRATCH, "data")
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 # py4j logs from __del__ at interpreter exit, after pytest has closed the captured stream

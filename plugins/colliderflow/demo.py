@@ -1,6 +1,8 @@
-"""`make demo`: generate small samples and run both demo pipelines end to end through Airflow on the
-embedded default (SQLite metadata DB, local backend, Spark local[*], TensorFlow in one process), then
-print where the outputs, plots and run reports are."""
+"""`make demo`: generate small samples where the DAGs' default inputs point, and run both pipelines end
+to end through Airflow on the embedded default (SQLite metadata DB, local backend, Spark local[*],
+TensorFlow in one process). The terminal gets one line per task as it finishes; Airflow's, Spark's
+and TensorFlow's own output goes to <output>/demo.log. Ends with where the outputs, plots and run
+reports are."""
 
 from __future__ import annotations
 
@@ -10,76 +12,119 @@ import os
 import subprocess
 import sys
 import time
+from typing import IO
 
-from colliderflow import environment
+from colliderflow import environment, progress
+from colliderflow.dagkit import run_dir
 
 DIMUON_EVENTS = 2_000_000
 # per class: ~6 % of QCD events pass the isolated-lepton cut, which sets the balanced size (~570 per
 # class); with small batches and a higher rate the classifier reaches AUC ~0.98 in 5 epochs
 TRIGGER_EVENTS = 10_000
 TRIGGER_CONF = {"epochs": 5, "batch_size": 32, "learning_rate": 0.003}
+LOG_NAME = "demo.log"
+# Kept out of the log as well: TensorFlow's C++ start-up banners (CPU features, oneDNN, CUDA probing).
+QUIET = {"TF_CPP_MIN_LOG_LEVEL": "2"}
 
 
-def run_job(env: dict[str, str], *args: str) -> None:
-    subprocess.run([sys.executable, "-m", *args], env=env, check=True)
+class DemoFailed(Exception):
+    pass
 
 
-def dags_test(env: dict[str, str], dag_id: str, conf: dict) -> str:
-    """`airflow dags test`: a real DAG run against the metadata DB, tasks executed in this process.
-    Returns the run's output directory (the newest under <output_root>/<dag_id>)."""
+def say(text: str) -> None:
+    print(text, flush=True)
+
+
+def generate_samples(env: dict[str, str], out: str, dimuon_events: int, trigger_events: int, log: IO) -> None:
+    """The samples the DAGs' default inputs name (<out>/samples/nanoaod/*.root and
+    <out>/samples/delphes/<sample>/), so that the defaults, and a scheduled run, find them."""
+    for kind, events, files, what in (
+        ("nanoaod", dimuon_events, 4, "NanoAOD-style di-muon events"),
+        ("delphes", trigger_events, 2, "Delphes-style events per class (QCD, ttbar, W+jets)"),
+    ):
+        if events <= 0:
+            continue
+        t0 = time.perf_counter()
+        cmd = [sys.executable, "-m", "jobs.generate", kind, "--events", str(events), "--files", str(files),
+               "--output", os.path.join(out, "samples", kind)]  # fmt: skip
+        if subprocess.run(cmd, env=env, stdout=log, stderr=subprocess.STDOUT).returncode != 0:
+            raise DemoFailed(f"generating the {kind} sample failed: see {log.name}")
+        say(f"[demo] generated {events:,} {what} in {time.perf_counter() - t0:.0f} s")
+
+
+def dags_test(env: dict[str, str], dag_id: str, conf: dict, log: IO) -> str:
+    """`airflow dags test`: a real DAG run against the metadata DB, its tasks executed in that process,
+    its output into `log`; a line per task as it finishes. Returns the run's output directory."""
     t0 = time.perf_counter()
-    environment.airflow(env, "dags", "test", dag_id, "-c", json.dumps(conf))
-    print(f"[demo] {dag_id} finished in {time.perf_counter() - t0:.0f} s", flush=True)
-    runs = os.path.join(conf["output_root"], dag_id)
-    return max((os.path.join(runs, d) for d in os.listdir(runs)), key=os.path.getmtime)
+    watcher = progress.RunWatcher(env, dag_id)
+    cmd = [environment.airflow_exe(), "dags", "test", dag_id, "-c", json.dumps(conf)]
+    proc = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT)
+    failed = []
+    try:
+        while True:
+            rc = proc.poll()
+            for task in watcher.finished():
+                say(progress.line(dag_id, task, conf["output_root"], watcher.run_id or ""))
+                if task.state == "failed":
+                    failed.append(task.task_id)
+            if rc is not None:
+                break
+            time.sleep(1.0)
+    finally:
+        watcher.close()
+        if proc.poll() is None:
+            proc.terminate()
+            proc.wait()
+    if rc != 0 or failed or watcher.run_id is None:
+        where = f" at {', '.join(failed)}" if failed else ""
+        raise DemoFailed(f"{dag_id} failed{where}: see {log.name}")
+    say(f"[demo] {dag_id} finished in {time.perf_counter() - t0:.0f} s")
+    return run_dir(conf["output_root"], dag_id, watcher.run_id)
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m colliderflow.demo", description=__doc__.splitlines()[0])
-    parser.add_argument("--output", default=os.path.abspath("out/demo"), help="samples and run outputs")
+    parser.add_argument("--output", default=os.path.abspath("out/demo"), help="samples, run outputs, log")
     parser.add_argument("--dimuon-events", type=int, default=DIMUON_EVENTS)
     parser.add_argument("--trigger-events", type=int, default=TRIGGER_EVENTS, help="per class")
     parser.add_argument("--epochs", type=int, default=TRIGGER_CONF["epochs"])
     parser.add_argument("--only", choices=["cms_dimuon", "dl_trigger"], default=None)
     args = parser.parse_args(argv)
     out = os.path.abspath(args.output)
-    env = environment.airflow_env()
-    env["COLLIDERFLOW_DATA"] = out
-    print(f"[demo] Airflow home {env['AIRFLOW_HOME']} (SQLite); preparing the metadata DB", flush=True)
-    environment.prepare(env)
+    os.makedirs(out, exist_ok=True)
+    env = {**environment.airflow_env(), **QUIET, "COLLIDERFLOW_DATA": out}
     runs = os.path.join(out, "runs")
     lines = []
-
-    if args.only in (None, "cms_dimuon"):
-        samples = os.path.join(out, "samples", "nanoaod")
-        print(f"[demo] generating {args.dimuon_events:,} NanoAOD-style di-muon events", flush=True)
-        run_job(env, "jobs.generate", "nanoaod", "--events", str(args.dimuon_events), "--files", "4",
-                "--output", samples)  # fmt: skip
-        run = dags_test(env, "cms_dimuon", {"input": f"{samples}/*.root", "output_root": runs})
-        lines += [
-            f"  di-muon spectrum   : {run}/dimuon/dimuon_mass.png",
-            f"  di-muon cut-flow   : {run}/dimuon/cutflow.json",
-            f"  di-muon report     : {run}/report/report.html",
-        ]
-
-    if args.only in (None, "dl_trigger"):
-        print(f"[demo] dl_trigger on {args.trigger_events:,} generated events per class", flush=True)
-        conf = {
-            **TRIGGER_CONF,
-            "demo_events": args.trigger_events,
-            "epochs": args.epochs,
-            "output_root": runs,
-        }
-        run = dags_test(env, "dl_trigger", conf)
-        with open(f"{run}/evaluation/_metrics.json") as f:
-            auc = json.load(f)["auc"]
-        shown = ", ".join(f"{k} {v:.3f}" if v is not None else f"{k} n/a" for k, v in auc.items())
-        lines += [
-            f"  classifier AUC     : {shown}",
-            f"  ROC curves         : {run}/evaluation/",
-            f"  dl_trigger report  : {run}/report/report.html",
-        ]
-    print("\n[demo] outputs:\n" + "\n".join(lines))
+    with open(os.path.join(out, LOG_NAME), "w") as log:
+        say(f"[demo] Airflow home {env['AIRFLOW_HOME']} (SQLite); full logs in {log.name}")
+        try:
+            environment.prepare(env, log)
+            generate_samples(
+                env,
+                out,
+                args.dimuon_events if args.only in (None, "cms_dimuon") else 0,
+                args.trigger_events if args.only in (None, "dl_trigger") else 0,
+                log,
+            )
+            if args.only in (None, "cms_dimuon"):
+                run = dags_test(env, "cms_dimuon", {"output_root": runs}, log)
+                lines += [
+                    f"  di-muon spectrum   : {run}/dimuon/dimuon_mass.png",
+                    f"  di-muon cut-flow   : {run}/dimuon/cutflow.json",
+                    f"  di-muon report     : {run}/report/report.html",
+                ]
+            if args.only in (None, "dl_trigger"):
+                conf = {**TRIGGER_CONF, "epochs": args.epochs, "output_root": runs}
+                run = dags_test(env, "dl_trigger", conf, log)
+                lines += [
+                    f"  classifier AUC     : {progress.auc_line(run)}",
+                    f"  ROC curves         : {run}/evaluation/",
+                    f"  dl_trigger report  : {run}/report/report.html",
+                ]
+        except DemoFailed as exc:
+            say(f"[demo] {exc}")
+            return 1
+    say("\n[demo] outputs:\n" + "\n".join(lines))
     return 0
 
 

@@ -8,6 +8,7 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from typing import IO
 
 from colliderflow.dagkit import PROJECT_ROOT
 
@@ -61,14 +62,19 @@ def admin_password(env: dict[str, str]) -> str:
         return json.load(f)[ADMIN_USER]
 
 
+def airflow_exe() -> str:
+    """The `airflow` CLI of this interpreter's environment."""
+    return os.path.join(os.path.dirname(sys.executable), "airflow")
+
+
 def airflow(env: dict[str, str], *args: str, check: bool = True, **kwargs) -> subprocess.CompletedProcess:
     """Run the `airflow` CLI of this interpreter's environment."""
-    exe = os.path.join(os.path.dirname(sys.executable), "airflow")
-    return subprocess.run([exe, *args], env=env, check=check, **kwargs)
+    return subprocess.run([airflow_exe(), *args], env=env, check=check, **kwargs)
 
 
-def prepare(env: dict[str, str]) -> None:
-    """Create or upgrade the metadata DB and the pools (idempotent)."""
-    airflow(env, "db", "migrate", stdout=subprocess.DEVNULL)
+def prepare(env: dict[str, str], log: IO | None = None) -> None:
+    """Create or upgrade the metadata DB and the pools (idempotent); their output into `log` if given."""
+    out = {"stdout": log or subprocess.DEVNULL, **({"stderr": log} if log else {})}
+    airflow(env, "db", "migrate", **out)
     for name, (slots, description) in POOLS.items():
-        airflow(env, "pools", "set", name, str(slots), description, stdout=subprocess.DEVNULL)
+        airflow(env, "pools", "set", name, str(slots), description, **out)

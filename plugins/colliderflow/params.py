@@ -1,48 +1,145 @@
-"""Params shared by the DAGs (JSON-schema validated by Airflow and rendered in the trigger form)."""
+"""Params shared by the DAGs (JSON-schema validated by Airflow and rendered in the trigger form), and
+the Spark arguments and resources that read them. Every Param has a title, a one-line description
+(what the form shows under the field) and a section; a Param that the configured backend would
+ignore is not shown: the executor sizes exist only on Kubernetes, the Spark master only where a run
+may choose it (the local backend)."""
 
 from __future__ import annotations
 
+from typing import Any
+
 from airflow.sdk import Param
 
+from colliderflow.backends import configured_backend
 from colliderflow.dagkit import data_root
+from colliderflow.stages import Resources
+
+# The form's sections, in the order a run is described: what it reads, the physics choices, the
+# classifier's training, where it computes, where it writes.
+SECTIONS = ("Input", "Physics", "Training", "Spark", "Kubernetes", "Output")
 
 SPARK_MASTER_PATTERN = r"^(local(\[(\*|[1-9][0-9]*)\])?|spark://\S+|k8s://\S+|yarn)$"
 SUBSET_PATTERN = r"^(auto|all|[0-9]+/[1-9][0-9]*)$"
+MEMORY_PATTERN = r"^[1-9][0-9]*[mg]$"
+# On Kubernetes every Spark stage runs under the cluster's own master (the backend sets it).
+IN_CLUSTER = "k8s://https://kubernetes.default.svc:443"
 
 
-def common_params() -> dict[str, Param]:
+def param(default: Any, title: str, description: str, section: str, **schema: Any) -> Param:
+    """A Param as the trigger form shows it: `title` as the label, `description` under the field."""
+    if section not in SECTIONS:
+        raise ValueError(f"section {section!r}: choose one of {', '.join(SECTIONS)}")
+    return Param(default, title=title, description=description, section=section, **schema)
+
+
+def optional_string(title: str, description: str, section: str, **schema: Any) -> Param:
+    """An optional text field: None (JSON null) when left empty. The form treats a "" default as a
+    missing required value and opens with the Trigger button disabled."""
+    return param(None, title, description, section, type=["null", "string"], **schema)
+
+
+def common_params(backend: str | None = None) -> dict[str, Param]:
+    """The Params every DAG has: bad-file policy, dataset subsets, where Spark runs, the output root."""
+    backend = backend or configured_backend()
     return {
-        "on_bad_file": Param(
-            "fail", enum=["fail", "skip"], description="fail: stop on a bad file; skip: list it"
+        "on_bad_file": param(
+            "fail",
+            "On a bad input file",
+            "fail: an unreadable or incomplete file stops the run; skip: leave it out and list it",
+            "Input",
+            enum=["fail", "skip"],
         ),
-        "spark_master": Param(
-            "local[*]",
-            type="string",
-            pattern=SPARK_MASTER_PATTERN,
-            description="Spark master for the local backend (local[*], spark://host:7077)",
-        ),
-        "executors": Param(
-            2, type="integer", minimum=1, maximum=500, description="Spark executors (Kubernetes backend)"
-        ),
-        "executor_cores": Param(1, type="integer", minimum=1, maximum=64),
-        "executor_memory": Param("2g", type="string", pattern=r"^[1-9][0-9]*[mg]$"),
-        "subset": Param(
+        "subset": param(
             "auto",
+            "Input subset",
+            "k/N: the k-th of N disjoint slices of the input files; all; auto: from the run's date",
+            "Input",
             type="string",
             pattern=SUBSET_PATTERN,
-            description="k/N: the k-th of N disjoint input-file slices; auto: from the run's date",
         ),
-        "subsets": Param(
+        "subsets": param(
             1,
+            "Subsets for auto",
+            "N for subset=auto: consecutive days process disjoint 1/N slices; 1 takes every file",
+            "Input",
             type="integer",
             minimum=1,
             maximum=10000,
-            description="N for subset=auto: consecutive days process disjoint slices",
         ),
-        "output_root": Param(
+        **spark_params(backend),
+        "output_root": param(
             f"{data_root()}/runs",
+            "Output root",
+            "each run writes under <output_root>/<dag id>/<run id>/ (a path, s3:// or oci:// URL)",
+            "Output",
             type="string",
             minLength=1,
-            description="each run writes under <output_root>/<dag>/<run id>/",
         ),
     }
+
+
+def spark_params(backend: str) -> dict[str, Param]:
+    """Where Spark runs: the master on the local backend, the executor pods on Kubernetes."""
+    if backend != "kubernetes":
+        return {
+            "spark_master": param(
+                "local[*]",
+                "Spark master",
+                "local[*] (every core here), local[N], spark://host:7077, k8s://https://host:443 or yarn",
+                "Spark",
+                type="string",
+                pattern=SPARK_MASTER_PATTERN,
+            )
+        }
+    return {
+        # not a run's choice on Kubernetes: a constant, which the form hides
+        "spark_master": param(
+            IN_CLUSTER, "Spark master", "the cluster's own", "Kubernetes", type="string", const=IN_CLUSTER
+        ),
+        "executors": param(
+            2,
+            "Spark executors",
+            "executor pods of each Spark stage (spark.executor.instances)",
+            "Kubernetes",
+            type="integer",
+            minimum=1,
+            maximum=500,
+        ),
+        "executor_cores": param(
+            1,
+            "Cores per executor",
+            "CPU cores of each executor pod, i.e. Spark tasks it runs at once (spark.executor.cores)",
+            "Kubernetes",
+            type="integer",
+            minimum=1,
+            maximum=64,
+        ),
+        "executor_memory": param(
+            "2g",
+            "Memory per executor",
+            "JVM heap of each executor pod, e.g. 2g or 512m (spark.executor.memory)",
+            "Kubernetes",
+            type="string",
+            pattern=MEMORY_PATTERN,
+        ),
+    }
+
+
+def spark_args(run_dir: str) -> list[str]:
+    """The options every Spark stage takes from the run: its master and its event-log directory."""
+    return ["--master", "{{ params.spark_master }}", "--event-log-dir", f"{run_dir}/spark-events"]
+
+
+def spark_resources(backend: str | None = None) -> Resources:
+    """A Spark stage's driver (fixed) and executors: from the run's Params on Kubernetes, the only
+    backend that sizes executors (on the local backend they are the master's: local[N] runs them in
+    the driver, a spark:// cluster has its own)."""
+    if (backend or configured_backend()) != "kubernetes":
+        return Resources(cpu=1, memory="4Gi")
+    return Resources(
+        cpu=1,
+        memory="4Gi",
+        executors="{{ params.executors }}",
+        executor_cores="{{ params.executor_cores }}",
+        executor_memory="{{ params.executor_memory }}",
+    )

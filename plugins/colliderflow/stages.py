@@ -19,6 +19,12 @@ def flag(name: str, condition: str) -> str:
     return f"{{{{ '{name}' if ({condition}) else '{OMIT}' }}}}"
 
 
+def option(name: str, value: str) -> list[str]:
+    """A templated option with a value, left out when the Jinja expression `value` is empty or None
+    (e.g. option("--tree", "params.tree") for a nullable Param)."""
+    return [flag(name, value), f"{{{{ ({value}) if ({value}) else '{OMIT}' }}}}"]
+
+
 def command_args(args: Sequence) -> list[str]:
     """Rendered arguments as the job receives them."""
     return [str(a) for a in args if str(a) != OMIT]

@@ -8,6 +8,8 @@ import os
 import socket
 import subprocess
 import sys
+import time
+import urllib.request
 
 import pytest
 
@@ -54,6 +56,25 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def wait_for(predicate, timeout: float, what: str, proc: subprocess.Popen | None = None) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        if proc is not None and proc.poll() is not None:
+            raise AssertionError(f"airflow standalone exited with {proc.returncode} while waiting for {what}")
+        time.sleep(2)
+    raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
+
+
+def http_ok(url: str) -> bool:
+    try:
+        with urllib.request.urlopen(url, timeout=5) as r:
+            return r.status == 200
+    except OSError:
+        return False
+
+
 def import_errors(env: dict[str, str]) -> dict[str, str]:
     """Parse dags/ with a real DagBag in a fresh interpreter (AIRFLOW_HOME must be set before import)."""
     code = (
@@ -66,4 +87,6 @@ def import_errors(env: dict[str, str]) -> dict[str, str]:
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
-__all__ = ["airflow", "assert_conf_rejected", "dags_test", "free_port", "import_errors", "os"]
+__all__ = [
+    "airflow", "assert_conf_rejected", "dags_test", "free_port", "http_ok", "import_errors", "os", "wait_for",
+]  # fmt: skip

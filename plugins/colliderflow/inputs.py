@@ -1,0 +1,81 @@
+"""The first task of every DAG: are the run's inputs there? A scheduled or backfill run whose input
+matches no file is skipped, every task with it, after one log line naming the Param and the path: a
+nightly run on a fresh install, or before the night's files have arrived, is nothing to retry or
+page about. A run triggered by hand fails at once on the same line, without retries (a retry would
+not create the files).
+
+    check = check_inputs({"input": "{{ params.input }}"})
+"""
+
+from __future__ import annotations
+
+import logging
+
+from airflow.providers.standard.operators.python import ShortCircuitOperator
+from airflow.sdk.exceptions import AirflowFailException
+
+from colliderflow.backends import configured_backend
+
+log = logging.getLogger(__name__)
+
+TASK_ID = "check_inputs"
+# run types that wait for data rather than ask for it
+SKIPPED_RUN_TYPES = ("scheduled", "backfill")
+HINT = "`make demo` writes the demo samples the defaults point at; or trigger with your own input"
+
+
+def missing_input(param: str, value: str) -> str | None:
+    """Why the Param's value (space-separated paths, globs, directories or URLs) finds no ROOT file,
+    or None when every entry finds one."""
+    from jobs.core.errors import BadInputError
+    from jobs.core.storage import expand_inputs
+
+    patterns = value.split()
+    if not patterns:
+        return f"{param} is empty"
+    for pattern in patterns:
+        try:
+            expand_inputs([pattern], suffix=".root")
+        except BadInputError as exc:
+            return f"{param}: {exc}"
+        except ImportError:  # a URL scheme whose filesystem is not installed here: the stage checks it
+            continue
+    return None
+
+
+def run_type() -> str:
+    from airflow.sdk import get_current_context
+
+    kind = get_current_context()["dag_run"].run_type
+    return str(getattr(kind, "value", kind))
+
+
+def inputs_present(inputs: dict[str, str], generated: str = "False") -> bool:
+    """ShortCircuit condition: True when the stages may start. `generated` ("True") means the run makes
+    its own sample (dl_trigger's demo mode), so there is nothing to look for."""
+    if generated == "True":
+        log.info("the run generates its own sample; inputs not checked")
+        return True
+    if configured_backend() == "kubernetes":
+        log.info("inputs are checked by the stages themselves on Kubernetes (their volumes, not ours)")
+        return True
+    problems = [p for p in (missing_input(k, v) for k, v in inputs.items()) if p]
+    if not problems:
+        log.info("inputs found: %s", ", ".join(inputs))
+        return True
+    line = "; ".join(problems) + f" ({HINT})"
+    kind = run_type()
+    if kind in SKIPPED_RUN_TYPES:
+        log.warning("no input, skipping this %s run: %s", kind, line)
+        return False
+    raise AirflowFailException(line)
+
+
+def check_inputs(inputs: dict[str, str], generated: str = "False") -> ShortCircuitOperator:
+    """The check as a task; `inputs` maps each input Param's name to its (templated) value."""
+    return ShortCircuitOperator(
+        task_id=TASK_ID,
+        python_callable=inputs_present,
+        op_kwargs={"inputs": inputs, "generated": generated},
+        retries=0,
+    )
