@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -72,6 +73,19 @@ def http_ok(url: str) -> bool:
         with urllib.request.urlopen(url, timeout=5) as r:
             return r.status == 200
     except OSError:
+        return False
+
+
+def stop_standalone(proc: subprocess.Popen, timeout: float = 180) -> bool:
+    """What Ctrl-C does to `make airflow`: SIGINT to the launcher's group; SIGKILL if it is still
+    running after `timeout`. True when SIGINT alone stopped it."""
+    if proc.poll() is None:
+        os.killpg(proc.pid, signal.SIGINT)
+    try:
+        proc.wait(timeout=timeout)
+        return True
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
         return False
 
 

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import subprocess
 import sys
 import time
@@ -15,7 +14,7 @@ import pyarrow.dataset as ds
 import pytest
 
 from tests.conftest import ROOT
-from tests.dags.conftest import airflow, free_port, http_ok, wait_for
+from tests.dags.conftest import airflow, free_port, http_ok, stop_standalone, wait_for
 
 DAYS = (1, 2, 3)
 
@@ -91,13 +90,8 @@ def test_backfills_three_days_disjoint_subsets_and_clean_stop(airflow_env, sampl
         )  # fmt: skip
         wait_for(lambda: dimuon_done() and trigger_done(), 1500, "six backfill runs", proc)
     finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGINT)
         try:
-            proc.wait(timeout=180)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            raise AssertionError("airflow standalone did not stop on SIGINT") from None
+            assert stop_standalone(proc), "airflow standalone did not stop on SIGINT"
         finally:
             log.close()
     time.sleep(2)

@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import signal
 import subprocess
 import sys
 import time
@@ -21,7 +20,7 @@ import pytest
 
 from colliderflow import environment
 from colliderflow.dagkit import safe_path
-from tests.dags.conftest import airflow, free_port, http_ok, wait_for
+from tests.dags.conftest import airflow, free_port, http_ok, stop_standalone, wait_for
 
 playwright_api = pytest.importorskip("playwright.sync_api")
 
@@ -110,12 +109,7 @@ def airflow_ui(tmp_path_factory):
         generate_demo_samples(data)
         yield ui
     finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGINT)
-        try:
-            proc.wait(timeout=180)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
+        stop_standalone(proc)
         log.close()
 
 
