@@ -146,7 +146,7 @@ def test_s3_resume_after_a_killed_run(prepared, bucket):
     assert "_SUCCESS" in _listing(f"{s3}/model")
 
 
-def test_s3_fewer_shards_than_workers_is_refused(prepared, bucket, capsys):
+def test_s3_fewer_shards_refused_and_unstaged_urls_explained(prepared, bucket, capsys):
     from jobs.train import job as train
 
     train_url = _upload(prepared["train_tfrecord"], f"s3://{bucket}/train")
@@ -156,6 +156,14 @@ def test_s3_fewer_shards_than_workers_is_refused(prepared, bucket, capsys):
     assert err.count("\n") == 0 and train_url in err and "2 shard(s) for 3 workers" in err, err
     fs, path = filesystem(f"s3://{bucket}/m")
     assert not fs.exists(path)  # refused before anything was written
+
+    # TensorFlow cannot open s3:// itself: said so, naming the URL (not reported as a schema mismatch)
+    from jobs.core.errors import BadInputError
+    from jobs.core.tf_dataset import probe
+
+    with pytest.raises(BadInputError, match="TensorFlow cannot open s3:// objects itself") as caught:
+        probe(train_url, "tfrecord")
+    assert caught.value.source == train_url
 
 
 def _private_tmp_works() -> bool:
