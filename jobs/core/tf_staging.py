@@ -19,6 +19,7 @@ import logging
 import os
 import posixpath
 import time
+import uuid
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
@@ -164,6 +165,16 @@ class OutputMirror:
             st = os.stat(target)
             self._pushed[rel] = (st.st_size, st.st_mtime_ns)
         return len(found)
+
+    def check_writable(self, option: str) -> None:
+        """Write and delete a probe object, so that a missing bucket or missing rights are one line
+        before any work rather than an error at the first checkpoint."""
+        probe = f"{self.path}/.colliderflow-probe-{uuid.uuid4().hex[:8]}"
+        try:
+            self.fs.pipe_file(probe, b"")
+            self.fs.rm_file(probe)
+        except OSError as exc:
+            raise BadInputError(f"{option} {self.url}", f"cannot be written: {store_problem(exc)}") from None
 
     def remove(self, rel: str) -> None:
         """Delete URL/rel if it exists."""

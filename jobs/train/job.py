@@ -216,9 +216,9 @@ def _train(args: argparse.Namespace, cluster: ClusterInfo, scratch: str) -> dict
     ckpt_dir = os.path.join(out, "checkpoints")
     os.makedirs(ckpt_dir, exist_ok=True)
     if mirror:
-        pulled = mirror.pull("checkpoints")  # resume from the store: every worker fetches the state
         if cluster.is_chief:
-            mirror.remove(SUCCESS_MARKER)  # the output changes from here on
+            mirror.check_writable("--output")  # now, not at the end of the first epoch
+        pulled = mirror.pull("checkpoints")  # resume from the store: every worker fetches the state
         log.info("%d checkpoint file(s) from %s/checkpoints", pulled, args.output)
 
     inputs = {}
@@ -231,6 +231,8 @@ def _train(args: argparse.Namespace, cluster: ClusterInfo, scratch: str) -> dict
             check_bucketing_input(local, fmt) if args.bucketing else probe(local, fmt)
         inputs[name] = {"url": url, "fmt": fmt, "local": local, "shard": shard, "staged": staged}
     train_fmt, test_fmt = inputs["train"]["fmt"], inputs["test"]["fmt"]
+    if mirror and cluster.is_chief:
+        mirror.remove(SUCCESS_MARKER)  # the inputs are good: the output changes from here on
 
     n_replicas = strategy.num_replicas_in_sync
     scale = 1.0 if args.no_lr_scaling else float(n_replicas)

@@ -157,6 +157,12 @@ def test_s3_fewer_shards_refused_and_unstaged_urls_explained(prepared, bucket, c
     fs, path = filesystem(f"s3://{bucket}/m")
     assert not fs.exists(path)  # refused before anything was written
 
+    # an output bucket that does not exist: one line before any training
+    argv = ["--train", train_url, "--test", train_url, "--output", "s3://cf-no-such-bucket/m"]
+    assert cli.run(train.main, argv) == cli.EXIT_BAD_INPUT
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "--output s3://cf-no-such-bucket/m" in err and "cannot be written" in err
+
     # TensorFlow cannot open s3:// itself: said so, naming the URL (not reported as a schema mismatch)
     from jobs.core.errors import BadInputError
     from jobs.core.tf_dataset import probe
