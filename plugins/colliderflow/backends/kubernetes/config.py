@@ -83,8 +83,8 @@ class KubernetesConfig:
             else "is a local path inside one pod and no shared volume is configured"
         )
         return (
-            f"output_root={output_root!r} {where}: set output_root (or COLLIDERFLOW_STORAGE_ROOT, the chart's "
-            "storage.root) to an s3:// or oci:// URL, or mount a ReadWriteMany claim with "
+            f"output_root={output_root!r} {where}: set output_root (or COLLIDERFLOW_STORAGE_ROOT, "
+            "the chart's storage.root) to an s3:// or oci:// URL, or mount a ReadWriteMany claim with "
             "COLLIDERFLOW_K8S_WORK_VOLUME_CLAIM and write below COLLIDERFLOW_K8S_WORK_MOUNT"
         )
 
