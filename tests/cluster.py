@@ -62,10 +62,10 @@ def isolated(cmd: Sequence[str]) -> list[str]:
     return ["unshare", "-m", "--propagation", "private", "sh", "-c", _NAMESPACE_SCRIPT, "isolated", *cmd]
 
 
-def isolated_env(env: Mapping[str, str] | None = None) -> dict[str, str]:
-    """The environment for an `isolated` process: TMPDIR in the private /tmp, the checkout and the
-    interpreter kept visible, and Spark bound to loopback."""
-    keep = {str(ROOT), sys.prefix, os.path.realpath(sys.prefix), sys.base_prefix}
+def isolated_env(env: Mapping[str, str] | None = None, keep: Sequence[str] = ()) -> dict[str, str]:
+    """The environment for an `isolated` process: TMPDIR in the private /tmp, the checkout, the
+    interpreter and the `keep` paths (e.g. an Airflow home) kept visible, Spark bound to loopback."""
+    keep = {str(ROOT), sys.prefix, os.path.realpath(sys.prefix), sys.base_prefix, *map(str, keep)}
     out = {**os.environ, **(env or {})}
     out.update(
         TMPDIR="/tmp",
