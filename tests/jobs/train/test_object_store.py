@@ -17,15 +17,13 @@ import pytest
 
 from jobs.core import cli
 from jobs.core.storage import filesystem
+from tests.cluster import isolated, isolated_env
 from tests.conftest import ROOT as REPO_ROOT
 from tests.jobs.prepared_fixture import write_prepared
 
 ROOT = str(REPO_ROOT)
 N_TRAIN, N_TEST = 600, 300
 FAST = ["--bucketing", "--lr", "0.003", "--shuffle-buffer", "256", "--seed", "3"]
-# a private mount namespace with its own /tmp: what a process on another node would see of our files
-PRIVATE_TMP = ["unshare", "-m", "--propagation", "private", "sh", "-c",
-               'mount -t tmpfs tmpfs /tmp && exec "$@"', "private-tmp"]  # fmt: skip
 
 
 @pytest.fixture(scope="module")
@@ -173,9 +171,10 @@ def test_s3_fewer_shards_refused_and_unstaged_urls_explained(prepared, bucket, c
 
 
 def _private_tmp_works() -> bool:
+    """Private mount namespaces (tests/cluster.py's `isolated`) need root and unshare; no Java here."""
     if os.geteuid() != 0 or not shutil.which("unshare"):
         return False
-    return subprocess.run([*PRIVATE_TMP, "true"], capture_output=True).returncode == 0
+    return subprocess.run(isolated(["true"]), env=isolated_env(), capture_output=True).returncode == 0
 
 
 @pytest.mark.slow
@@ -188,14 +187,14 @@ def test_two_workers_without_a_shared_disk(prepared, bucket, tmp_path):
 
     marker = tmp_path / "visible-here"
     marker.write_text("")
-    assert subprocess.run([*PRIVATE_TMP, "test", "!", "-e", str(marker)]).returncode == 0
+    env = isolated_env(_env())  # TMPDIR=/tmp, the private one; the checkout and venv stay visible
+    assert subprocess.run(isolated(["test", "!", "-e", str(marker)]), env=env).returncode == 0
 
     s3 = f"s3://{bucket}"
     argv = ["--train", _upload(prepared["train_4"], f"{s3}/train"),
             "--test", _upload(prepared["test_tfrecord"], f"{s3}/test"),
             "--output", f"{s3}/model", "--epochs", "2", "--batch-size", "64", *FAST]  # fmt: skip
-    env = {**_env(), "TMPDIR": "/tmp"}
-    assert launch_local_workers("jobs.train", argv, 2, env=env, wrapper=PRIVATE_TMP) == 0
+    assert launch_local_workers("jobs.train", argv, 2, env=env, wrapper=isolated([])) == 0
 
     metrics = _read_json(f"{s3}/model/_metrics.json")
     assert metrics["workers"] == 2 and metrics["global_batch_size"] == 128
