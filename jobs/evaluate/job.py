@@ -7,7 +7,8 @@ efficiency-vs-rejection (the trigger physicist's view) and loss-curve PNGs, pred
 _metrics.json with `auc` {qcd, ttbar, wjets}, `accuracy`, `confusion_matrix` (rows: true class,
 columns: predicted), `background_rejection` {class: {efficiency: 1/FPR}}, `plots`, `events`,
 `events_per_second`.
-The output directory appears atomically.
+The output directory appears atomically. --model, --test, --history and --output may be
+object-store URLs (the test set is staged into local scratch: TensorFlow reads local files only).
 """
 
 from __future__ import annotations

@@ -6,7 +6,9 @@
 One process (CPU or GPU), or MultiWorkerMirroredStrategy when TF_CONFIG (or COLLIDERFLOW_WORKER_HOSTS
 plus a worker index) describes a cluster; `--workers N` runs N local worker processes on loopback.
 Outputs under DIR: model.keras (chief), history.json, _metrics.json, tensorboard/, checkpoints/.
-A rerun with the same DIR resumes from DIR/checkpoints. See docs/dl-trigger-training.md.
+A rerun with the same DIR resumes from DIR/checkpoints. Inputs and DIR may be object-store URLs
+(s3://...): each worker stages its own shards in, the chief pushes DIR after every checkpoint
+(jobs.core.tf_staging). See docs/dl-trigger-training.md.
 """
 
 from __future__ import annotations
