@@ -24,7 +24,7 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
 from jobs.core.errors import BadInputError
-from jobs.core.storage import GLOB_CHARS, check_complete, filesystem, is_local
+from jobs.core.storage import GLOB_CHARS, SUCCESS_MARKER, check_complete, filesystem, is_local
 
 log = logging.getLogger("jobs.core.tf_staging")
 
@@ -126,6 +126,8 @@ def stage_in(files: Iterable[str], directory: str, source: str) -> Staged:
             raise BadInputError(url, f"cannot be staged in: {store_problem(exc)}") from None
         total += os.path.getsize(target)
     seconds = time.perf_counter() - t0
+    with open(os.path.join(directory, SUCCESS_MARKER), "w"):  # a complete copy, for check_complete
+        pass
     log.info("staged %d file(s), %.1f MB of %s into %s in %.1f s", len(files), total / 1e6, source,
              directory, seconds)  # fmt: skip
     return Staged(directory, fs.unstrip_protocol(base), len(files), total, seconds)
