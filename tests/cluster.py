@@ -71,6 +71,7 @@ def isolated_env(env: Mapping[str, str] | None = None, keep: Sequence[str] = ())
         TMPDIR="/tmp",
         CF_KEEP_PATHS=" ".join(sorted(p for p in keep if p.startswith("/tmp/"))),
         SPARK_LOCAL_IP="127.0.0.1",
+        SPARK_CONF_DIR=str(ROOT / "tests" / "cluster_conf"),
         PYSPARK_PYTHON=sys.executable,
         PYTHONPATH=os.pathsep.join(filter(None, [str(ROOT), out.get("PYTHONPATH")])),
     )

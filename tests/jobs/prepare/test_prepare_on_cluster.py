@@ -42,7 +42,7 @@ def test_prepare_and_tfrecords_on_the_cluster_equal_local(spark, spark_cluster, 
     # Both workers are on 127.0.0.1, where Spark would read a shuffle file of the other executor
     # straight from the "same host's" disk; in separate namespaces (as on separate nodes) it must
     # fetch it over the network like any remote block.
-    master = ["--master", spark_cluster.master_url, "--spark-conf", "spark.shuffle.readHostLocalDisk=false"]
+    master = ["--master", spark_cluster.master_url]
     with recorded_requests(tmp_path) as requests:
         for args in (
             ["jobs.prepare", "--input", f"{root}/features", "--output", f"{root}/prepared",
