@@ -39,9 +39,7 @@ def test_prepare_and_tfrecords_on_the_cluster_equal_local(spark, spark_cluster, 
     fs, _ = storage.filesystem(f"s3://{bucket}")
     fs.put(str(tmp_path / "moved") + "/", f"{bucket}/run-1/features/", recursive=True)
     root = f"s3://{bucket}/run-1"
-    # Both workers are on 127.0.0.1, where Spark would read a shuffle file of the other executor
-    # straight from the "same host's" disk; in separate namespaces (as on separate nodes) it must
-    # fetch it over the network like any remote block.
+    # (tests/cluster_conf/spark-defaults.conf: shuffle blocks fetched over the network, as across nodes)
     master = ["--master", spark_cluster.master_url]
     with recorded_requests(tmp_path) as requests:
         for args in (
