@@ -291,9 +291,9 @@ def _quantile_ms(counts: np.ndarray, q: float) -> float:
 
 @dataclass
 class IOStats:
-    """Reads of one file: bytes, byte ranges, requests and a fixed-bucket histogram of the requests'
-    latency (a request is what the reader waits for: one range, or a vector of ranges fetched
-    concurrently), plus the exact total and maximum."""
+    """Reads of one file: bytes, byte ranges, requests (what the reader waits for: one range, or a
+    vector of ranges fetched concurrently), how many requests were in flight at once, and a
+    fixed-bucket histogram of the requests' latency with its exact total and maximum."""
 
     url: str
     bytes_read: int = 0
@@ -301,6 +301,7 @@ class IOStats:
     requests: int = 0
     read_seconds: float = 0.0
     max_seconds: float = 0.0
+    max_concurrent: int = 0  # requests in flight at once, at the most
     latency_counts: np.ndarray = field(default_factory=_no_latencies, repr=False)
 
     def record(self, nbytes: int, seconds: float, ranges: int = 1) -> None:
@@ -319,6 +320,7 @@ class IOStats:
             self.requests + other.requests,
             self.read_seconds + other.read_seconds,
             max(self.max_seconds, other.max_seconds),
+            max(self.max_concurrent, other.max_concurrent),
             self.latency_counts + other.latency_counts,
         )
 
@@ -328,6 +330,7 @@ class IOStats:
             "bytes_read": self.bytes_read,
             "read_calls": self.read_calls,
             "requests": self.requests,
+            "max_concurrent_requests": self.max_concurrent,
             "read_seconds": self.read_seconds,
             "latency_ms": {
                 **{k: min(v, self.max_seconds * 1e3) for k, v in pct.items()},
@@ -354,40 +357,48 @@ class MeteredFileSystem:
         self._fs = fs
         self._stats = stats
         self._lock = threading.Lock()  # local reads run in worker threads
+        self._in_flight = 0
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._fs, name)
 
-    def _count(self, data: bytes | list, t0: float) -> None:
-        seconds = time.perf_counter() - t0
-        parts = data if isinstance(data, list) else [data]
-        nbytes = sum(len(p) for p in parts if isinstance(p, bytes | bytearray | memoryview))
+    @contextlib.contextmanager
+    def _request(self) -> Iterator[list]:
+        """Time one request and count what it returned (the caller puts the data in the list)."""
         with self._lock:
-            self._stats.record(nbytes, seconds, ranges=len(parts))
+            self._in_flight += 1
+            self._stats.max_concurrent = max(self._stats.max_concurrent, self._in_flight)
+        t0 = time.perf_counter()
+        box: list = []
+        try:
+            yield box
+        finally:
+            seconds = time.perf_counter() - t0
+            parts = box[0] if box and isinstance(box[0], list) else box
+            nbytes = sum(len(p) for p in parts if isinstance(p, bytes | bytearray | memoryview))
+            with self._lock:
+                self._in_flight -= 1
+                self._stats.record(nbytes, seconds, ranges=max(len(parts), 1))
 
     def cat_file(self, path: str, start: int | None = None, end: int | None = None, **kw: Any) -> bytes:
-        t0 = time.perf_counter()
-        data = self._fs.cat_file(path, start=start, end=end, **kw)
-        self._count(data, t0)
-        return data
+        with self._request() as box:
+            box.append(self._fs.cat_file(path, start=start, end=end, **kw))
+        return box[0]
 
     def cat_ranges(self, paths: list[str], starts: list[int], ends: list[int], **kw: Any) -> list:
-        t0 = time.perf_counter()
-        data = self._fs.cat_ranges(paths, starts, ends, **kw)
-        self._count(data, t0)
-        return data
+        with self._request() as box:
+            box.append(self._fs.cat_ranges(paths, starts, ends, **kw))
+        return box[0]
 
     async def _cat_file(self, path: str, start: int | None = None, end: int | None = None, **kw: Any):
-        t0 = time.perf_counter()
-        data = await self._fs._cat_file(path, start=start, end=end, **kw)
-        self._count(data, t0)
-        return data
+        with self._request() as box:
+            box.append(await self._fs._cat_file(path, start=start, end=end, **kw))
+        return box[0]
 
     async def _cat_ranges(self, paths: list[str], starts: list[int], ends: list[int], **kw: Any) -> list:
-        t0 = time.perf_counter()
-        data = await self._fs._cat_ranges(paths, starts, ends, **kw)
-        self._count(data, t0)
-        return data
+        with self._request() as box:
+            box.append(await self._fs._cat_ranges(paths, starts, ends, **kw))
+        return box[0]
 
 
 def write_json(path: str, obj: Any) -> None:
