@@ -81,8 +81,7 @@ def start_xrootd() -> Iterator[XRootDServer]:
     port = _free_port()
     config = base / "xrootd.cfg"
     config.write_text(
-        f"xrd.port {port}\nall.export /\noss.localroot {data}\n"
-        f"all.adminpath {admin}\nall.pidpath {admin}\n"
+        f"xrd.port {port}\nall.export /\noss.localroot {data}\nall.adminpath {admin}\nall.pidpath {admin}\n"
     )
     config.chmod(0o644)
     log = admin / "xrootd.log"
