@@ -145,7 +145,8 @@ def storage_problem(exc: BaseException, url: str) -> str | None:
         return f"cannot reach the object store at {endpoint} ({_first_line(exc)})"
     if protocol == "root" and isinstance(exc, OSError) and "[FATAL]" in str(exc):
         host = urllib.parse.urlsplit(url).netloc
-        return f"cannot reach the XRootD server {host} ({_first_line(exc).rpartition('message: ')[2]})"
+        detail = str(exc)[str(exc).index("[FATAL]") :].splitlines()[0][:200]
+        return f"cannot reach the XRootD server {host} ({detail})"
     if isinstance(exc, PermissionError):
         return f"access denied ({_first_line(exc)}); check the credentials and the bucket's policy"
     return None

@@ -381,6 +381,113 @@ def test_dimuon_s3_matches_local_run(spark, testdata, bucket, s3_env, tmp_path):
     assert not [k for k in keys(bucket) if "staging" in k or "_COMMITTING" in k]
 
 
+# --- a store that cannot be used: one line naming the URL, exit 2, at once, nothing written -----------
+
+
+def closed_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]  # nothing listens once it is closed
+
+
+NO_CREDENTIALS = {
+    "AWS_ACCESS_KEY_ID": "",
+    "AWS_SECRET_ACCESS_KEY": "",
+    "AWS_SHARED_CREDENTIALS_FILE": "/nonexistent",
+    "AWS_CONFIG_FILE": "/nonexistent",
+    "AWS_EC2_METADATA_DISABLED": "true",
+}
+
+
+def run_failing(module: str, *args: str, env: dict[str, str]) -> tuple[str, float]:
+    """A stage's command line that must refuse: exit 2, one error line under 500 characters, no
+    traceback; returns that line and how long the run took."""
+    import time
+
+    t0 = time.perf_counter()
+    proc = subprocess.run(
+        [sys.executable, "-m", module, *args, "--master", "local[1]"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=ROOT,
+        env={**os.environ, **env},
+    )
+    seconds = time.perf_counter() - t0
+    assert proc.returncode == 2, proc.stderr[-3000:]
+    assert "Traceback" not in proc.stderr
+    errors = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and len(errors[0]) < 500, proc.stderr[-3000:]
+    return errors[0], seconds
+
+
+@pytest.mark.parametrize(
+    ("case", "where", "message"),
+    [
+        ("unreachable", "input", "cannot reach the object store at http://127.0.0.1:"),
+        ("no_credentials", "input", "no credentials for the object store"),
+        ("no_bucket", "input", "bucket 'cf-no-such-bucket' does not exist"),
+        ("unreachable", "output", "cannot reach the object store at http://127.0.0.1:"),
+        ("no_credentials", "output", "no credentials for the object store"),
+        ("no_bucket", "output", "bucket 'cf-no-such-bucket' does not exist"),
+    ],
+)
+def test_unusable_s3_store_is_one_line(bucket, s3_env, tmp_path, testdata, case, where, message):
+    """The di-muon job with an unusable store on its input or its output: refused before any work,
+    naming the URL (the option for an output), within seconds (no SDK retries), nothing written."""
+    fs, _ = storage.filesystem(f"s3://{bucket}")
+    fs.put(testdata("uproot-HZZ.root"), f"{bucket}/in/hzz.root")
+    env = dict(s3_env)
+    if case == "unreachable":
+        env["COLLIDERFLOW_S3_ENDPOINT"] = f"http://127.0.0.1:{closed_port()}"
+    elif case == "no_credentials":
+        env.update(NO_CREDENTIALS)
+    store = "cf-no-such-bucket" if case == "no_bucket" else bucket
+    good_in, good_out = f"s3://{bucket}/in/hzz.root", tmp_path / "out"
+    if where == "input":
+        url = f"s3://{store}/in/hzz.root"
+        line, seconds = run_failing("jobs.dimuon", "--input", url, "--output", str(good_out), env=env)
+        assert f"error: {url}: {message}" in line
+        assert not good_out.exists()
+    else:
+        url = f"s3://{store}/out/dimuon"
+        if case != "no_bucket":  # the input is read from the live store only when the case allows it
+            good_in = testdata("uproot-HZZ.root")
+        line, seconds = run_failing("jobs.dimuon", "--input", good_in, "--output", url, env=env)
+        assert f"error: --output {url}: {message}" in line
+    assert seconds < 60  # the process's own start (imports) included; the probe itself: next test
+    assert keys(bucket) == ["in/hzz.root"]  # nothing written, not even the write probe
+
+
+def test_unreachable_endpoint_fails_within_seconds(s3_env, monkeypatch):
+    """No retries with backoff: a closed endpoint is reported in well under the SDKs' tens of seconds."""
+    import time
+
+    monkeypatch.setenv("COLLIDERFLOW_S3_ENDPOINT", f"http://127.0.0.1:{closed_port()}")
+    t0 = time.perf_counter()
+    with pytest.raises(BadInputError, match="cannot reach the object store"):
+        storage.expand_inputs(["s3://bucket/data/*.root"])
+    with pytest.raises(BadInputError, match="^--output s3://bucket/out: cannot reach"):
+        storage.check_writable("s3://bucket/out")
+    assert time.perf_counter() - t0 < 5
+
+
+def test_refusing_xrootd_server_is_one_line(tmp_path):
+    """A root:// host that refuses: the ingest command line names the URL and the server, exit 2, in
+    seconds (the XRootD client's own default retries for minutes)."""
+    url = f"root://127.0.0.1:{closed_port()}//data/qcd"
+    line, seconds = run_failing(
+        "jobs.ingest",
+        *("--input", f"qcd={url}", "--input", f"ttbar={url}", "--input", f"wjets={url}"),
+        *("--output", str(tmp_path / "out")),
+        env={},
+    )
+    assert line.startswith(f"error: {url}: cannot reach the XRootD server 127.0.0.1:"), line
+    assert seconds < 60 and not (tmp_path / "out").exists()
+
+
 # --- OCI: a missing or broken configuration is named, not a stack trace ------------------------------
 
 
