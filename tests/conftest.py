@@ -28,6 +28,7 @@ SCRATCH = tempfile.mkdtemp(prefix="colliderflow-tests-")
 atexit.register(shutil.rmtree, SCRATCH, ignore_errors=True)
 os.environ["AIRFLOW_HOME"] = os.path.join(SCRATCH, "airflow-home")
 os.environ["COLLIDERFLOW_DATA"] = os.path.join(SCRATCH, "data")
+os.environ.pop("COLLIDERFLOW_STORAGE_ROOT", None)  # it would win over COLLIDERFLOW_DATA (dagkit.data_root)
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 # py4j logs from __del__ at interpreter exit, after pytest has closed the captured stream
@@ -102,3 +103,16 @@ def bucket(s3_env, request) -> str:
     yield name
     fs.rm(name, recursive=True)
     fs.invalidate_cache()
+
+
+@pytest.fixture(scope="session")
+def spark_cluster():
+    """A Spark standalone master and two workers on loopback, each worker in a private mount namespace
+    (own tmpfs /tmp): see tests/cluster.py. Drivers go through `tests.cluster.run_driver`."""
+    from tests import cluster
+
+    reason = cluster.cluster_unavailable()
+    if reason:
+        pytest.skip(reason)
+    with cluster.spark_cluster() as running:
+        yield running
