@@ -401,3 +401,32 @@ def test_root_inputs_equal_local(spark, xrootd_server, tmp_path):
     assert cutflow(outs["root"]) == cutflow(outs["local"]) and cutflow(outs["local"])["events"] == 20_000
     for h in ("dimuon_mass", "muon_pt", "muon_eta", "muon_phi"):
         np.testing.assert_array_equal(*(read_hist(f"{o}/histograms.root", h)[0] for o in outs.values()))
+
+
+# --- on a cluster without a shared disk ----------------------------------------------------------
+
+
+@pytest.mark.slow
+def test_on_the_cluster_from_s3_equals_local(spark_cluster, s3_env, bucket, spark, tmp_path):
+    """The command line as a driver in its own namespace, `--master spark://` with two workers that
+    share no disk with it or each other, s3:// in and out: the local run's histograms bin for bin."""
+    from jobs.core import storage
+    from jobs.generate import nanoaod
+    from tests.cluster import run_driver
+    from tests.core.test_storage import assert_same_dimuon_outputs, download
+
+    sample = tmp_path / "nano"
+    nanoaod.generate(events=20_000, output=str(sample), files=2, seed=13)
+    fs, _ = storage.filesystem(f"s3://{bucket}")
+    fs.put(f"{sample}/", f"{bucket}/in/", recursive=True)
+    local = tmp_path / "local"
+    dimuon.run([f"{sample}/*.root"], str(local), spark=spark, chunk_entries=4000, plot=False)
+    url = f"s3://{bucket}/out/dimuon"
+    args = ["jobs.dimuon", "--input", f"s3://{bucket}/in/*.root", "--output", url, "--no-plot"]
+    done = run_driver([*args, "--chunk-entries", "4000", "--master", spark_cluster.master_url], env=s3_env)
+    assert done.returncode == 0, done.stderr[-3000:] + spark_cluster.logs()
+    remote = download(url, tmp_path / "remote")
+    assert_same_dimuon_outputs(local, remote)
+    metrics = json.loads((remote / "_metrics.json").read_text())
+    assert sorted(metrics["files"]) == [f"s3://{bucket}/in/nanoaod_000{i}.root" for i in range(2)]
+    assert metrics["spark"]["tasks"] == 6 and metrics["bytes_read"] > 0
