@@ -220,8 +220,12 @@ def expand_inputs(patterns: list[str], suffix: str | None = None, missing_ok: bo
     taken); a pattern that matches nothing is an error, except that with `missing_ok` a plain path
     that does not exist is kept, for the reader to report (and a skip policy to list) as a bad file."""
     out: list[str] = []
+    stores: dict[tuple[str, str], str] = {}
     for pattern in patterns:
-        probe_store(pattern)
+        stores.setdefault(urllib.parse.urlsplit(pattern)[:2], pattern)
+    for first in stores.values():  # once per store (bucket), named by its first pattern
+        probe_store(first)
+    for pattern in patterns:
         with store_errors(pattern):
             out.extend(_expand(pattern, suffix, missing_ok))
     return list(dict.fromkeys(out))
