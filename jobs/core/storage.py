@@ -147,7 +147,7 @@ def storage_problem(exc: BaseException, url: str) -> str | None:
         host = urllib.parse.urlsplit(url).netloc
         detail = str(exc)[str(exc).index("[FATAL]") :].splitlines()[0][:200]
         return f"cannot reach the XRootD server {host} ({detail})"
-    if isinstance(exc, PermissionError):
+    if isinstance(exc, PermissionError) and not is_local(url):
         return f"access denied ({_first_line(exc)}); check the credentials and the bucket's policy"
     return None
 
