@@ -14,6 +14,8 @@ import tempfile
 
 import pytest
 
+from tests.xrootd import xrootd_server  # noqa: F401 - session fixture: an XRootD server on loopback
+
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared"
 SECRET = "cf-" + secrets.token_hex(16)  # a distinctive S3 secret key, grepped for in every output and log

@@ -3,10 +3,12 @@ unreadable file can be skipped (or reported) without losing the work done on the
 
 from __future__ import annotations
 
+import collections
 import functools
 import logging
 import time
 from collections.abc import Callable, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Generic, TypeVar
 
@@ -28,32 +30,60 @@ class FilePlan:
     io: dict[str, IOStats] = field(default_factory=dict)
 
 
+PLAN_THREADS = 16  # files opened at once while planning (each open is a few round trips to the store)
+
+
 def plan_files(
     urls: Sequence[str],
     tree_name: Callable[[str, IOStats], str],
     check: Callable[[str, object], None],
     chunk_entries: int,
     on_bad_file: str,
+    threads: int = PLAN_THREADS,
 ) -> FilePlan:
     """Open every file on the driver (metadata only), choose its event table (TTree or RNTuple), let
     `check(url, table)` validate it (raising BadInputError), and split it into entry ranges of at most
-    `chunk_entries`. A bad file raises, or with on_bad_file="skip" is recorded and left out."""
-    plan = FilePlan()
-    for url in urls:
-        stats = plan.io.setdefault(url, IOStats(url))
+    `chunk_entries`. A bad file raises, or with on_bad_file="skip" is recorded and left out.
+
+    The opening (`tree_name` and the table's metadata: latency-bound on a remote store) runs in a pool
+    of `threads`, at most 2 x `threads` files ahead; the checks and the plan go in `urls` order on the
+    calling thread, so the result, the first error and any choice a check makes from the first good
+    file do not depend on which file opened first."""
+    plan = FilePlan(io={url: IOStats(url) for url in urls})
+
+    def open_one(url: str):
+        name = tree_name(url, plan.io[url])
+        return name, open_table(url, name, plan.io[url])
+
+    pending: collections.deque[tuple[str, Future]] = collections.deque()
+    queue = iter(urls)
+    with ThreadPoolExecutor(max_workers=max(threads, 1), thread_name_prefix="plan") as pool:
+
+        def refill() -> None:
+            while len(pending) < 2 * max(threads, 1) and (url := next(queue, None)) is not None:
+                pending.append((url, pool.submit(open_one, url)))
+
+        refill()
         try:
-            name = tree_name(url, stats)
-            table = open_table(url, name, stats)
-            try:
-                check(url, table)
-                plan.chunks[url] = split_entries(url, name, table.num_entries, chunk_entries)
-            finally:
-                table.file.close()
-        except BadInputError as exc:
-            if on_bad_file == "fail":
-                raise
-            warn_skipped({url: exc.problem})
-            plan.bad[url] = exc.problem
+            while pending:
+                url, opened = pending.popleft()
+                refill()
+                try:
+                    name, table = opened.result()
+                    try:
+                        check(url, table)
+                        plan.chunks[url] = split_entries(url, name, table.num_entries, chunk_entries)
+                    finally:
+                        table.file.close()
+                except BadInputError as exc:
+                    if on_bad_file == "fail":
+                        raise
+                    warn_skipped({url: exc.problem})
+                    plan.bad[url] = exc.problem
+        finally:  # on an error: files opened ahead are closed, the rest never opened
+            for _, opened in pending:
+                if not opened.cancel() and opened.exception() is None:
+                    opened.result()[1].file.close()
     return plan
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 from jobs.core.storage import IOStats
@@ -20,7 +21,7 @@ def job_metrics(
 ) -> dict[str, Any]:
     total_bytes = sum(s.bytes_read for s in io.values())
     reads = sum(s.read_calls for s in io.values())
-    merged = IOStats("*", total_bytes, reads, [x for s in io.values() for x in s.latencies_s])
+    merged = functools.reduce(IOStats.merge, io.values(), IOStats("*"))
     return {
         "stage": stage,
         "events": int(events),

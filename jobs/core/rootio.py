@@ -15,9 +15,17 @@ from typing import TypeAlias
 
 import awkward as ak
 import uproot
+import uproot.source.fsspec
 
 from jobs.core.errors import BadInputError
-from jobs.core.storage import IOStats, filesystem, is_local, open_instrumented
+from jobs.core.storage import (
+    IOStats,
+    MeteredFileSystem,
+    filesystem,
+    is_local,
+    storage_options,
+    storage_problem,
+)
 
 # ROOT class name -> what the messages call it
 TABLE_CLASSES = {"TTree": "TTree", "ROOT::RNTuple": "RNTuple"}
@@ -56,14 +64,34 @@ def _is_empty(url: str) -> bool:
         return False
 
 
+class MeteredSource(uproot.source.fsspec.FSSpecSource):
+    """uproot's fsspec source (coalesced byte ranges fetched concurrently on fsspec's event loop) with
+    its filesystem seen through a MeteredFileSystem, so that every request it makes is counted in
+    `io_stats` without changing how it reads."""
+
+    def __init__(self, file_path: str, io_stats: IOStats, **options):
+        self._io_stats = io_stats
+        super().__init__(file_path, **options)
+
+    def _open(self) -> None:
+        super()._open()
+        self._fs = MeteredFileSystem(self._fs, self._io_stats)
+
+
 def open_root(url: str, stats: IOStats) -> uproot.ReadOnlyDirectory:
-    """Open a ROOT file through the instrumented storage layer; empty, garbage or truncated files
-    raise BadInputError naming the file."""
-    handle = open_instrumented(url, stats)
+    """Open a ROOT file through the storage layer (file://, s3://, oci://, root://, ...) with its reads
+    counted in `stats`; missing, empty, garbage or truncated files and an unreachable store raise
+    BadInputError naming the file."""
+    filesystem(url)  # refuses credentials in the URL
     try:
-        return uproot.open(handle)
+        # {url: None}: the whole string is the file (a port's ':' is not an object path)
+        return uproot.open({url: None}, handler=MeteredSource, io_stats=stats, **storage_options(url))
+    except FileNotFoundError:
+        raise BadInputError(url, "no such file") from None
     except Exception as exc:  # uproot raises several types for garbage input
-        handle.close()
+        problem = storage_problem(exc, url)
+        if problem:
+            raise BadInputError(url, problem) from None
         if _is_empty(url):
             raise BadInputError(url, "empty file (0 bytes)") from None
         raise BadInputError(url, f"not a readable ROOT file ({_first_line(exc)})") from None

@@ -78,12 +78,69 @@ def test_round_trip_through_loopback_server(bucket):
     fs, _ = storage.filesystem(f"s3://{bucket}")
     fs.pipe_file(f"{bucket}/a/x.root", b"payload")
     stats = storage.IOStats(f"s3://{bucket}/a/x.root")
-    with storage.open_instrumented(f"s3://{bucket}/a/x.root", stats) as f:
-        assert f.read() == b"payload"
-    assert stats.bytes_read == 7 and stats.read_calls >= 1
+    metered = storage.MeteredFileSystem(fs, stats)
+    assert metered.cat_file(f"{bucket}/a/x.root") == b"payload"
+    assert metered.cat_ranges([f"{bucket}/a/x.root"] * 2, [0, 3], [3, 7]) == [b"pay", b"load"]
+    assert (stats.bytes_read, stats.read_calls, stats.requests) == (14, 3, 2)
     assert storage.expand_inputs([f"s3://{bucket}/a"], suffix=".root") == [f"s3://{bucket}/a/x.root"]
     with pytest.raises(BadInputError, match="no such file"):
         storage.expand_inputs([f"s3://{bucket}/a/missing.root"])
+
+
+# --- I/O accounting: concurrent reads kept, latency in fixed buckets -----------------------------------
+
+
+def test_latency_histogram_quantiles_and_merge():
+    """Bucketed quantiles stay within a bucket's width (12 %) of the exact ones; merging adds the
+    histograms; memory does not grow with the number of reads."""
+    rng = np.random.default_rng(1)
+    seconds = rng.lognormal(np.log(0.02), 1.0, 20_000)
+    a, b = storage.IOStats("a"), storage.IOStats("a")
+    for i, x in enumerate(seconds):
+        (a if i % 2 else b).record(100, float(x))
+    merged = a.merge(b)
+    assert merged.latency_counts.size == a.latency_counts.size < 200
+    summary = merged.summary()
+    assert summary["read_calls"] == summary["requests"] == 20_000 and summary["bytes_read"] == 2_000_000
+    assert summary["read_seconds"] == pytest.approx(seconds.sum())
+    assert summary["latency_ms"]["max"] == pytest.approx(seconds.max() * 1e3)
+    for q in (50, 90, 99):
+        exact = np.percentile(seconds, q) * 1e3
+        assert summary["latency_ms"][f"p{q}"] == pytest.approx(exact, rel=0.12), q
+    assert storage.IOStats("none").summary()["latency_ms"] == {"p50": 0.0, "p90": 0.0, "p99": 0.0, "max": 0.0}
+
+
+def write_baskets(path: str, baskets: int = 40, entries: int = 8192) -> None:
+    """A TTree whose three branches have one uncompressed 64 kB basket per extend, interleaved."""
+    with uproot.recreate(path, compression=None) as f:
+        tree = f.mktree("t", {"x": np.float64, "y": np.float64, "z": np.float64})
+        for i in range(baskets):
+            block = np.arange(i * entries, (i + 1) * entries, dtype=np.float64)
+            tree.extend({"x": block, "y": -block, "z": 2 * block})
+
+
+def test_uproot_reads_concurrently_through_the_meter(bucket, tmp_path):
+    """On the store, one branch of 40 baskets (the other two in the gaps): uproot's source sends the
+    ranges as vectors, with more than one request in flight, and every byte is counted."""
+    from jobs.core import rootio
+
+    local = str(tmp_path / "b.root")
+    write_baskets(local)
+    fs, _ = storage.filesystem(f"s3://{bucket}")
+    fs.put(local, f"{bucket}/b.root")
+    url = f"s3://{bucket}/b.root"
+    stats = storage.IOStats(url)
+    table = rootio.open_table(url, "t", stats)
+    try:
+        x = rootio.read_arrays(url, table, ["x"], 0, table.num_entries)["x"]
+    finally:
+        table.file.close()
+    np.testing.assert_array_equal(x.to_numpy(), np.arange(40 * 8192, dtype=np.float64))
+    assert stats.read_calls >= 40 > stats.requests  # ranges travel as vectors, not one read each
+    assert stats.max_concurrent >= 2
+    assert 40 * 8 * 8192 <= stats.bytes_read < os.path.getsize(local)  # x's baskets, not y's or z's
+    summary = stats.summary()
+    assert summary["latency_ms"]["p50"] > 0 and summary["max_concurrent_requests"] >= 2
 
 
 # --- atomic commit to the object store ----------------------------------------------------------------
@@ -366,6 +423,113 @@ def test_dimuon_s3_matches_local_run(spark, testdata, bucket, s3_env, tmp_path):
         assert metrics["bytes_read"] > 0
         assert_no_secret(remote_out, proc.stdout, proc.stderr)
     assert not [k for k in keys(bucket) if "staging" in k or "_COMMITTING" in k]
+
+
+# --- a store that cannot be used: one line naming the URL, exit 2, at once, nothing written -----------
+
+
+def closed_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]  # nothing listens once it is closed
+
+
+NO_CREDENTIALS = {
+    "AWS_ACCESS_KEY_ID": "",
+    "AWS_SECRET_ACCESS_KEY": "",
+    "AWS_SHARED_CREDENTIALS_FILE": "/nonexistent",
+    "AWS_CONFIG_FILE": "/nonexistent",
+    "AWS_EC2_METADATA_DISABLED": "true",
+}
+
+
+def run_failing(module: str, *args: str, env: dict[str, str]) -> tuple[str, float]:
+    """A stage's command line that must refuse: exit 2, one error line under 500 characters, no
+    traceback; returns that line and how long the run took."""
+    import time
+
+    t0 = time.perf_counter()
+    proc = subprocess.run(
+        [sys.executable, "-m", module, *args, "--master", "local[1]"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=ROOT,
+        env={**os.environ, **env},
+    )
+    seconds = time.perf_counter() - t0
+    assert proc.returncode == 2, proc.stderr[-3000:]
+    assert "Traceback" not in proc.stderr
+    errors = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and len(errors[0]) < 500, proc.stderr[-3000:]
+    return errors[0], seconds
+
+
+@pytest.mark.parametrize(
+    ("case", "where", "message"),
+    [
+        ("unreachable", "input", "cannot reach the object store at http://127.0.0.1:"),
+        ("no_credentials", "input", "no credentials for the object store"),
+        ("no_bucket", "input", "bucket 'cf-no-such-bucket' does not exist"),
+        ("unreachable", "output", "cannot reach the object store at http://127.0.0.1:"),
+        ("no_credentials", "output", "no credentials for the object store"),
+        ("no_bucket", "output", "bucket 'cf-no-such-bucket' does not exist"),
+    ],
+)
+def test_unusable_s3_store_is_one_line(bucket, s3_env, tmp_path, testdata, case, where, message):
+    """The di-muon job with an unusable store on its input or its output: refused before any work,
+    naming the URL (the option for an output), within seconds (no SDK retries), nothing written."""
+    fs, _ = storage.filesystem(f"s3://{bucket}")
+    fs.put(testdata("uproot-HZZ.root"), f"{bucket}/in/hzz.root")
+    env = dict(s3_env)
+    if case == "unreachable":
+        env["COLLIDERFLOW_S3_ENDPOINT"] = f"http://127.0.0.1:{closed_port()}"
+    elif case == "no_credentials":
+        env.update(NO_CREDENTIALS)
+    store = "cf-no-such-bucket" if case == "no_bucket" else bucket
+    good_in, good_out = f"s3://{bucket}/in/hzz.root", tmp_path / "out"
+    if where == "input":
+        url = f"s3://{store}/in/hzz.root"
+        line, seconds = run_failing("jobs.dimuon", "--input", url, "--output", str(good_out), env=env)
+        assert f"error: {url}: {message}" in line
+        assert not good_out.exists()
+    else:
+        url = f"s3://{store}/out/dimuon"
+        if case != "no_bucket":  # the input is read from the live store only when the case allows it
+            good_in = testdata("uproot-HZZ.root")
+        line, seconds = run_failing("jobs.dimuon", "--input", good_in, "--output", url, env=env)
+        assert f"error: --output {url}: {message}" in line
+    assert seconds < 60  # the process's own start (imports) included; the probe itself: next test
+    assert keys(bucket) == ["in/hzz.root"]  # nothing written, not even the write probe
+
+
+def test_unreachable_endpoint_fails_within_seconds(s3_env, monkeypatch):
+    """No retries with backoff: a closed endpoint is reported in well under the SDKs' tens of seconds."""
+    import time
+
+    monkeypatch.setenv("COLLIDERFLOW_S3_ENDPOINT", f"http://127.0.0.1:{closed_port()}")
+    t0 = time.perf_counter()
+    with pytest.raises(BadInputError, match="cannot reach the object store"):
+        storage.expand_inputs(["s3://bucket/data/*.root"])
+    with pytest.raises(BadInputError, match="^--output s3://bucket/out: cannot reach"):
+        storage.check_writable("s3://bucket/out")
+    assert time.perf_counter() - t0 < 5
+
+
+def test_refusing_xrootd_server_is_one_line(tmp_path):
+    """A root:// host that refuses: the ingest command line names the URL and the server, exit 2, in
+    seconds (the XRootD client's own default retries for minutes)."""
+    url = f"root://127.0.0.1:{closed_port()}//data/qcd"
+    line, seconds = run_failing(
+        "jobs.ingest",
+        *("--input", f"qcd={url}", "--input", f"ttbar={url}", "--input", f"wjets={url}"),
+        *("--output", str(tmp_path / "out")),
+        env={},
+    )
+    assert line.startswith(f"error: {url}: cannot reach the XRootD server 127.0.0.1:"), line
+    assert seconds < 60 and not (tmp_path / "out").exists()
 
 
 # --- OCI: a missing or broken configuration is named, not a stack trace ------------------------------

@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
-# Debian services the tests start on loopback (a real Prometheus Pushgateway). Idempotent.
+# Debian services the tests start on loopback (a real Prometheus Pushgateway, an XRootD server for
+# root:// inputs: tests/xrootd.py). Idempotent.
 set -euo pipefail
 need=()
 command -v prometheus-pushgateway >/dev/null 2>&1 || need+=(prometheus-pushgateway)
+command -v xrootd >/dev/null 2>&1 || need+=(xrootd-server)
 if [ ${#need[@]} -gt 0 ]; then
   if [ "$(id -u)" = 0 ]; then SUDO=""; else SUDO="sudo"; fi
   $SUDO apt-get update -qq

@@ -667,3 +667,74 @@ def test_rntuple_input_gives_the_same_dataset(cards, card_outputs, tmp_path, spa
         np.testing.assert_array_equal(particles, want[key][2])
     summaries = [json.loads((o / "_summary.json").read_text()) for o in (out, card_outputs["MuonTight"])]
     assert summaries[0]["classes"] == summaries[1]["classes"]
+
+
+# ---------------------------------------------------------------------------------------------------
+# root:// (XRootD) inputs
+
+
+def test_root_inputs_equal_local(generated, many_tasks, xrootd_server, tmp_path, spark):
+    """The generated samples served by a real XRootD server, each class given as a root:// directory:
+    the same features row for row as the local run, and the same summary."""
+    served = {
+        name: xrootd_server.put(local, f"ingest/{tmp_path.name}/{os.path.basename(local)}")
+        for name, local in generated.items()
+    }
+    out = tmp_path / "root"
+    ingest.run(inputs_for(served), str(out), spark=spark, chunk_entries=350, batch_entries=200)
+    remote, local = read_output(out), read_output(many_tasks)
+
+    def by_name(rows: dict) -> dict:
+        return {(os.path.basename(url), entry): v for (url, entry), v in rows.items()}
+
+    assert {url for url, _ in remote} <= {
+        f"{served[n]}/{f}" for n in CLASSES for f in os.listdir(generated[n])
+    }
+    remote, local = by_name(remote), by_name(local)
+    assert remote.keys() == local.keys() and len(local) > 2000
+    for key, (label, hlf, particles) in local.items():
+        assert remote[key][0] == label
+        np.testing.assert_array_equal(remote[key][1], hlf)
+        np.testing.assert_array_equal(remote[key][2], particles)
+    summaries = [json.loads((d / "_summary.json").read_text()) for d in (out, many_tasks)]
+    assert summaries[0]["classes"] == summaries[1]["classes"]
+
+
+# ---------------------------------------------------------------------------------------------------
+# on a cluster without a shared disk
+
+
+@pytest.mark.slow
+def test_on_the_cluster_from_s3_equals_local(generated, many_tasks, spark_cluster, s3_env, bucket, tmp_path):
+    """The command line as a driver in its own namespace, `--master spark://` with two workers that
+    share no disk with it or each other, s3:// in and out (executors write their parts into the
+    store): the local run's features row for row, and its summary."""
+    from jobs.core import storage
+    from tests.cluster import run_driver
+    from tests.core.test_storage import download
+    from tests.jobs.dimuon.test_dimuon import SAME_HOST_WORKERS
+
+    fs, _ = storage.filesystem(f"s3://{bucket}")
+    inputs = []
+    for name, local in generated.items():
+        fs.put(f"{local}/", f"{bucket}/in/{os.path.basename(local)}/", recursive=True)
+        inputs += ["--input", f"{name}=s3://{bucket}/in/{os.path.basename(local)}"]
+    url = f"s3://{bucket}/out/features"
+    args = ["jobs.ingest", *inputs, "--output", url, "--chunk-entries", "350", "--batch-entries", "200"]
+    done = run_driver([*args, "--master", spark_cluster.master_url, *SAME_HOST_WORKERS], env=s3_env)
+    assert done.returncode == 0, done.stderr[-3000:] + spark_cluster.logs()
+    out = download(url, tmp_path / "remote")
+
+    def by_name(rows: dict) -> dict:
+        return {(os.path.basename(u), entry): v for (u, entry), v in rows.items()}
+
+    remote, local = read_output(out), read_output(many_tasks)
+    assert all(u.startswith(f"s3://{bucket}/in/") for u, _ in remote)
+    remote, local = by_name(remote), by_name(local)
+    assert remote.keys() == local.keys() and len(local) > 2000
+    for key, (label, hlf, particles) in local.items():
+        assert remote[key][0] == label
+        np.testing.assert_array_equal(remote[key][1], hlf)
+        np.testing.assert_array_equal(remote[key][2], particles)
+    summaries = [json.loads((d / "_summary.json").read_text()) for d in (out, many_tasks)]
+    assert summaries[0]["classes"] == summaries[1]["classes"]
