@@ -405,11 +405,6 @@ def test_root_inputs_equal_local(spark, xrootd_server, tmp_path):
 
 # --- on a cluster without a shared disk ----------------------------------------------------------
 
-# The fixture's workers all report host 127.0.0.1, so Spark would read another executor's shuffle
-# files from "its" local disk (they are in another namespace); on real nodes hosts differ. Six tasks
-# make treeReduce shuffle.
-SAME_HOST_WORKERS = ["--spark-conf", "spark.shuffle.readHostLocalDisk=false"]
-
 
 @pytest.mark.slow
 def test_on_the_cluster_from_s3_equals_local(spark_cluster, s3_env, bucket, spark, tmp_path):
@@ -428,7 +423,7 @@ def test_on_the_cluster_from_s3_equals_local(spark_cluster, s3_env, bucket, spar
     dimuon.run([f"{sample}/*.root"], str(local), spark=spark, chunk_entries=4000, plot=False)
     url = f"s3://{bucket}/out/dimuon"
     args = ["jobs.dimuon", "--input", f"s3://{bucket}/in/*.root", "--output", url, "--no-plot"]
-    args += ["--chunk-entries", "4000", "--master", spark_cluster.master_url, *SAME_HOST_WORKERS]
+    args += ["--chunk-entries", "4000", "--master", spark_cluster.master_url]  # 6 tasks: treeReduce shuffles
     done = run_driver(args, env=s3_env)
     assert done.returncode == 0, done.stderr[-3000:] + spark_cluster.logs()
     remote = download(url, tmp_path / "remote")

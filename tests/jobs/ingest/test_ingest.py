@@ -712,7 +712,6 @@ def test_on_the_cluster_from_s3_equals_local(generated, many_tasks, spark_cluste
     from jobs.core import storage
     from tests.cluster import run_driver
     from tests.core.test_storage import download
-    from tests.jobs.dimuon.test_dimuon import SAME_HOST_WORKERS
 
     fs, _ = storage.filesystem(f"s3://{bucket}")
     inputs = []
@@ -721,7 +720,7 @@ def test_on_the_cluster_from_s3_equals_local(generated, many_tasks, spark_cluste
         inputs += ["--input", f"{name}=s3://{bucket}/in/{os.path.basename(local)}"]
     url = f"s3://{bucket}/out/features"
     args = ["jobs.ingest", *inputs, "--output", url, "--chunk-entries", "350", "--batch-entries", "200"]
-    done = run_driver([*args, "--master", spark_cluster.master_url, *SAME_HOST_WORKERS], env=s3_env)
+    done = run_driver([*args, "--master", spark_cluster.master_url], env=s3_env)
     assert done.returncode == 0, done.stderr[-3000:] + spark_cluster.logs()
     out = download(url, tmp_path / "remote")
 
