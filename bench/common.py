@@ -151,5 +151,13 @@ def run_command(argv: Sequence[str], env: dict[str, str] | None = None) -> tuple
     return wall, peak.as_dict()
 
 
+def bytes_under(url: str) -> int:
+    """Bytes of every file under a local path or an fsspec URL (what a stage wrote)."""
+    import fsspec
+
+    fs, path = fsspec.core.url_to_fs(url)
+    return int(fs.du(path, total=True))
+
+
 def python_module(module: str, *args: str) -> list[str]:
     return [sys.executable, "-m", module, *args]
