@@ -100,3 +100,16 @@ def bucket(s3_env, request) -> str:
     yield name
     fs.rm(name, recursive=True)
     fs.invalidate_cache()
+
+
+@pytest.fixture(scope="session")
+def spark_cluster():
+    """A Spark standalone master and two workers on loopback, each worker in a private mount namespace
+    (own tmpfs /tmp): see tests/cluster.py. Drivers go through `tests.cluster.run_driver`."""
+    from tests import cluster
+
+    reason = cluster.cluster_unavailable()
+    if reason:
+        pytest.skip(reason)
+    with cluster.spark_cluster() as running:
+        yield running
