@@ -47,7 +47,12 @@ class WriteCounter:
         method = environ.get("REQUEST_METHOD")
         source = environ.get("HTTP_X_AMZ_COPY_SOURCE")
         if method == "PUT" and source:
-            size = _object_size(urllib.parse.unquote(source))
+            span = environ.get("HTTP_X_AMZ_COPY_SOURCE_RANGE", "")  # UploadPartCopy: bytes=a-b
+            if span.startswith("bytes="):
+                first, _, last = span[len("bytes=") :].partition("-")
+                size = int(last) - int(first) + 1
+            else:
+                size = _object_size(urllib.parse.unquote(source))
             with self.lock:
                 self.copies += 1
                 self.copied += size
