@@ -162,10 +162,9 @@ def main(argv: list[str] | None = None) -> int:
         write_result(args.results_dir, "cluster", {"status": f"not measured: {reason}", "stages": {}})
         return 0
 
-    import fsspec
-
     from bench.dimuon import make_input as make_nanoaod
     from bench.ingest import make_input as make_delphes
+    from jobs.core import storage
     from jobs.dltrigger_schema import CLASSES, SAMPLES
 
     workdir = os.path.abspath(args.workdir)
@@ -175,7 +174,7 @@ def main(argv: list[str] | None = None) -> int:
         os.environ.update({**CREDENTIALS, "COLLIDERFLOW_S3_ENDPOINT": s3.endpoint})
         for key in ("AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3", "AWS_PROFILE"):
             os.environ.pop(key, None)
-        fs = fsspec.filesystem("s3", endpoint_url=s3.endpoint)
+        fs, _ = storage.filesystem(f"s3://{BUCKET}")
         fs.mkdir(BUCKET)
         fs.put(root_dir + "/", f"{BUCKET}/nanoaod/", recursive=True)
         for name in CLASSES:
