@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import os
 import threading
 import urllib.parse
@@ -89,6 +90,7 @@ class S3Server:
         from moto.server import DomainDispatcherApplication, create_backend_app
         from werkzeug.serving import make_server
 
+        logging.getLogger("werkzeug").setLevel(logging.ERROR)  # no line per request
         self.counter = WriteCounter(DomainDispatcherApplication(create_backend_app))
         self.server = make_server("127.0.0.1", 0, self.counter, threaded=True)
         self.endpoint = f"http://127.0.0.1:{self.server.server_port}"
