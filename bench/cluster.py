@@ -103,9 +103,11 @@ class S3Server:
 
 
 def _job_metrics(output: str) -> dict:
-    import fsspec
+    from jobs.core import storage
 
-    with fsspec.open(output.rstrip("/") + "/_metrics.json") as f:
+    fs, path = storage.filesystem(output.rstrip("/") + "/_metrics.json")
+    fs.invalidate_cache()
+    with fs.open(path) as f:
         return json.load(f)
 
 

@@ -152,10 +152,12 @@ def run_command(argv: Sequence[str], env: dict[str, str] | None = None) -> tuple
 
 
 def bytes_under(url: str) -> int:
-    """Bytes of every file under a local path or an fsspec URL (what a stage wrote)."""
-    import fsspec
+    """Bytes of every file under a local path or a storage URL (what a stage wrote), through the
+    project's storage layer (its S3 endpoint and credentials from the environment)."""
+    from jobs.core import storage
 
-    fs, path = fsspec.core.url_to_fs(url)
+    fs, path = storage.filesystem(url)
+    fs.invalidate_cache()
     return int(fs.du(path, total=True))
 
 
