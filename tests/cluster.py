@@ -62,15 +62,16 @@ def isolated(cmd: Sequence[str]) -> list[str]:
     return ["unshare", "-m", "--propagation", "private", "sh", "-c", _NAMESPACE_SCRIPT, "isolated", *cmd]
 
 
-def isolated_env(env: Mapping[str, str] | None = None) -> dict[str, str]:
-    """The environment for an `isolated` process: TMPDIR in the private /tmp, the checkout and the
-    interpreter kept visible, and Spark bound to loopback."""
-    keep = {str(ROOT), sys.prefix, os.path.realpath(sys.prefix), sys.base_prefix}
+def isolated_env(env: Mapping[str, str] | None = None, keep: Sequence[str] = ()) -> dict[str, str]:
+    """The environment for an `isolated` process: TMPDIR in the private /tmp, the checkout, the
+    interpreter and the `keep` paths (e.g. an Airflow home) kept visible, Spark bound to loopback."""
+    keep = {str(ROOT), sys.prefix, os.path.realpath(sys.prefix), sys.base_prefix, *map(str, keep)}
     out = {**os.environ, **(env or {})}
     out.update(
         TMPDIR="/tmp",
         CF_KEEP_PATHS=" ".join(sorted(p for p in keep if p.startswith("/tmp/"))),
         SPARK_LOCAL_IP="127.0.0.1",
+        SPARK_CONF_DIR=str(ROOT / "tests" / "cluster_conf"),
         PYSPARK_PYTHON=sys.executable,
         PYTHONPATH=os.pathsep.join(filter(None, [str(ROOT), out.get("PYTHONPATH")])),
     )

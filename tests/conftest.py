@@ -26,6 +26,7 @@ SCRATCH = tempfile.mkdtemp(prefix="colliderflow-tests-")
 atexit.register(shutil.rmtree, SCRATCH, ignore_errors=True)
 os.environ["AIRFLOW_HOME"] = os.path.join(SCRATCH, "airflow-home")
 os.environ["COLLIDERFLOW_DATA"] = os.path.join(SCRATCH, "data")
+os.environ.pop("COLLIDERFLOW_STORAGE_ROOT", None)  # it would win over COLLIDERFLOW_DATA (dagkit.data_root)
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 # py4j logs from __del__ at interpreter exit, after pytest has closed the captured stream

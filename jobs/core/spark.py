@@ -3,10 +3,15 @@ chunks, one task per chunk computing array-at-a-time, partial results merged ass
 
 from __future__ import annotations
 
+import functools
 import os
+import shutil
 import sys
+import tempfile
 from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
+
+from jobs.core.storage import is_local
 
 T = TypeVar("T")
 C = TypeVar("C")
@@ -16,19 +21,48 @@ def default_master() -> str:
     return os.environ.get("COLLIDERFLOW_SPARK_MASTER", "local[*]")
 
 
+# Environment a task needs to reach the storage layer (fsspec reads these itself). Kubernetes gives
+# them to every executor pod from the chart's Secret and ConfigMap; a standalone cluster's executors
+# get them from the driver (spark.executorEnv.*, which Spark redacts in its UI and event log).
+STORAGE_ENV_PREFIXES = ("AWS_", "COLLIDERFLOW_S3_", "COLLIDERFLOW_OCI_", "OCI_", "OCIFS_", "XRD_")
+
+
+def storage_env() -> dict[str, str]:
+    return {k: v for k, v in os.environ.items() if k.startswith(STORAGE_ENV_PREFIXES) and v}
+
+
+def builder_master(master: str | None) -> str:
+    return master or default_master()
+
+
 def event_log_url(event_log_dir: str) -> str:
-    """Spark's spelling of an event-log directory that must exist before the context starts: a local
-    path (created, made absolute) or an object-store URL (a marker object makes the prefix a
-    directory for Hadoop; s3:// becomes Hadoop's s3a://)."""
-    if "://" not in event_log_dir or event_log_dir.startswith("file://"):
+    """A local directory for Spark's event log (created, made absolute). An object-store URL gets a
+    private local directory, copied there through fsspec when the session stops (`spark_session`),
+    so Spark never needs a Hadoop connector for s3://, oci:// or root://."""
+    if is_local(event_log_dir):
         path = event_log_dir.removeprefix("file://")
         os.makedirs(path, exist_ok=True)
         return os.path.abspath(path)
+    return tempfile.mkdtemp(prefix="colliderflow-spark-events-")
+
+
+def _upload_event_logs(local: str, url: str) -> None:
+    """Copy the finished event logs (rolling directories included) to `url`, then drop the local copy."""
     from jobs.core.storage import filesystem
 
-    fs, path = filesystem(event_log_dir)
-    fs.pipe(f"{path.rstrip('/')}/.keep", b"")
-    return "s3a://" + event_log_dir[len("s3://") :] if event_log_dir.startswith("s3://") else event_log_dir
+    try:
+        fs, path = filesystem(url)
+        for name in sorted(os.listdir(local)):
+            if name.endswith(".inprogress"):
+                continue  # the driver died before stopping Spark: not a finished application
+            src = os.path.join(local, name)
+            fs.put(src, f"{path.rstrip('/')}/{name}", recursive=os.path.isdir(src))
+    except Exception as exc:  # the stage's outputs are committed; a lost event log costs only metrics
+        print(
+            f"warning: Spark event log not copied to {url}: {str(exc).splitlines()[0][:300]}", file=sys.stderr
+        )
+    finally:
+        shutil.rmtree(local, ignore_errors=True)
 
 
 def spark_session(
@@ -45,7 +79,7 @@ def spark_session(
     os.environ.setdefault("PYSPARK_DRIVER_PYTHON", sys.executable)
     builder = (
         SparkSession.builder.appName(app_name)
-        .master(master or default_master())
+        .master(builder_master(master))
         .config("spark.ui.enabled", os.environ.get("COLLIDERFLOW_SPARK_UI", "false"))
         .config("spark.sql.session.timeZone", "UTC")
         .config("spark.driver.memory", os.environ.get("COLLIDERFLOW_SPARK_DRIVER_MEMORY", "4g"))
@@ -53,15 +87,24 @@ def spark_session(
         .config("spark.ui.showConsoleProgress", "false")  # progress bars garble task logs
         .config("spark.executorEnv.PYTHONPATH", os.pathsep.join(sys.path))
     )
-    if event_log_dir:
-        builder = builder.config("spark.eventLog.enabled", "true").config(
-            "spark.eventLog.dir", event_log_url(event_log_dir)
-        )
+    local_log = event_log_url(event_log_dir) if event_log_dir else None
+    if local_log:
+        builder = builder.config("spark.eventLog.enabled", "true").config("spark.eventLog.dir", local_log)
+    if not builder_master(master).startswith("local"):
+        for key, value in storage_env().items():
+            builder = builder.config(f"spark.executorEnv.{key}", value)
     for key, value in (conf or {}).items():
         builder = builder.config(key, value)
     spark = builder.getOrCreate()
     spark.sparkContext.setLogLevel(os.environ.get("COLLIDERFLOW_SPARK_LOG_LEVEL", "WARN"))
+    if event_log_dir and not is_local(event_log_dir):
+        spark.stop = functools.partial(_stop_and_upload, spark.stop, local_log, event_log_dir)
     return spark
+
+
+def _stop_and_upload(stop: Callable[[], None], local: str, url: str) -> None:
+    stop()  # finishes the event log
+    _upload_event_logs(local, url)
 
 
 def map_reduce(

@@ -304,84 +304,103 @@ def _replace_local_dir(staging: str, final: str) -> None:
             shutil.rmtree(old, ignore_errors=True)
 
 
-def _remote_target(url: str) -> tuple[fsspec.AbstractFileSystem, str, str]:
-    """The filesystem, the output path and a fresh hidden staging path beside it (`.NAME.staging-*`,
-    skipped by readers and globs over the parent)."""
+def _remote_target(url: str) -> tuple[fsspec.AbstractFileSystem, str]:
+    """The filesystem and the output path inside it (a prefix inside a bucket, not a bucket root)."""
     fs, path = filesystem(url)
     path = path.rstrip("/")
     parent, _, name = path.rpartition("/")
     if not parent or not name:
         raise UsageError(f"{url}: an output must be a prefix inside a bucket, not a bucket root")
-    return fs, path, f"{parent}/.{name}.staging-{uuid.uuid4().hex[:12]}"
+    return fs, path
 
 
-def _publish_remote(fs: fsspec.AbstractFileSystem, staging: str, path: str) -> None:
-    """Copy a complete staging prefix over the output `path` of the same store (no rename there).
-
-    1. put the `_COMMITTING` marker in the target, then delete the previous `_SUCCESS` before any
-       other old object, then the rest of the old output;
-    2. server-side copy staging -> target, write `_SUCCESS`, and only then delete `_COMMITTING`.
-    From step 1 on the target holds `_COMMITTING` until it is complete, so a reader going through
-    `check_complete` (expand_inputs does) refuses a half-copied or half-deleted output; a crash
-    leaves the marker behind, so the broken output stays refused until the task is rerun."""
-    fs.invalidate_cache(staging)
-    sources = [p for p in fs.find(staging) if p.rsplit("/", 1)[-1] not in (SUCCESS_MARKER, COMMITTING_MARKER)]
+def _begin_remote(fs: fsspec.AbstractFileSystem, path: str) -> None:
+    """Claim an object-store output for writing in place: put `_COMMITTING` first, then delete a
+    previous `_SUCCESS` before any other old object, then the rest of a previous output (run
+    directories are unique per run, so there is normally none; a rerun of the same task replaces it).
+    From here until `_publish_remote` every reader refuses the directory."""
     fs.pipe_file(f"{path}/{COMMITTING_MARKER}", b"")
+    fs.invalidate_cache(path)
     if fs.exists(f"{path}/{SUCCESS_MARKER}"):
         fs.rm_file(f"{path}/{SUCCESS_MARKER}")
     old = [p for p in fs.find(path) if p.rsplit("/", 1)[-1] != COMMITTING_MARKER]
     if old:
         fs.rm(old)
-    if sources:
-        fs.copy(sources, [path + p[len(staging) :] for p in sources])
+
+
+def _publish_remote(fs: fsspec.AbstractFileSystem, path: str) -> None:
+    """Mark a complete in-place output: `_SUCCESS` written last of all the data, then the
+    `_COMMITTING` claim removed. Nothing is copied: the parts already are where readers find them."""
     fs.pipe_file(f"{path}/{SUCCESS_MARKER}", b"")
     fs.rm_file(f"{path}/{COMMITTING_MARKER}")
+    fs.invalidate_cache(path)
 
 
-def _drop_remote(fs: fsspec.AbstractFileSystem, staging: str) -> None:
-    with contextlib.suppress(FileNotFoundError):
-        fs.rm(staging, recursive=True)
-    fs.invalidate_cache(staging.rpartition("/")[0])
+def _drop_remote(fs: fsspec.AbstractFileSystem, path: str) -> None:
+    """Remove what a failed run wrote in place, `_COMMITTING` last. If the cleanup itself fails (the
+    store went away, often why the run failed) the claim stays, readers keep refusing the directory,
+    and the run's own error is the one reported."""
+    with contextlib.suppress(Exception):
+        fs.invalidate_cache(path)
+        rest = [p for p in fs.find(path) if p.rsplit("/", 1)[-1] != COMMITTING_MARKER]
+        if rest:
+            fs.rm(rest)
+        fs.rm_file(f"{path}/{COMMITTING_MARKER}")
+    fs.invalidate_cache(path)
 
 
 def _commit_remote_dir(local_dir: str, url: str) -> None:
-    """Commit a finished local directory to an object store: upload it under a hidden staging prefix
-    (a failure here leaves the target and a previous output untouched), then `_publish_remote`."""
-    fs, path, staging = _remote_target(url)
+    """Commit a finished local directory to an object store: claim the target, upload every file once
+    straight to its final key, then `_SUCCESS` (no staging prefix, no server-side copy)."""
+    fs, path = _remote_target(url)
+    _begin_remote(fs, path)
     try:
-        fs.put(local_dir.rstrip("/") + "/", staging + "/", recursive=True)
-        _publish_remote(fs, staging, path)
-    finally:
-        _drop_remote(fs, staging)
+        fs.put(local_dir.rstrip("/") + "/", path + "/", recursive=True)
+        _publish_remote(fs, path)
+    except BaseException:
+        _drop_remote(fs, path)
+        raise
 
 
-def check_complete(url: str) -> None:
-    """Refuse a directory that an interrupted or running object-store commit left half-written (it
-    holds `_COMMITTING`). Directories written by other tools (no marker at all) are accepted."""
+def check_complete(url: str, *, required: bool = False) -> None:
+    """Refuse a directory that a running or failed object-store write holds (`_COMMITTING` present)
+    and, with `required` (a stage reading another stage's output), one without `_SUCCESS`, the
+    marker every colliderflow output gets last. Without `required`, directories written by other
+    tools (no marker at all) are accepted."""
     fs, path = filesystem(url)
-    if fs.exists(f"{path.rstrip('/')}/{COMMITTING_MARKER}"):
+    path = path.rstrip("/")
+    fs.invalidate_cache(path)
+    if fs.exists(f"{path}/{COMMITTING_MARKER}"):
         raise BadInputError(
-            url, f"incomplete output ({COMMITTING_MARKER} present: its commit is running or failed; rerun it)"
+            url, f"incomplete output ({COMMITTING_MARKER} present: its writer is running or failed; rerun it)"
+        )
+    if required and fs.isdir(path) and not fs.exists(f"{path}/{SUCCESS_MARKER}"):
+        raise BadInputError(
+            url, f"incomplete output (no {SUCCESS_MARKER}: its writer is running or failed; rerun it)"
         )
 
 
 @contextlib.contextmanager
 def atomic_output_dir(url: str, *, shared: bool = False) -> Iterator[str]:
-    """Yield a staging directory; on success it becomes `url` (replacing a previous output), on
-    failure it is deleted, so a half-written output is never visible under `url`.
+    """Yield the directory to write an output into; on success it is complete under `url` with
+    `_SUCCESS` (replacing a previous output), on failure nothing under `url` reads as complete.
 
-    By default the staging directory is local (for a remote `url` it is uploaded at the end). With
-    `shared=True` and a remote `url`, it is a staging URL in the same store instead, for outputs that
-    Spark executors on other machines write into (through `filesystem()`/fsspec, or Spark's own
-    writers with the image's s3a/oci connectors); it is published the same way, with server-side
-    copies. For a local `url` both are the same local directory."""
+    Local `url`: a hidden staging directory beside it, renamed into place (atomic). Object store:
+    there is no rename, but run directories are unique per run, so the output is written in place:
+    `_COMMITTING` first, parts at their final keys, `_SUCCESS` last (readers refuse the directory
+    until then, see check_complete; a failure removes what was written). By default the yielded
+    directory is a local one, uploaded once at the end; with `shared=True` it is the output URL
+    itself, for outputs that Spark executors on other machines write into through
+    `filesystem()`/fsspec. Either way every byte crosses to the store once, with no server-side copy."""
     if shared and not is_local(url):
-        fs, path, staging_path = _remote_target(url)
+        fs, path = _remote_target(url)
+        _begin_remote(fs, path)
         try:
-            yield f"{url.split('://', 1)[0]}://{staging_path}"
-            _publish_remote(fs, staging_path, path)
-        finally:
-            _drop_remote(fs, staging_path)
+            yield f"{url.split('://', 1)[0]}://{path}"
+            _publish_remote(fs, path)
+        except BaseException:
+            _drop_remote(fs, path)
+            raise
         return
     if is_local(url):
         check_writable(url)
@@ -393,6 +412,7 @@ def atomic_output_dir(url: str, *, shared: bool = False) -> Iterator[str]:
         os.umask(umask)
         os.chmod(staging, 0o777 & ~umask)  # mkdtemp's 0700 would make the output private
     else:
+        _remote_target(url)  # a bucket root is refused before any work
         staging = tempfile.mkdtemp(prefix="colliderflow-staging-")
     try:
         yield staging

@@ -19,16 +19,19 @@ import numpy as np
 import tensorflow as tf
 
 from jobs.core.errors import BadInputError, UsageError
-from jobs.core.storage import GLOB_CHARS, SUMMARY_FILE, filesystem
+from jobs.core.storage import GLOB_CHARS, SUMMARY_FILE, filesystem, is_local
 from jobs.core.tf_readers import (
     TFRECORD_SUFFIXES,
     _compression_type,
     _list_files,
+    _local_only,
+    _shard_files,
     detect_format,
     iter_parquet_chunks,
     read_parquet_dataset,
     read_tfrecords,
 )
+from jobs.core.tf_staging import Staged, assign_shards, stage_in
 from jobs.dltrigger_schema import COUNT_COLUMN, GRU_COLUMN, HLF_COLUMN, N_PARTICLES
 
 FORMATS = ("auto", "tfrecord", "parquet")
@@ -89,6 +92,24 @@ def check_bucketing_input(url: str, fmt: str, n_events: int = 256) -> None:
             "particle rows beyond n_particles are not zero (reference per-event scaling?); "
             "--bucketing needs a prepared set in global-scaling mode",
         )
+
+
+def data_files(url: str, fmt: str) -> list[str]:
+    """The sorted data files (URLs) of a prepared set in format `fmt`."""
+    return _list_files(url, TFRECORD_SUFFIXES if fmt == "tfrecord" else (".parquet",))
+
+
+def worker_input(
+    url: str, fmt: str, index: int, count: int, scratch: str
+) -> tuple[str, tuple[int, int] | None, Staged | None]:
+    """What worker `index` of `count` reads: (URL, shard, staged). A local set is read in place with
+    shard (index, count) (a shared disk); an object-store set has the worker's shards staged into
+    `scratch` and is read from there whole. Fewer shards than workers is refused either way."""
+    mine = assign_shards(data_files(url, fmt), index, count, url)
+    if is_local(url):
+        return url, ((index, count) if count > 1 else None), None
+    staged = stage_in(mine, scratch, url)
+    return staged.directory, None, staged
 
 
 def _drop_count(x: dict[str, tf.Tensor], y: tf.Tensor):
@@ -164,7 +185,7 @@ def make_dataset(
     return ds.prefetch(tf.data.AUTOTUNE)
 
 
-def _count_from_summary(url: str) -> int | None:
+def count_from_summary(url: str) -> int | None:
     """The record count jobs.tfrecords wrote for split DIR/<split> in DIR/_summary.json, if any."""
     fs, path = filesystem(url)
     path = path.rstrip("/")
@@ -179,23 +200,25 @@ def _count_from_summary(url: str) -> int | None:
     return int(records) if isinstance(records, int) and records > 0 else None
 
 
-def count_events(url: str, fmt: str) -> int:
-    """Events in a prepared set: Parquet footers (cheap), the _summary.json jobs.tfrecords writes
-    beside the split directories, or else one pass over the TFRecord framing (no parsing).
-    Multi-worker training needs it to give every worker the same number of steps."""
+def count_events(url: str, fmt: str, shard: tuple[int, int] | None = None) -> int:
+    """Events in a prepared set (or, with shard, in that worker's files): Parquet footers (cheap), the
+    _summary.json jobs.tfrecords writes beside the split directories (whole sets only), or else one
+    pass over the TFRecord framing (no parsing). Multi-worker training needs it to give every worker
+    the same number of steps."""
+    files = _shard_files(data_files(url, fmt), shard, url)
     if fmt == "parquet":
         import pyarrow.parquet as pq
 
         total = 0
-        for f in _list_files(url, (".parquet",)):
+        for f in files:
             fs, path = filesystem(f)
             with fs.open(path, "rb") as handle:
                 total += pq.ParquetFile(handle).metadata.num_rows
         return total
-    known = _count_from_summary(url)
+    known = count_from_summary(url) if shard is None else None
     if known is not None:
         return known
-    files = _list_files(url, TFRECORD_SUFFIXES)
+    _local_only(url, files)
     ds = tf.data.TFRecordDataset(
         files, compression_type=_compression_type(files, "auto"), num_parallel_reads=tf.data.AUTOTUNE
     )

@@ -7,15 +7,16 @@ jobs.tfrecords.example) do not."""
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterator
 
 import numpy as np
 import tensorflow as tf
 
 from jobs.core.errors import BadInputError
-from jobs.core.storage import GLOB_CHARS, check_complete, filesystem, is_local
+from jobs.core.storage import filesystem, is_local
 from jobs.core.tensors import ShapeError, nested_to_numpy
+from jobs.core.tf_staging import TFRECORD_SUFFIXES, assign_shards
+from jobs.core.tf_staging import list_data_files as _list_files
 from jobs.dltrigger_schema import (
     COUNT_COLUMN,
     GRU_COLUMN,
@@ -27,8 +28,6 @@ from jobs.dltrigger_schema import (
     N_PARTICLES,
     SHAPES,
 )
-
-TFRECORD_SUFFIXES = (".tfrecord", ".tfrecord.gz")
 
 
 def _feature_spec(include_n_particles: bool) -> dict[str, tf.io.FixedLenFeature]:
@@ -42,36 +41,24 @@ def _feature_spec(include_n_particles: bool) -> dict[str, tf.io.FixedLenFeature]
     return spec
 
 
-def _list_files(url: str, suffixes: tuple[str, ...]) -> list[str]:
-    """Data files of a directory (recursively, skipping _/. names) or of a glob, sorted."""
-    fs, path = filesystem(url)
-    if GLOB_CHARS & set(path):
-        found = [p for p in fs.glob(path) if fs.isfile(p)]
-    elif fs.isdir(path):
-        check_complete(url)  # refuse an object-store output whose commit did not finish
-        found = [p for p in fs.find(path) if p.endswith(suffixes)]
-    elif fs.isfile(path):
-        found = [path]
-    else:
-        raise BadInputError(url, "no such file or directory")
-    found = sorted(p for p in found if not os.path.basename(p).startswith(("_", ".")))
-    if not found:
-        raise BadInputError(url, f"holds no {' or '.join(suffixes)} file")
-    return [p if is_local(url) else fs.unstrip_protocol(p) for p in found]
+def _shard_files(files: list[str], shard: tuple[int, int] | None, source: str) -> list[str]:
+    """Input sharding for multi-worker training, shard = (index, count): this worker's files only
+    (`tf_staging.assign_shards`; fewer files than workers is refused)."""
+    if shard is None:
+        return files
+    return assign_shards(files, shard[0], shard[1], source)
 
 
-def _shard_files(files: list[str], shard: tuple[int, int] | None) -> tuple[list[str], tuple[int, int] | None]:
-    """Input sharding for multi-worker training, shard = (index, count): every count-th file from index
-    when there are at least `count` files (each worker reads only its files), else all files and a
-    record-level shard (returned second) so that the workers still see disjoint events."""
-    if shard is None or shard[1] <= 1:
-        return files, None
-    index, count = shard
-    if not 0 <= index < count:
-        raise ValueError(f"shard index {index} is outside 0..{count - 1}")
-    if len(files) >= count:
-        return files[index::count], None
-    return files, shard
+def _local_only(url: str, files: list[str]) -> None:
+    """TensorFlow opens local files only: an object URL must be staged in first (jobs.core.tf_staging).
+    Said plainly here, instead of TensorFlow's `Unimplemented` surfacing as a schema mismatch."""
+    remote = [f for f in files if not is_local(f)]
+    if remote:
+        scheme = remote[0].split("://", 1)[0]
+        raise BadInputError(
+            url, f"TensorFlow cannot open {scheme}:// objects itself; stage the shards in first "
+            "(jobs.core.tf_staging.stage_in)"
+        )  # fmt: skip
 
 
 def detect_format(url: str) -> str:
@@ -123,12 +110,11 @@ def read_tfrecords(
     """Decoded elements from a directory (or glob) of TFRecord shards. Shards are read interleaved in
     parallel; with batch_size the serialized records are batched before parsing (one vectorised
     parse per batch, much cheaper than one per record); always prefetched."""
-    files, record_shard = _shard_files(_list_files(url, TFRECORD_SUFFIXES), shard)
+    files = _shard_files(_list_files(url, TFRECORD_SUFFIXES), shard, url)
+    _local_only(url, files)
     ds = tf.data.TFRecordDataset(
         files, compression_type=_compression_type(files, compression), num_parallel_reads=num_parallel_calls
     )
-    if record_shard:
-        ds = ds.shard(record_shard[1], record_shard[0])
     if shuffle_buffer > 0:
         ds = ds.shuffle(shuffle_buffer, seed=seed, reshuffle_each_iteration=True)
     spec = _feature_spec(include_n_particles)
@@ -156,8 +142,7 @@ def iter_parquet_chunks(
     import pyarrow.parquet as pq
 
     columns = [HLF_COLUMN, GRU_COLUMN, LABEL_COLUMN] + ([COUNT_COLUMN] if include_n_particles else [])
-    files, record_shard = _shard_files(_list_files(url, (".parquet",)), shard)
-    row0 = 0  # global row index of the chunk's first row, for the record-level shard
+    files = _shard_files(_list_files(url, (".parquet",)), shard, url)
     for f in files:
         fs, path = filesystem(f)
         with fs.open(path, "rb") as handle:
@@ -172,10 +157,6 @@ def iter_parquet_chunks(
                     raise BadInputError(f, str(exc)) from None
                 if include_n_particles:
                     out[COUNT_COLUMN] = batch.column(COUNT_COLUMN).to_numpy().astype(np.int64)
-                if record_shard:
-                    keep = (row0 + np.arange(batch.num_rows)) % record_shard[1] == record_shard[0]
-                    row0 += batch.num_rows
-                    out = {k: v[keep] for k, v in out.items()}
                 yield out
 
 
@@ -191,7 +172,7 @@ def read_parquet_dataset(
 ) -> tf.data.Dataset:
     """The Parquet equivalent of read_tfrecords (same element structure), reading chunks of
     `chunk_rows` rows through pyarrow in a generator and unbatching them inside tf.data."""
-    _list_files(url, (".parquet",))  # fail now, not at the first iteration
+    _shard_files(_list_files(url, (".parquet",)), shard, url)  # fail now, not at the first iteration
     signature = {
         HLF_COLUMN: tf.TensorSpec([None, N_HLF], tf.float32),
         GRU_COLUMN: tf.TensorSpec([None, N_PARTICLES, N_PARTICLE_FEATURES], tf.float32),

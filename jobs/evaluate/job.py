@@ -7,14 +7,18 @@ efficiency-vs-rejection (the trigger physicist's view) and loss-curve PNGs, pred
 _metrics.json with `auc` {qcd, ttbar, wjets}, `accuracy`, `confusion_matrix` (rows: true class,
 columns: predicted), `background_rejection` {class: {efficiency: 1/FPR}}, `plots`, `events`,
 `events_per_second`.
-The output directory appears atomically.
+The output directory appears atomically. --model, --test, --history and --output may be
+object-store URLs (the test set is staged into local scratch: TensorFlow reads local files only).
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 import os
+import shutil
+import tempfile
 import time
 from collections.abc import Sequence
 
@@ -22,7 +26,14 @@ import numpy as np
 
 from jobs.core import cli
 from jobs.core.errors import BadInputError, UsageError
-from jobs.core.storage import METRICS_FILE, atomic_output_dir, check_writable, filesystem, write_json
+from jobs.core.storage import (
+    METRICS_FILE,
+    atomic_output_dir,
+    check_writable,
+    filesystem,
+    is_local,
+    write_json,
+)
 from jobs.core.training_history import plot_history, read_history
 from jobs.dltrigger_schema import CLASSES
 
@@ -67,9 +78,10 @@ def one_vs_rest_auc(y_true: np.ndarray, scores: np.ndarray) -> dict[str, float |
     return out
 
 
-def load_classifier(path: str, variable_length: bool):
+def load_classifier(path: str, variable_length: bool, scratch: str | None = None):
     """The saved model; with variable_length, the same weights in a model that accepts any particle
-    count (a model trained unbucketed has a fixed 801-row input)."""
+    count (a model trained unbucketed has a fixed 801-row input). A model on an object store is
+    copied into `scratch` (a new temporary directory if None) first: Keras opens local files only."""
     from jobs.core import model as model_lib
 
     fs, local = filesystem(path)
@@ -78,11 +90,9 @@ def load_classifier(path: str, variable_length: bool):
     if not path.endswith(".keras"):
         raise BadInputError(path, "expected a .keras model file written by jobs.train")
     try:
-        if "://" in path and not path.startswith("file://"):
-            import tempfile
-
-            tmp = os.path.join(tempfile.mkdtemp(prefix="colliderflow-model-"), "model.keras")
-            fs.get(local, tmp)
+        if not is_local(path):
+            tmp = os.path.join(scratch or tempfile.mkdtemp(prefix="colliderflow-model-"), "model.keras")
+            fs.get_file(local, tmp)
             local = tmp
         model = model_lib.load_model(local)
     except (OSError, ValueError, KeyError) as exc:
@@ -203,17 +213,36 @@ def evaluate(args: argparse.Namespace) -> dict:
     if args.batch_size < 1:
         raise UsageError(f"--batch-size must be positive, got {args.batch_size}")
     check_writable(args.output)
+    scratch = tempfile.mkdtemp(prefix="colliderflow-evaluate-")  # staged test set, model copy
+    try:
+        return _evaluate(args, scratch)
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+
+
+def _evaluate(args: argparse.Namespace, scratch: str) -> dict:
     from sklearn.metrics import confusion_matrix
 
     from jobs.core.job_metrics import job_metrics
-    from jobs.core.tf_dataset import check_bucketing_input, make_dataset, probe, resolve_format
+    from jobs.core.tf_dataset import (
+        check_bucketing_input,
+        make_dataset,
+        probe,
+        resolve_format,
+        worker_input,
+    )
 
     history = read_history(args.history) if args.history else None
     fmt = resolve_format(args.test, args.format)
-    check_bucketing_input(args.test, fmt) if args.bucketing else probe(args.test, fmt)
-    model = load_classifier(args.model, variable_length=bool(args.bucketing or args.max_particles))
+    # an object-store test set is staged into local scratch (TensorFlow reads local files only)
+    test, _, staged = worker_input(args.test, fmt, 0, 1, os.path.join(scratch, "test"))
+    with staged.named_as_remote() if staged else contextlib.nullcontext():
+        check_bucketing_input(test, fmt) if args.bucketing else probe(test, fmt)
+    model = load_classifier(
+        args.model, variable_length=bool(args.bucketing or args.max_particles), scratch=scratch
+    )
     ds = make_dataset(
-        args.test, fmt, batch_size=args.batch_size, bucketing=args.bucketing, max_particles=args.max_particles
+        test, fmt, batch_size=args.batch_size, bucketing=args.bucketing, max_particles=args.max_particles
     )
     t0, timing = time.perf_counter(), {}
     y_true, scores = predict(model, ds, timing)
@@ -246,6 +275,7 @@ def evaluate(args: argparse.Namespace) -> dict:
         first_batch_seconds=timing.get("first_batch_seconds"),
         steady_events_per_second=steady,  # after the first batch (graph tracing excluded)
         plots=plots,
+        staged_in=staged.summary() if staged else None,
     )
     with atomic_output_dir(args.output) as staging:
         write_json(os.path.join(staging, METRICS_FILE), metrics)

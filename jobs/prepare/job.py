@@ -3,19 +3,20 @@
     python -m jobs.prepare --input DIR --output DIR [--seed 42] [--test-fraction 0.2]
         [--scaler-fit train|all] [--particle-scaling global|per-event] [--shuffle-partitions N]
 
-A Spark job; the dataset never goes to the driver. Per event it is decided with seeded 64-bit hashes
-of (source_file, entry) — independent of partitioning, file order and retries — whether it survives
-the undersampling (the n_min lowest hashes of each class are kept: exact class counts), whether it
-goes to the test split, and where it lands in the shuffled training set. Spark SQL does this narrow
-work on (label, source_file, entry, file, row index) only (jobs.prepare.sampling). The particle lists
-never go through Spark's row format: tasks read the Parquet files themselves with pyarrow (one task
-per file, told which rows to take), do the numpy work (ΔR ordering, scaling: jobs.prepare.scaling)
-array-at-a-time, write the test events directly and hand the training events to Spark's shuffle as
-packed float32 bytes, which a last mapInArrow stage unpacks and writes in shuffled order
-(jobs.prepare.tasks). Only counts come back to the driver. This module plans the stages and commits
-the outputs (DIR/train/, DIR/test/ and the sidecars _scaler.json, _summary.json, _metrics.json, which
-Parquet readers skip), which appear atomically.
-Semantics and options: docs/dl-trigger-preparation.md.
+A Spark job shaped for a cluster without a shared disk, on any store the storage layer reads
+(local, s3://, ...): the driver only plans (the file list and the row counts from the Parquet
+footers, read in parallel: jobs.prepare.inputs) and commits; every byte of data is read and written
+inside the tasks, one task per input file, with pyarrow through fsspec (no Hadoop filesystem).
+Per event it is decided with seeded hashes of the event's identity (class, source file name, entry),
+never of where the data lives, whether it survives the undersampling (exactly the n_min lowest keys
+of each class, the threshold found from distributed key histograms), whether it goes to the test
+split and where it lands in the shuffled training set (jobs.prepare.sampling). The tasks do the numpy
+work (ΔR ordering, scaling: jobs.prepare.scaling) array-at-a-time, write the test events straight
+into the output and hand the training events to Spark's shuffle as packed float32 bytes, which a
+last mapInArrow stage writes in shuffled order into the output (jobs.prepare.tasks). Only counts
+come back to the driver. The output (DIR/train/, DIR/test/ and the sidecars _scaler.json,
+_summary.json, _metrics.json, which Parquet readers skip) is complete when _SUCCESS appears
+(jobs.core.storage.atomic_output_dir). Semantics and options: docs/dl-trigger-preparation.md.
 """
 
 from __future__ import annotations
@@ -23,7 +24,6 @@ from __future__ import annotations
 import argparse
 import logging
 import math
-import os
 import time
 from collections.abc import Sequence
 
@@ -33,26 +33,28 @@ from jobs.core import cli
 from jobs.core.errors import BadInputError, UsageError
 from jobs.core.job_metrics import job_metrics
 from jobs.core.spark import spark_info, spark_session
-from jobs.core.storage import METRICS_FILE, SUMMARY_FILE, atomic_output_dir, check_writable, write_json
-from jobs.dltrigger_schema import CLASS_TITLES, N_CLASSES, SCALER_FILE
-from jobs.prepare.sampling import (
-    class_counts,
-    every_event,
-    files_with_rows,
-    kept_events,
-    read_input,
-    split_counts,
+from jobs.core.storage import (
+    METRICS_FILE,
+    SUMMARY_FILE,
+    atomic_output_dir,
+    check_writable,
+    filesystem,
+    write_json,
 )
-from jobs.prepare.scaling import PARTICLE_SCALINGS, SCALER_FITS, FitStats, Scaler
+from jobs.dltrigger_schema import CLASS_TITLES, N_CLASSES, SCALER_FILE
+from jobs.prepare.inputs import InputFile, class_counts, list_inputs
+from jobs.prepare.sampling import Plan, thresholds
+from jobs.prepare.scaling import PARTICLE_SCALINGS, SCALER_FITS, Scaler
 from jobs.prepare.tasks import (
     ARROW_BATCH_ROWS,
     PARQUET_COMPRESSION,  # noqa: F401  (re-exported for bench.prepare)
     SHUFFLE_SCHEMA,
-    STATS_SCHEMA,
     WRITE_SCHEMA,
-    StatsTask,
+    FitResult,
+    FitTask,
     TrainWriteTask,
     TransformTask,
+    files_frame,
 )
 
 log = logging.getLogger("jobs.prepare")
@@ -61,44 +63,33 @@ SPLITS = ("train", "test")
 DEFAULT_SEED = 42
 DEFAULT_TEST_FRACTION = 0.2
 ROWS_PER_PARTITION = 10_000  # training events per shuffle partition (= output file) when not given
-# Row batches small enough for 801 x 19 floats per row: Spark's vectorized Parquet reader allocates
-# one contiguous vector per batch (its default of 4096 rows asks for ~250 MB per column and task and
-# runs the JVM out of heap), and Arrow batches to Python of the same size.
-BATCH_CONF = {
-    "spark.sql.parquet.columnarReaderBatchSize": str(ARROW_BATCH_ROWS),
-    "spark.sql.execution.arrow.maxRecordsPerBatch": str(ARROW_BATCH_ROWS),
-}
+# Arrow batches to and from Python small enough for 801 x 19 floats per row
+BATCH_CONF = {"spark.sql.execution.arrow.maxRecordsPerBatch": str(ARROW_BATCH_ROWS)}
 
 
-def _raise_task_errors(rows) -> None:
-    for r in rows:
-        if r["error"]:
-            raise BadInputError(r["error_file"] or "?", r["error"])
-
-
-def _fit(files, particle_scaling: str, scaler_fit: str, url: str) -> Scaler:
-    """Fit statistics over the flagged rows of every file; validates every row of those files."""
-    rows = files.mapInArrow(StatsTask(particle_scaling == "global"), STATS_SCHEMA).collect()
-    _raise_task_errors(rows)
-    total = FitStats()
-    for r in rows:
-        total = total.merge(FitStats.from_row(r.asDict()))
-    if total.events == 0:
-        raise BadInputError(
-            url, f"no events to fit the scalers on (--scaler-fit {scaler_fit}); too few events"
-        )
-    return Scaler.fit(total, particle_scaling, scaler_fit)
-
-
-def _dir_summary(directory: str, per_class: dict[int, int]) -> dict:
-    files = (
-        sorted(f for f in os.listdir(directory) if f.endswith(".parquet")) if os.path.isdir(directory) else []
+def _fit(spark, files: list[InputFile], plan: Plan, particle_scaling: str, scaler_fit: str, url: str):
+    """Fit statistics and kept events per split, in one pass over every file (which validates every
+    row of the input)."""
+    task = FitTask(plan, particle_scaling == "global", scaler_fit == "all")
+    todo = [f for f in files if f.rows]
+    result: FitResult = (
+        spark.sparkContext.parallelize(todo, len(todo)).map(task).treeReduce(lambda a, b: a + b)
     )
+    if result.error:
+        raise BadInputError(*result.error)
+    return result
+
+
+def _dir_summary(url: str, per_class: dict[int, int]) -> dict:
+    fs, path = filesystem(url)
+    fs.invalidate_cache(path)
+    found = fs.find(path, detail=True) if fs.isdir(path) else {}
+    files = {p.rsplit("/", 1)[-1]: int(info["size"]) for p, info in found.items() if p.endswith(".parquet")}
     return {
         "events": int(sum(per_class.values())),
         "per_class": {str(k): int(per_class.get(k, 0)) for k in range(N_CLASSES)},
-        "files": files,
-        "bytes": int(sum(os.path.getsize(os.path.join(directory, f)) for f in files)),
+        "files": sorted(files),
+        "bytes": int(sum(files.values())),
     }
 
 
@@ -129,6 +120,9 @@ def run(
         raise UsageError(f"--shuffle-partitions must be >= 1, got {shuffle_partitions}")
     check_writable(output)
     t0 = time.perf_counter()
+    files = list_inputs(input_url)
+    counts = class_counts(files, input_url)
+    n_min = min(counts.values())
     own_spark = spark is None
     conf = dict(spark_conf or {})
     if shuffle_partitions:
@@ -142,43 +136,42 @@ def run(
     try:
         for k, v in session_conf.items():
             spark.conf.set(k, v)
-        raw = read_input(spark, input_url)
-        counts = class_counts(raw, input_url)
-        n_min = min(counts.values())
-        kept = kept_events(raw, counts, seed, test_fraction)
-        per_split = split_counts(kept)
+        plan = Plan(seed, test_fraction, thresholds(spark, files, counts, seed))
+        fitted = _fit(spark, files, plan, particle_scaling, scaler_fit, input_url)
+        per_split = {(k, bool(t)): int(fitted.split[k, t]) for k in range(N_CLASSES) for t in (0, 1)}
         for name, is_test in (("train", False), ("test", True)):
-            if not any(per_split.get((k, is_test)) for k in range(N_CLASSES)):
+            if not any(per_split[(k, is_test)] for k in range(N_CLASSES)):
                 raise BadInputError(
                     input_url,
                     f"the {name} split is empty after undersampling to {n_min} events per class; "
                     "more events (or another --test-fraction) are needed",
                 )
-        files = files_with_rows(kept)
-        fit_files = files_with_rows(every_event(raw)) if scaler_fit == "all" else files
-        scaler = _fit(fit_files, particle_scaling, scaler_fit, input_url)
+        if fitted.stats.events == 0:
+            raise BadInputError(
+                input_url, f"no events to fit the scalers on (--scaler-fit {scaler_fit}); too few events"
+            )
+        scaler = Scaler.fit(fitted.stats, particle_scaling, scaler_fit)
         n_parts = shuffle_partitions or max(
             1, math.ceil(N_CLASSES * n_min * (1 - test_fraction) / ROWS_PER_PARTITION)
         )
-        with atomic_output_dir(output) as staging:
-            train_dir, test_dir = os.path.join(staging, "train"), os.path.join(staging, "test")
-            os.makedirs(train_dir)
-            os.makedirs(test_dir)
+        with atomic_output_dir(output, shared=True) as out:  # executors write into it
+            train_url, test_url = f"{out}/train", f"{out}/test"
             shuffled = (
-                files.mapInArrow(TransformTask(test_dir, scaler), SHUFFLE_SCHEMA)
+                files_frame(spark, [f for f in files if f.rows])
+                .mapInArrow(TransformTask(test_url, plan, scaler), SHUFFLE_SCHEMA)
                 .repartition(n_parts, "key")
                 .sortWithinPartitions("key")
             )
-            written = shuffled.mapInArrow(TrainWriteTask(train_dir), WRITE_SCHEMA).collect()
+            written = shuffled.mapInArrow(TrainWriteTask(train_url), WRITE_SCHEMA).collect()
             train_per_class = np.sum([r["per_class"] for r in written], axis=0)
             splits = {
-                "train": _dir_summary(train_dir, dict(enumerate(train_per_class.tolist()))),
-                "test": _dir_summary(test_dir, {k: per_split.get((k, True), 0) for k in range(N_CLASSES)}),
+                "train": _dir_summary(train_url, dict(enumerate(train_per_class.tolist()))),
+                "test": _dir_summary(test_url, {k: per_split[(k, True)] for k in range(N_CLASSES)}),
             }
             after = {k: splits["train"]["per_class"][str(k)] + splits["test"]["per_class"][str(k)]
                      for k in range(N_CLASSES)}  # fmt: skip
             if any(v != n_min for v in after.values()) or splits["train"]["events"] != sum(
-                per_split.get((k, False), 0) for k in range(N_CLASSES)
+                per_split[(k, False)] for k in range(N_CLASSES)
             ):
                 raise RuntimeError(f"undersampling kept {after}, expected {n_min} per class")
             info = spark_info(spark)
@@ -199,20 +192,19 @@ def run(
                 },
                 "scaler": SCALER_FILE,
             }
-            write_json(os.path.join(staging, SCALER_FILE), scaler.to_json())
-            write_json(os.path.join(staging, SUMMARY_FILE), summary)
-            events_in = sum(counts.values())
+            write_json(f"{out}/{SCALER_FILE}", scaler.to_json())
+            write_json(f"{out}/{SUMMARY_FILE}", summary)
             metrics = job_metrics(
                 stage="prepare",
-                events=events_in,
+                events=sum(counts.values()),
                 wall_seconds=wall,
                 io={},
                 skipped={},
-                spark={**info, "shuffle_partitions": n_parts},
+                spark={**info, "shuffle_partitions": n_parts, "input_files": len(files)},
                 events_written=3 * n_min,
                 bytes_written=sum(s["bytes"] for s in splits.values()),
             )
-            write_json(os.path.join(staging, METRICS_FILE), metrics)
+            write_json(f"{out}/{METRICS_FILE}", metrics)
     finally:
         if own_spark:
             spark.stop()

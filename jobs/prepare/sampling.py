@@ -1,194 +1,195 @@
-"""The per-event decisions of jobs.prepare, as Spark DataFrame plans on narrow columns: which events
-survive the undersampling, which go to the test split, where they land in the shuffle, and which
-rows of which input file each task has to act on. Every decision is a seeded hash of the event
-identity (source_file, entry), so it does not depend on partitioning, file order or retries; the
-particle lists are never touched here (the tasks in jobs.prepare.tasks read them)."""
+"""The per-event decisions of jobs.prepare, array-at-a-time inside the tasks: which events survive
+the undersampling, which go to the test split, where they land in the shuffle.
+
+Every decision is a seeded 64-bit hash of the event's *identity* (class, the name of its source file
+within its dataset, entry), never of where the data lives: the same events under another directory,
+bucket or store give the same kept set, split and order (a run on a laptop and on a cluster agree).
+The name within the dataset is the source file's last path component (`source_file` holds the full
+URL the ingestion read). Keys are splitmix64 mixes of a BLAKE2b digest of (seed, purpose, class,
+name) and the entry, so they are independent of partitioning, file order and retries.
+
+Undersampling keeps exactly n_min events of each class: the n_min smallest keys (ties broken by
+name, entry and the file's path inside the input). The threshold is found without sorting a class in
+one task: each task histograms the top 16 bits of its keys, the driver finds the bucket holding the
+n_min-th key, and a second narrow pass returns only the keys of that one bucket (about n/65536)."""
 
 from __future__ import annotations
 
-import os
+import hashlib
+from dataclasses import dataclass
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
 
 from jobs.core.errors import BadInputError
-from jobs.core.storage import filesystem, is_local
-from jobs.dltrigger_schema import (
-    CLASS_TITLES,
-    ENTRY_COLUMN,
-    FEATURES_HLF_COLUMN,
-    FEATURES_LABEL_COLUMN,
-    FEATURES_PARTICLES_COLUMN,
-    N_CLASSES,
-    SOURCE_FILE_COLUMN,
-)
+from jobs.dltrigger_schema import ENTRY_COLUMN, FEATURES_LABEL_COLUMN, N_CLASSES, SOURCE_FILE_COLUMN
+from jobs.prepare.inputs import InputFile
 
-FILE = "_file"  # the Parquet file a row came from (Spark's _metadata.file_path)
-_ROW = "_row"  # its row index in that file (Spark's _metadata.row_index)
+BUCKET_BITS = 16
+_SHIFT = np.uint64(64 - BUCKET_BITS)
+_GOLDEN = np.uint64(0x9E3779B97F4A7C15)
+_MASK53 = np.uint64((1 << 53) - 1)
 
 
-def _check_schema(schema, url: str) -> None:
-    """The ingestion contract, with the culprit named: column present and of a usable type."""
-    from pyspark.sql import types as T
+def _mix(x: np.ndarray) -> np.ndarray:
+    """splitmix64's finalizer on uint64 (wrapping arithmetic)."""
+    x = x ^ (x >> np.uint64(30))
+    x = x * np.uint64(0xBF58476D1CE4E5B9)
+    x = x ^ (x >> np.uint64(27))
+    x = x * np.uint64(0x94D049BB133111EB)
+    return x ^ (x >> np.uint64(31))
 
-    floats = (T.FloatType, T.DoubleType)
-    ints = (T.ByteType, T.ShortType, T.IntegerType, T.LongType)
 
-    def is_array_of(dt, inner) -> bool:
-        return isinstance(dt, T.ArrayType) and inner(dt.elementType)
+def dataset_name(source_file: str) -> str:
+    """The name of a source file within its dataset: its last path component, so that the same file
+    under another directory, bucket or URL scheme is the same file."""
+    return source_file.rstrip("/").rsplit("/", 1)[-1]
 
-    expected = {
-        FEATURES_HLF_COLUMN: (
-            "array<float>",
-            lambda dt: is_array_of(dt, lambda e: isinstance(e, floats)),
-        ),
-        FEATURES_PARTICLES_COLUMN: (
-            "array<array<float>>",
-            lambda dt: is_array_of(dt, lambda e: is_array_of(e, lambda x: isinstance(x, floats))),
-        ),
-        FEATURES_LABEL_COLUMN: (
-            "an integer (or the label=K partition directories)",
-            lambda dt: isinstance(dt, ints),
-        ),
-        SOURCE_FILE_COLUMN: ("string", lambda dt: isinstance(dt, T.StringType)),
-        ENTRY_COLUMN: ("an integer", lambda dt: isinstance(dt, ints)),
-    }
-    fields = {f.name: f.dataType for f in schema.fields}
-    missing = [name for name in expected if name not in fields]
-    if missing:
-        raise BadInputError(
-            url,
-            f"not an ingestion output: missing column(s) {', '.join(missing)} "
-            f"(found: {', '.join(fields) or 'none'})",
+
+def _base(seed: int, purpose: str, label: int, name: str) -> int:
+    digest = hashlib.blake2b(f"{seed}\0{purpose}\0{label}\0{name}".encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "little")
+
+
+@dataclass
+class Identity:
+    """The identity columns of a file's rows: name index per row into `names`, and entries."""
+
+    label: int
+    names: list[str]
+    name_index: np.ndarray  # int32 per row
+    entries: np.ndarray  # uint64 per row
+
+    @classmethod
+    def of(cls, label: int, source_file: pa.ChunkedArray | pa.Array, entry) -> Identity:
+        encoded = pc.dictionary_encode(source_file)
+        if isinstance(encoded, pa.ChunkedArray):
+            encoded = encoded.combine_chunks() if encoded.num_chunks != 1 else encoded.chunk(0)
+        names = [dataset_name(s) for s in encoded.dictionary.to_pylist()]
+        index = encoded.indices.to_numpy(zero_copy_only=False).astype(np.int64)
+        entries = np.asarray(entry.to_numpy(zero_copy_only=False) if hasattr(entry, "to_numpy") else entry)
+        return cls(label, names, index, entries.astype(np.int64).view(np.uint64))
+
+    def keys(self, seed: int, purpose: str) -> np.ndarray:
+        """uint64 key per row for (seed, purpose)."""
+        bases = np.array([_base(seed, purpose, self.label, n) for n in self.names], dtype=np.uint64)
+        if not len(bases):
+            return np.zeros(0, dtype=np.uint64)
+        return _mix(bases[self.name_index] + _mix(self.entries * _GOLDEN + np.uint64(1)))
+
+    def tie_key(self, i: int, key: int, rel: str, row: int) -> tuple:
+        return (int(key), self.names[self.name_index[i]], int(self.entries[i].view(np.int64)), rel, row)
+
+
+def read_identity(f: InputFile) -> Identity:
+    """The narrow identity columns of one input file (the particle lists are not read), with the
+    file's label column, where it has one, checked against its label=K directory."""
+    import pyarrow.parquet as pq
+
+    from jobs.core.storage import filesystem
+
+    columns = [SOURCE_FILE_COLUMN, ENTRY_COLUMN] + ([FEATURES_LABEL_COLUMN] if f.has_label_column else [])
+    fs, path = filesystem(f.url)
+    with fs.open(path, "rb") as handle:
+        table = pq.ParquetFile(handle).read(columns=columns)
+    if f.has_label_column:
+        labels = table[FEATURES_LABEL_COLUMN].to_numpy(zero_copy_only=False)
+        if len(labels) and not np.all(labels == f.label):
+            raise BadInputError(f.url, f"label column disagrees with its directory label={f.label}")
+    return Identity.of(f.label, table[SOURCE_FILE_COLUMN], table[ENTRY_COLUMN])
+
+
+@dataclass(frozen=True)
+class Plan:
+    """Everything a task needs to decide, per row, from the row's identity alone."""
+
+    seed: int
+    test_fraction: float
+    # label -> the largest kept (key, name, entry, rel, row); absent: the class is kept whole
+    thresholds: dict[int, tuple]
+
+    def decide(
+        self, f: InputFile, ident: Identity, offset: int = 0
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(kept, is_test, shuffle key as int64) per row of a batch of one file starting at row
+        `offset` of the file."""
+        n = len(ident.entries)
+        kept = np.ones(n, dtype=bool)
+        threshold = self.thresholds.get(f.label)
+        if threshold is not None:
+            keys = ident.keys(self.seed, "undersample")
+            t = np.uint64(threshold[0])
+            kept = keys < t
+            for i in np.flatnonzero(keys == t):  # full ties on the key: rare, settled exactly
+                kept[i] = ident.tie_key(i, keys[i], f.rel, offset + int(i)) <= threshold
+        u = (ident.keys(self.seed, "split") & _MASK53).astype(np.float64) / float(1 << 53)
+        is_test = u < self.test_fraction
+        shuffle = ident.keys(self.seed, "shuffle").view(np.int64)
+        return kept, is_test, shuffle
+
+
+# --- the distributed exact threshold -------------------------------------------------------------
+
+
+@dataclass
+class Histogram:
+    """Per class, how many undersampling keys fall into each of the 2**BUCKET_BITS buckets."""
+
+    counts: np.ndarray  # (N_CLASSES, 2**BUCKET_BITS) int64
+    error: tuple[str, str] | None = None
+
+    def __add__(self, other: Histogram) -> Histogram:
+        errors = sorted(e for e in (self.error, other.error) if e)
+        return Histogram(self.counts + other.counts, errors[0] if errors else None)
+
+
+def histogram_task(seed: int):
+    def run(f: InputFile) -> Histogram:
+        counts = np.zeros((N_CLASSES, 1 << BUCKET_BITS), dtype=np.int64)
+        try:
+            ident = read_identity(f)
+        except BadInputError as exc:
+            return Histogram(counts, (exc.source, exc.problem))
+        counts[f.label] = np.bincount(
+            (ident.keys(seed, "undersample") >> _SHIFT).astype(np.int64), minlength=1 << BUCKET_BITS
         )
-    for name, (want, ok) in expected.items():
-        if not ok(fields[name]):
-            raise BadInputError(url, f"column {name} is {fields[name].simpleString()}, expected {want}")
+        return Histogram(counts)
+
+    return run
 
 
-def read_input(spark, url: str):
-    """The ingestion dataset as a DataFrame (hive partitions label=K), after checking it is there."""
-    if is_local(url):
-        fs, path = filesystem(url)
-        if not fs.isdir(path):
-            raise BadInputError(url, "no such directory (expected the jobs.ingest output)")
-        if not any(p.endswith(".parquet") for p in fs.find(path)):
-            raise BadInputError(url, "holds no .parquet file (empty input; expected the jobs.ingest output)")
-        url = os.path.abspath(path)
-    from pyspark.sql import functions as F
+def candidates_task(seed: int, buckets: dict[int, int]):
+    """Keys (with their tie-breakers) of the rows in each class's threshold bucket."""
 
-    df = spark.read.option("pathGlobFilter", "*.parquet").parquet(url)  # only the data files
-    _check_schema(df.schema, url)
-    return df.withColumn(FILE, F.col("_metadata.file_path")).withColumn(_ROW, F.col("_metadata.row_index"))
+    def run(f: InputFile) -> list[tuple]:
+        if f.label not in buckets:
+            return []
+        ident = read_identity(f)
+        keys = ident.keys(seed, "undersample")
+        hits = np.flatnonzero((keys >> _SHIFT) == np.uint64(buckets[f.label]))
+        return [(f.label, ident.tie_key(i, keys[i], f.rel, int(i))) for i in hits]
+
+    return run
 
 
-def class_counts(df, url: str) -> dict[int, int]:
-    """Events per class, checked: every class 0..N_CLASSES-1 present, no other label value."""
-    rows = df.groupBy(FEATURES_LABEL_COLUMN).count().collect()
-    counts = {r[FEATURES_LABEL_COLUMN]: int(r["count"]) for r in rows}
-    if not counts:
-        raise BadInputError(url, "holds no events (empty input)")
-    bad = sorted(k for k in counts if k is None or not 0 <= k < N_CLASSES)
-    if bad:
-        raise BadInputError(url, f"label value(s) {bad} outside 0..{N_CLASSES - 1}")
-    absent = [k for k in range(N_CLASSES) if k not in counts]
-    if absent:
-        names = ", ".join(f"{k} ({CLASS_TITLES[k]})" for k in absent)
-        raise BadInputError(url, f"class(es) {names} have no events; undersampling needs all {N_CLASSES}")
-    return {k: counts[k] for k in range(N_CLASSES)}
-
-
-def _event_hash(seed: int, purpose: str):
-    """A seeded 64-bit hash of the event identity, different for each purpose (so the kept events,
-    the split and the shuffle order are independent of each other)."""
-    from pyspark.sql import functions as F
-
-    return F.xxhash64(F.lit(int(seed)), F.lit(purpose), F.col(SOURCE_FILE_COLUMN), F.col(ENTRY_COLUMN))
-
-
-def _undersample(df, counts: dict[int, int], seed: int):
-    """Exactly n_min events of every class: the n_min smallest (hash, source_file, entry) of each
-    larger class. The ranking runs on a narrow projection; only one threshold row per class comes to
-    the driver, and the wide rows are then filtered in place (no shuffle of the particle lists)."""
-    from pyspark.sql import Window
-    from pyspark.sql import functions as F
-
+def thresholds(spark, files: list[InputFile], counts: dict[int, int], seed: int) -> dict[int, tuple]:
+    """For each class larger than the smallest, the n_min-th smallest (key, name, entry, rel, row)."""
     n_min = min(counts.values())
-    df = df.withColumn("_keep_key", _event_hash(seed, "undersample"))
-    larger = [k for k, n in counts.items() if n > n_min]
-    keep = F.col(FEATURES_LABEL_COLUMN).isin([k for k, n in counts.items() if n == n_min])
-    if larger:
-        order = Window.partitionBy(FEATURES_LABEL_COLUMN).orderBy(
-            "_keep_key", SOURCE_FILE_COLUMN, ENTRY_COLUMN
-        )
-        thresholds = (
-            df.where(F.col(FEATURES_LABEL_COLUMN).isin(larger))
-            .select(FEATURES_LABEL_COLUMN, "_keep_key", SOURCE_FILE_COLUMN, ENTRY_COLUMN)
-            .withColumn("_rank", F.row_number().over(order))
-            .where(F.col("_rank") == n_min)
-            .collect()
-        )
-        for t in thresholds:
-            key, src, entry = F.col("_keep_key"), F.col(SOURCE_FILE_COLUMN), F.col(ENTRY_COLUMN)
-            at_or_below = (key < t["_keep_key"]) | (
-                (key == t["_keep_key"])
-                & (
-                    (src < t[SOURCE_FILE_COLUMN])
-                    | ((src == t[SOURCE_FILE_COLUMN]) & (entry <= t[ENTRY_COLUMN]))
-                )
-            )
-            keep = keep | ((F.col(FEATURES_LABEL_COLUMN) == t[FEATURES_LABEL_COLUMN]) & at_or_below)
-    return df.where(keep)
-
-
-def _with_split(df, seed: int, test_fraction: float):
-    """`_is_test`: a seeded per-event Bernoulli(test_fraction) draw from a 53-bit slice of a hash."""
-    from pyspark.sql import functions as F
-
-    u = _event_hash(seed, "split").bitwiseAND(F.lit((1 << 53) - 1)).cast("double") / float(1 << 53)
-    return df.withColumn("_is_test", u < float(test_fraction))
-
-
-def kept_events(raw, counts: dict[int, int], seed: int, test_fraction: float):
-    """The undersampled events with their decisions: `_is_test` (the split), `_shuffle_key` (the
-    order of the shuffled training set) and `_fit` (the scalers are fitted on the training split)."""
-    from pyspark.sql import functions as F
-
-    kept = _with_split(_undersample(raw, counts, seed), seed, test_fraction)
-    return kept.withColumn("_shuffle_key", _event_hash(seed, "shuffle")).withColumn(
-        "_fit", ~F.col("_is_test")
-    )
-
-
-def every_event(raw):
-    """All input events as fit rows for --scaler-fit all: none in the test split, no shuffle key."""
-    from pyspark.sql import functions as F
-
-    every = raw.withColumn("_is_test", F.lit(False)).withColumn("_shuffle_key", F.lit(0).cast("long"))
-    return every.withColumn("_fit", F.lit(True))
-
-
-def split_counts(kept) -> dict[tuple[int, bool], int]:
-    """Events per (label, is_test) of `kept_events`."""
-    return {(r[FEATURES_LABEL_COLUMN], r["_is_test"]): int(r["count"])
-            for r in kept.groupBy(FEATURES_LABEL_COLUMN, "_is_test").count().collect()}  # fmt: skip
-
-
-def files_with_rows(df):
-    """One row per input file (`FILE`): its index in sorted order (`_file_index`) and the sorted row
-    indices of the events of `df` in it (`rows`), with label, split, shuffle key and the `_fit` flag
-    as `flag`. Narrow data; round-robin repartitioned so that every file is a task of its own."""
-    from pyspark.sql import Window
-    from pyspark.sql import functions as F
-
-    rows = F.struct(
-        F.col(_ROW).alias("row"),
-        F.col(FEATURES_LABEL_COLUMN).cast("int").alias("label"),
-        F.col("_fit").alias("flag"),
-        F.col("_is_test").alias("is_test"),
-        F.col("_shuffle_key").alias("key"),
-    )
-    files = df.groupBy(FILE).agg(F.sort_array(F.collect_list(rows)).alias("rows"))
-    # number the files in one partition on the file names alone, not on the rows lists
-    names = df.select(FILE).distinct()
-    names = names.withColumn("_file_index", F.row_number().over(Window.orderBy(FILE)) - 1)
-    files = files.join(F.broadcast(names), FILE)
-    n_files = max(1, len(df.inputFiles()))
-    return files.repartition(n_files)
+    larger = {k for k, n in counts.items() if n > n_min}
+    todo = [f for f in files if f.label in larger and f.rows]
+    if not todo:
+        return {}
+    rdd = spark.sparkContext.parallelize(todo, len(todo))
+    hist = rdd.map(histogram_task(seed)).treeReduce(lambda a, b: a + b)
+    if hist.error:
+        raise BadInputError(*hist.error)
+    buckets, need = {}, {}
+    for k in larger:
+        cum = np.cumsum(hist.counts[k])
+        b = int(np.searchsorted(cum, n_min))
+        buckets[k], need[k] = b, n_min - (int(cum[b - 1]) if b else 0)
+    found: dict[int, list[tuple]] = {k: [] for k in larger}
+    for label, tie in rdd.flatMap(candidates_task(seed, buckets)).collect():
+        found[label].append(tie)
+    return {k: sorted(found[k])[need[k] - 1] for k in larger}

@@ -1,21 +1,21 @@
-"""The work jobs.prepare runs inside Spark tasks (mapInArrow functions over the rows of
-jobs.prepare.sampling.files_with_rows): each task reads its input file itself with pyarrow, so the
-particle lists never pass through the JVM's row format, does the numpy work array-at-a-time, and
-writes Parquet files that appear under their final name only when complete. Training events cross
-the shuffle as packed float32 bytes. Only counts and fit statistics go back to the driver."""
+"""The work jobs.prepare runs inside Spark tasks, one task per input file: each task reads its file
+itself with pyarrow through the storage layer (local, s3://, any fsspec URL; no Hadoop connector),
+decides per row from the row's identity (jobs.prepare.sampling), does the numpy work array-at-a-time
+and writes its parts straight into the output's location (jobs.core.part_files), so no executor
+needs a disk shared with the driver or another executor. Training events cross the shuffle as packed
+float32 bytes. Only counts and fit statistics go back to the driver."""
 
 from __future__ import annotations
 
-import os
-import urllib.parse
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
 from jobs.core.errors import BadInputError
+from jobs.core.part_files import PartFile
 from jobs.core.storage import filesystem
 from jobs.core.tensors import ShapeError, nested_to_numpy, numpy_to_nested, one_hot
 from jobs.dltrigger_schema import (
@@ -34,17 +34,15 @@ from jobs.dltrigger_schema import (
     N_PARTICLES,
     SOURCE_FILE_COLUMN,
 )
-from jobs.prepare.sampling import FILE
+from jobs.prepare.inputs import InputFile
+from jobs.prepare.sampling import Identity, Plan
 from jobs.prepare.scaling import FitStats, Scaler
 
 ARROW_BATCH_ROWS = 256  # events per Arrow batch handed to Python: ~16 MB of particles as float32
 PARQUET_COMPRESSION = "zstd"
 
-# What the tasks return to Spark (mapInArrow output schemas)
-STATS_SCHEMA = (
-    "events long, hlf_min array<double>, hlf_max array<double>, rows long, mean array<double>, "
-    "m2 array<double>, error string, error_file string"
-)
+# What the tasks hand to Spark: the input files (mapInArrow input) and the mapInArrow output schemas
+FILES_SCHEMA = "url string, label int, rel string, rows long, index int, has_label_column boolean"
 SHUFFLE_SCHEMA = "key long, label int, n_particles long, source_file string, entry long, payload binary"
 _SHUFFLE_COLUMNS = ["key", FEATURES_LABEL_COLUMN, COUNT_COLUMN, SOURCE_FILE_COLUMN, ENTRY_COLUMN, "payload"]
 WRITE_SCHEMA = "rows long, per_class array<long>, bytes long, file string"
@@ -52,32 +50,34 @@ WRITE_SCHEMA = "rows long, per_class array<long>, bytes long, file string"
 _PAYLOAD_FLOATS = N_HLF + N_PARTICLES * N_PARTICLE_FEATURES
 
 
-def _file_path(url: str) -> str:
-    """Spark's file URL (`file:/a%20b/x.parquet`) as a path fsspec opens; other schemes unchanged."""
-    if url.startswith("file:"):
-        return urllib.parse.unquote(urllib.parse.urlparse(url).path)
-    return url
+def files_frame(spark, files: list[InputFile]):
+    """The input files as a DataFrame with one partition per file (one task each)."""
+    rows = [(f.url, f.label, f.rel, f.rows, f.index, f.has_label_column) for f in files]
+    return spark.createDataFrame(spark.sparkContext.parallelize(rows, max(1, len(rows))), FILES_SCHEMA)
 
 
-def _file_batches(
-    url: str, row_struct: pa.Array
-) -> Iterator[tuple[dict[str, np.ndarray], np.ndarray, pa.Table]]:
-    """Stream one input file with pyarrow in batches of ARROW_BATCH_ROWS events and yield, per batch,
-    the decisions of its listed rows, their positions in the batch and the batch itself (the columns
-    this job uses). Every row of the file is decoded, so every row is shape-checked."""
-    decisions = {
-        name: row_struct.field(name).to_numpy(zero_copy_only=False) for name in row_struct.type.names
-    }
-    rows = decisions["row"].astype(np.int64)
-    fs, path = filesystem(_file_path(url))
+def _input_files(batch: pa.RecordBatch) -> Iterator[InputFile]:
+    for row in batch.to_pylist():
+        yield InputFile(**row)
+
+
+def _decided_batches(
+    f: InputFile, plan: Plan
+) -> Iterator[tuple[pa.RecordBatch, np.ndarray, np.ndarray, np.ndarray]]:
+    """Stream one input file with pyarrow in batches of ARROW_BATCH_ROWS events and yield each batch
+    with its rows' decisions (kept, is_test, shuffle key)."""
+    columns = list(FEATURES_COLUMNS) + ([FEATURES_LABEL_COLUMN] if f.has_label_column else [])
+    fs, path = filesystem(f.url)
     start = 0
     with fs.open(path, "rb") as handle:
-        pf = pq.ParquetFile(handle)
-        for batch in pf.iter_batches(batch_size=ARROW_BATCH_ROWS, columns=list(FEATURES_COLUMNS)):
-            stop = start + batch.num_rows
-            lo, hi = np.searchsorted(rows, [start, stop])
-            yield {k: v[lo:hi] for k, v in decisions.items()}, rows[lo:hi] - start, batch
-            start = stop
+        for batch in pq.ParquetFile(handle).iter_batches(batch_size=ARROW_BATCH_ROWS, columns=columns):
+            if f.has_label_column:
+                labels = batch.column(FEATURES_LABEL_COLUMN).to_numpy(zero_copy_only=False)
+                if not np.all(labels == f.label):
+                    raise BadInputError(f.url, f"label column disagrees with its directory label={f.label}")
+            ident = Identity.of(f.label, batch.column(SOURCE_FILE_COLUMN), batch.column(ENTRY_COLUMN))
+            yield (batch, *plan.decide(f, ident, start))
+            start += batch.num_rows
 
 
 def _arrays(batch: pa.RecordBatch, url: str) -> tuple[np.ndarray, np.ndarray]:
@@ -91,31 +91,45 @@ def _arrays(batch: pa.RecordBatch, url: str) -> tuple[np.ndarray, np.ndarray]:
     return hlf, particles
 
 
+@dataclass
+class FitResult:
+    """Fit statistics of the flagged rows and kept events per (class, split) of some files; mergeable.
+    `error`: (file, problem) of the first malformed file (every row of every file is decoded)."""
+
+    stats: FitStats = field(default_factory=FitStats)
+    split: np.ndarray = field(default_factory=lambda: np.zeros((N_CLASSES, 2), dtype=np.int64))
+    error: tuple[str, str] | None = None
+
+    def __add__(self, other: FitResult) -> FitResult:
+        errors = sorted(e for e in (self.error, other.error) if e)
+        return FitResult(
+            self.stats.merge(other.stats), self.split + other.split, errors[0] if errors else None
+        )
+
+
 @dataclass(frozen=True)
-class StatsTask:
-    """mapInArrow function over files: the fit statistics of the flagged rows (one row per task), or
-    the first malformed file. Reads the Parquet files itself (pyarrow): the particle lists never
-    pass through the JVM."""
+class FitTask:
+    """Spark map function over input files: fit statistics of the training split (`fit_all`: of every
+    event) and the kept events per split."""
 
+    plan: Plan
     with_particles: bool
+    fit_all: bool
 
-    def __call__(self, batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
-        total = FitStats()
-        for files in batches:
-            for url, rows in zip(files.column(FILE).to_pylist(), files.column("rows"), strict=True):
-                try:
-                    for d, pos, batch in _file_batches(url, rows.values):
-                        hlf, particles = _arrays(batch, url)
-                        sel = pos[d["flag"]]
-                        total = total.merge(
-                            FitStats.of(hlf[sel], particles[sel] if self.with_particles else None)
-                        )
-                except BadInputError as exc:
-                    yield pa.RecordBatch.from_pylist(
-                        [{**FitStats().to_row(), "error": exc.problem, "error_file": url}]
-                    )
-                    return
-        yield pa.RecordBatch.from_pylist([{**total.to_row(), "error": None, "error_file": None}])
+    def __call__(self, f: InputFile) -> FitResult:
+        out = FitResult()
+        try:
+            for batch, kept, is_test, _ in _decided_batches(f, self.plan):
+                hlf, particles = _arrays(batch, f.url)
+                out.split[f.label, 0] += int((kept & ~is_test).sum())
+                out.split[f.label, 1] += int((kept & is_test).sum())
+                sel = np.arange(batch.num_rows) if self.fit_all else np.flatnonzero(kept & ~is_test)
+                out.stats = out.stats.merge(
+                    FitStats.of(hlf[sel], particles[sel] if self.with_particles else None)
+                )
+        except BadInputError as exc:
+            return FitResult(error=(exc.source, exc.problem))
+        return out
 
 
 def _table(out: dict[str, np.ndarray], source_file: pa.Array, entry: pa.Array) -> pa.Table:
@@ -131,18 +145,18 @@ def _table(out: dict[str, np.ndarray], source_file: pa.Array, entry: pa.Array) -
     )
 
 
-class _AtomicParquet:
-    """A Parquet file written under a temporary name and renamed on close (a retried task replaces
-    its own file instead of adding a second one); opened lazily, so no rows means no file."""
+class _PartParquet:
+    """A Parquet part at its final URL (jobs.core.part_files.PartFile), opened lazily: no rows, no file."""
 
-    def __init__(self, path: str):
-        self.path = path
-        self._tmp = os.path.join(os.path.dirname(path), f".{os.path.basename(path)}.tmp-{os.getpid()}")
+    def __init__(self, url: str):
+        self.url = url
+        self._part: PartFile | None = None
         self._writer = None
 
     def write(self, table: pa.Table) -> None:
         if self._writer is None:
-            self._writer = pq.ParquetWriter(self._tmp, table.schema, compression=PARQUET_COMPRESSION)
+            self._part = PartFile(self.url)
+            self._writer = pq.ParquetWriter(self._part.file, table.schema, compression=PARQUET_COMPRESSION)
         self._writer.write_table(table)
 
     def close(self) -> int:
@@ -150,15 +164,12 @@ class _AtomicParquet:
             return 0
         self._writer.close()
         self._writer = None
-        os.replace(self._tmp, self.path)
-        return os.path.getsize(self.path)
+        return self._part.commit()
 
     def abort(self) -> None:
-        if self._writer is not None:
-            self._writer.close()
-            self._writer = None
-        if os.path.exists(self._tmp):
-            os.remove(self._tmp)
+        if self._part is not None:
+            self._part.abort()
+        self._writer = self._part = None
 
 
 def _pack(hlf: np.ndarray, gru: np.ndarray) -> pa.Array:
@@ -182,27 +193,28 @@ def _unpack(payload: pa.Array) -> tuple[np.ndarray, np.ndarray]:
 
 @dataclass(frozen=True)
 class TransformTask:
-    """mapInArrow function over files: transform the kept events of each file with the fitted scaler;
-    write the test events straight to `test_dir/part-<file index>.parquet` and hand the training
-    events back to Spark as packed rows for the shuffle."""
+    """mapInArrow function over input files: transform the kept events of each file with the fitted
+    scaler; write the test events straight to `test_url/part-<file index>.parquet` and hand the
+    training events back to Spark as packed rows for the shuffle."""
 
-    test_dir: str
+    test_url: str
+    plan: Plan
     scaler: Scaler
 
     def __call__(self, batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
         for files in batches:
-            urls = files.column(FILE).to_pylist()
-            indices = files.column("_file_index").to_pylist()
-            for url, index, rows in zip(urls, indices, files.column("rows"), strict=True):
-                test = _AtomicParquet(os.path.join(self.test_dir, f"part-{index:05d}.parquet"))
+            for f in _input_files(files):
+                test = _PartParquet(f"{self.test_url}/part-{f.index:05d}.parquet")
                 try:
-                    for d, pos, batch in _file_batches(url, rows.values):
+                    for batch, kept, is_test, shuffle in _decided_batches(f, self.plan):
+                        pos = np.flatnonzero(kept)
                         if not len(pos):
                             continue
                         batch = batch.take(pa.array(pos))
-                        hlf, particles = _arrays(batch, url)
-                        out = self.scaler.transform(hlf, particles, d["label"].astype(np.int64))
-                        is_test = d["is_test"].astype(bool)
+                        hlf, particles = _arrays(batch, f.url)
+                        labels = np.full(len(pos), f.label, dtype=np.int64)
+                        out = self.scaler.transform(hlf, particles, labels)
+                        is_test, shuffle = is_test[pos], shuffle[pos]
                         if is_test.any():
                             sel = np.flatnonzero(is_test)
                             part = {k: v[sel] for k, v in out.items()}
@@ -217,10 +229,10 @@ class TransformTask:
                         if len(train):
                             yield pa.RecordBatch.from_arrays(
                                 [
-                                    pa.array(d["key"][train], pa.int64()),
-                                    pa.array(d["label"][train], pa.int32()),
+                                    pa.array(shuffle[train], pa.int64()),
+                                    pa.array(labels[train], pa.int32()),
                                     pa.array(out[COUNT_COLUMN][train], pa.int64()),
-                                    batch.column(SOURCE_FILE_COLUMN).take(train),
+                                    batch.column(SOURCE_FILE_COLUMN).take(train).cast(pa.string()),
                                     batch.column(ENTRY_COLUMN).take(train).cast(pa.int64()),
                                     _pack(out[HLF_COLUMN][train], out[GRU_COLUMN][train]),
                                 ],
@@ -235,16 +247,17 @@ class TransformTask:
 @dataclass(frozen=True)
 class TrainWriteTask:
     """mapInArrow function over the shuffled training rows of one partition (in shuffle order):
-    unpack and write them as `directory/part-<partition>.parquet`; returns one row of counts."""
+    unpack and write them as `url/part-<partition>.parquet`; returns one row of counts."""
 
-    directory: str
+    url: str
 
     def __call__(self, batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
         from pyspark import TaskContext
 
         ctx = TaskContext.get()
         part = ctx.partitionId() if ctx else 0
-        out = _AtomicParquet(os.path.join(self.directory, f"part-{part:05d}.parquet"))
+        name = f"part-{part:05d}.parquet"
+        out = _PartParquet(f"{self.url}/{name}")
         rows, per_class = 0, np.zeros(N_CLASSES, dtype=np.int64)
         try:
             for batch in batches:
@@ -265,6 +278,5 @@ class TrainWriteTask:
         except BaseException:
             out.abort()
             raise
-        row = {"rows": rows, "per_class": per_class.tolist(), "bytes": size,
-               "file": os.path.basename(out.path) if size else None}  # fmt: skip
+        row = {"rows": rows, "per_class": per_class.tolist(), "bytes": size, "file": name if size else None}
         yield pa.RecordBatch.from_pylist([row])

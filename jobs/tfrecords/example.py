@@ -5,7 +5,6 @@ worker, gigabytes of RSS) nor a per-record protobuf object. The encoding is chec
 
 from __future__ import annotations
 
-import os
 import struct
 import zlib
 from collections.abc import Sequence
@@ -13,6 +12,7 @@ from collections.abc import Sequence
 import crc32c  # a dependency of oci; hardware-accelerated CRC32C
 import numpy as np
 
+from jobs.core.part_files import PartFile
 from jobs.dltrigger_schema import COUNT_COLUMN, GRU_COLUMN, HLF_COLUMN, LABEL_COLUMN
 
 _MASK_DELTA = 0xA282EAD8
@@ -99,15 +99,16 @@ def frame_record(data: bytes) -> bytes:
 
 
 class ShardWriter:
-    """Writes one TFRecord shard to `path` (gzip or not) under a temporary name and renames it on
-    close, so a failed or retried Spark task never leaves a partial shard behind."""
+    """Writes one TFRecord shard (gzip or not) to `path`, a local path or an object-store URL, visible
+    only when complete (jobs.core.part_files.PartFile), so a failed or retried Spark task never
+    leaves a partial shard behind."""
 
     def __init__(self, path: str, compression: str = "none", level: int = 6):
         if compression not in ("none", "gzip"):
             raise ValueError(f"compression must be 'none' or 'gzip', got {compression!r}")
         self.path = path
-        self._tmp = f"{os.path.dirname(path)}/.{os.path.basename(path)}.tmp-{os.getpid()}"
-        self._file = open(self._tmp, "wb")  # noqa: SIM115 - closed in close()
+        self._part = PartFile(path)
+        self._file = self._part.file
         self._zlib = zlib.compressobj(level, zlib.DEFLATED, 31) if compression == "gzip" else None
         self.records = 0
         self.raw_bytes = 0
@@ -122,11 +123,7 @@ class ShardWriter:
         """Finish the shard; returns its size in bytes."""
         if self._zlib:
             self._file.write(self._zlib.flush())
-        self._file.close()
-        os.replace(self._tmp, self.path)
-        return os.path.getsize(self.path)
+        return self._part.commit()
 
     def abort(self) -> None:
-        self._file.close()
-        if os.path.exists(self._tmp):
-            os.remove(self._tmp)
+        self._part.abort()

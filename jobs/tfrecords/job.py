@@ -7,18 +7,20 @@ DIR is a jobs.prepare output: its train/ and test/ Parquet sets become DIR_OUT/t
 DIR_OUT/test/ shards. One Spark task (= one partition) per Parquet file, so one shard per file,
 records in the file's row order (the training set's shuffle survives). There is no TFRecord
 connector for Spark 4, so the tasks encode the protos themselves (jobs.tfrecords.example): neither the
-driver nor the tasks import TensorFlow. Each shard is written under a temporary name and renamed, and
-the whole output appears atomically. Read it back with jobs.core.tf_readers.read_tfrecords.
+driver nor the tasks import TensorFlow. Shaped for a cluster without a shared disk, on any store the
+storage layer reads: the driver plans (file list, footers checked in parallel) and commits; each task
+reads its Parquet file with pyarrow through fsspec and writes its shard straight into the output
+location, visible only when complete; the output is complete when _SUCCESS appears
+(jobs.core.storage.atomic_output_dir). Read it back with jobs.core.tf_readers.read_tfrecords.
 """
 
 from __future__ import annotations
 
 import argparse
 import logging
-import os
-import shutil
 import time
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -32,6 +34,7 @@ from jobs.core.storage import (
     SUMMARY_FILE,
     IOStats,
     atomic_output_dir,
+    check_complete,
     check_writable,
     filesystem,
     merge_io,
@@ -49,9 +52,12 @@ COLUMNS = (*SHAPES, COUNT_COLUMN)
 BATCH_ROWS = 512  # events encoded at a time: ~31 MB of particles
 
 
+FOOTER_THREADS = 32
+
+
 @dataclass(frozen=True)
 class ShardTask:
-    """One Parquet file of a split and the shard it becomes."""
+    """One Parquet file of a split and the shard it becomes (a local path or object-store URL)."""
 
     split: str
     source: str
@@ -109,6 +115,9 @@ def convert_file(task: ShardTask, compression: str) -> ShardResult:
     except (ShapeError, OSError, ValueError) as exc:
         writer.abort()
         return ShardResult(io={task.source: stats}, bad={task.source: str(exc)})
+    except BaseException:
+        writer.abort()
+        raise
     return ShardResult(
         {task.split: writer.records},
         {task.split: 1},
@@ -120,11 +129,17 @@ def convert_file(task: ShardTask, compression: str) -> ShardResult:
     )
 
 
-def plan(input_url: str, staging: str, compression: str) -> list[ShardTask]:
-    """The shard tasks: every part file of every split present, checked for the contract's columns
-    on the driver (footer only), in sorted order so shard k is file k."""
+def _columns(fs, path: str) -> list[str]:
     import pyarrow.parquet as pq
 
+    with fs.open(path, "rb") as handle:
+        return pq.ParquetFile(handle).schema_arrow.names
+
+
+def plan(input_url: str, compression: str) -> list[ShardTask]:
+    """The shard tasks, with targets relative to the output (`split/part-k.tfrecord[.gz]`): every
+    part file of every split present, checked for the contract's columns on the driver (footers
+    only, read in parallel), in sorted order so shard k is file k."""
     fs, root = filesystem(input_url)
     if not fs.isdir(root):
         raise BadInputError(input_url, "no such directory (expected a jobs.prepare output)")
@@ -137,19 +152,23 @@ def plan(input_url: str, staging: str, compression: str) -> list[ShardTask]:
         files = sorted(
             p
             for p in fs.find(split_dir)
-            if p.endswith(".parquet") and not os.path.basename(p).startswith((".", "_"))
+            if p.endswith(".parquet") and not p.rsplit("/", 1)[-1].startswith((".", "_"))
         )
-        os.makedirs(os.path.join(staging, split), exist_ok=True)
         for i, p in enumerate(files):
             url = p if "://" not in input_url else fs.unstrip_protocol(p)
-            with fs.open(p, "rb") as handle:
-                names = pq.ParquetFile(handle).schema_arrow.names
-            missing = [c for c in COLUMNS if c not in names]
-            if missing:
-                raise BadInputError(url, f"lacks column(s) {', '.join(missing)} of the prepared-set contract")
-            tasks.append(ShardTask(split, url, os.path.join(staging, split, f"part-{i:05d}{suffix}")))
+            tasks.append(ShardTask(split, url, f"{split}/part-{i:05d}{suffix}"))
     if not tasks:
         raise BadInputError(input_url, f"holds no Parquet file under {' or '.join(s + '/' for s in SPLITS)}")
+    check_complete(input_url, required=True)
+    paths = [filesystem(t.source)[1] for t in tasks]
+    with ThreadPoolExecutor(min(FOOTER_THREADS, len(tasks))) as pool:
+        names = list(pool.map(lambda p: _columns(fs, p), paths))
+    for task, found in zip(tasks, names, strict=True):
+        missing = [c for c in COLUMNS if c not in found]
+        if missing:
+            raise BadInputError(
+                task.source, f"lacks column(s) {', '.join(missing)} of the prepared-set contract"
+            )
     return tasks
 
 
@@ -168,8 +187,9 @@ def run(
         raise UsageError(f"--compression: choose {' or '.join(COMPRESSIONS)}, got {compression!r}")
     check_writable(output)
     t0 = time.perf_counter()
-    with atomic_output_dir(output) as staging:
-        tasks = plan(input_url, staging, compression)
+    planned = plan(input_url, compression)
+    with atomic_output_dir(output, shared=True) as out:  # executors write their shards into it
+        tasks = [ShardTask(t.split, t.source, f"{out}/{t.target}") for t in planned]
         own_spark = spark is None
         if own_spark:
             spark = spark_session("colliderflow-tfrecords", master, event_log_dir, spark_conf)
@@ -185,8 +205,8 @@ def run(
         fs, root = filesystem(input_url)
         scaler = f"{root.rstrip('/')}/{SCALER_FILE}"
         if fs.isfile(scaler):  # evaluation needs it beside the shards too
-            with fs.open(scaler, "rb") as src, open(os.path.join(staging, SCALER_FILE), "wb") as dst:
-                shutil.copyfileobj(src, dst)
+            out_fs, out_path = filesystem(f"{out}/{SCALER_FILE}")
+            out_fs.pipe_file(out_path, fs.cat_file(scaler))
         wall = time.perf_counter() - t0
         summary = {
             "input": input_url,
@@ -216,8 +236,8 @@ def run(
             mb_written_per_second=written / 1e6 / wall if wall > 0 else None,
             compression=compression,
         )
-        write_json(os.path.join(staging, SUMMARY_FILE), summary)
-        write_json(os.path.join(staging, METRICS_FILE), metrics)
+        write_json(f"{out}/{SUMMARY_FILE}", summary)
+        write_json(f"{out}/{METRICS_FILE}", metrics)
     log.info(
         "tfrecords: %d records in %d shards, %.1f MB, %.1f s -> %s",
         records,

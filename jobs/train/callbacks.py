@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import time
+from collections.abc import Callable
 
 import tensorflow as tf
 import tf_keras as keras
@@ -20,6 +21,7 @@ HISTORY_KEYS = ("loss", "accuracy", "val_loss", "val_accuracy")
 
 
 def load_history(path: str) -> list[dict]:
+    """The running history.json of a checkpoint directory ([] when there is none yet)."""
     if not os.path.exists(path):
         return []
     with open(path) as f:
@@ -77,11 +79,14 @@ class Checkpointer(keras.callbacks.Callback):
     """Saves (model, optimizer, completed epochs) after every epoch and, with every_steps, every K
     training steps. Every worker saves (variables that sync on read need all workers): the chief
     into DIR/checkpoints, the others into their scratch directory. A mid-epoch checkpoint holds the
-    number of *completed* epochs, so a resume from it re-runs that epoch starting from its weights."""
+    number of *completed* epochs, so a resume from it re-runs that epoch starting from its weights.
+    `after_save` runs after each save (the chief pushes an object-store output's working copy)."""
 
     def __init__(self, checkpoint: tf.train.Checkpoint, epoch_var: tf.Variable, directory: str,
-                 max_to_keep: int = 2, every_steps: int | None = None):  # fmt: skip
+                 max_to_keep: int = 2, every_steps: int | None = None,
+                 after_save: Callable[[], None] | None = None):  # fmt: skip
         super().__init__()
+        self.after_save = after_save
         self.epoch_var = epoch_var
         self.every_steps = every_steps
         self.manager = tf.train.CheckpointManager(checkpoint, directory, max_to_keep)
@@ -90,8 +95,13 @@ class Checkpointer(keras.callbacks.Callback):
     def on_train_batch_end(self, batch, logs=None):
         self._steps += 1
         if self.every_steps and self._steps % self.every_steps == 0:
-            self.manager.save()
+            self._save()
 
     def on_epoch_end(self, epoch, logs=None):
         self.epoch_var.assign(epoch + 1)
+        self._save()
+
+    def _save(self) -> None:
         self.manager.save()
+        if self.after_save:  # e.g. push the checkpoint (and the history before it) to an object store
+            self.after_save()

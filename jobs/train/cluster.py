@@ -116,12 +116,14 @@ def launch_local_workers(
     num_workers: int,
     env: Mapping[str, str] | None = None,
     grace_seconds: float = 5.0,
+    wrapper: Sequence[str] = (),
 ) -> int:
     """Run `python -m module argv` as num_workers processes on loopback, each with its TF_CONFIG; wait
     for all. Every worker is polled a few times a second: when one fails or dies, the others are
     stopped at once (they would block in the next collective until TensorFlow's heartbeat timeout
     otherwise; SIGKILL after `grace_seconds`), one line names the worker, and its exit code is
-    returned."""
+    returned. `wrapper` is a command prefix for each worker (tests run every worker in its own mount
+    namespace with it, so that the workers share no disk)."""
     ports = free_ports(num_workers)
     hosts = [f"localhost:{p}" for p in ports]
     base = dict(os.environ if env is None else env)
@@ -131,7 +133,8 @@ def launch_local_workers(
         config = {"cluster": {"worker": hosts}, "task": {"type": "worker", "index": i}}
         procs.append(
             subprocess.Popen(
-                [sys.executable, "-m", module, *argv], env={**base, "TF_CONFIG": json.dumps(config)}
+                [*wrapper, sys.executable, "-m", module, *argv],
+                env={**base, "TF_CONFIG": json.dumps(config)},
             )
         )
     log.info(

@@ -6,12 +6,15 @@
 One process (CPU or GPU), or MultiWorkerMirroredStrategy when TF_CONFIG (or COLLIDERFLOW_WORKER_HOSTS
 plus a worker index) describes a cluster; `--workers N` runs N local worker processes on loopback.
 Outputs under DIR: model.keras (chief), history.json, _metrics.json, tensorboard/, checkpoints/.
-A rerun with the same DIR resumes from DIR/checkpoints. See docs/dl-trigger-training.md.
+A rerun with the same DIR resumes from DIR/checkpoints. Inputs and DIR may be object-store URLs
+(s3://...): each worker stages its own shards in, the chief pushes DIR after every checkpoint
+(jobs.core.tf_staging). See docs/dl-trigger-training.md.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 import os
 import shutil
@@ -21,7 +24,22 @@ from collections.abc import Sequence
 
 from jobs.core import cli
 from jobs.core.errors import BadInputError, UsageError
-from jobs.core.storage import GLOB_CHARS, METRICS_FILE, check_writable, filesystem, is_local, write_json
+from jobs.core.storage import (
+    GLOB_CHARS,
+    METRICS_FILE,
+    SUCCESS_MARKER,
+    check_writable,
+    filesystem,
+    is_local,
+    write_json,
+)
+from jobs.core.tf_staging import (
+    PARQUET_SUFFIXES,
+    TFRECORD_SUFFIXES,
+    OutputMirror,
+    assign_shards,
+    list_data_files,
+)
 from jobs.train.cluster import ClusterInfo, cluster_info, launch_local_workers
 
 log = logging.getLogger("jobs.train")
@@ -62,7 +80,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--train", required=True, help="training set: TFRecord shards or Parquet (dir/glob/URL)")
     p.add_argument("--test", required=True, help="validation/test set, same formats")
-    p.add_argument("--output", required=True, help="output directory (local or mounted; shared by workers)")
+    p.add_argument(
+        "--output", required=True, help="output directory or object-store URL (s3://...); resumes from it"
+    )
     p.add_argument(
         "--format", default="auto", choices=["auto", "tfrecord", "parquet"], help="format of both sets"
     )
@@ -112,14 +132,29 @@ def _check_args(args: argparse.Namespace) -> None:
         raise UsageError(f"--lr must be positive, got {args.lr}")
     if args.checkpoint_every_steps is not None and args.checkpoint_every_steps < 1:
         raise UsageError(f"--checkpoint-every-steps must be >= 1, got {args.checkpoint_every_steps}")
-    if not is_local(args.output):
-        raise UsageError(f"--output must be a local or mounted directory (checkpoints), got {args.output}")
     check_writable(args.output, inside=True)
     parse_lr_after(args.lr_after)
     for option, url in (("--train", args.train), ("--test", args.test)):
         fs, path = filesystem(url)
         if not (fs.glob(path) if GLOB_CHARS & set(path) else fs.exists(path)):
             raise BadInputError(url, f"({option}) no such file or directory")
+
+
+def _check_shards(args: argparse.Namespace, workers: int) -> None:
+    """Every worker reads only its own shards: refuse fewer shards than workers before any launch."""
+    if workers <= 1:
+        return
+    for url in (args.train, args.test):
+        if args.format == "parquet":
+            files = list_data_files(url, PARQUET_SUFFIXES)
+        else:
+            try:
+                files = list_data_files(url, TFRECORD_SUFFIXES)
+            except BadInputError:
+                if args.format == "tfrecord":
+                    raise
+                files = list_data_files(url, PARQUET_SUFFIXES)
+        assign_shards(files, 0, workers, url)
 
 
 def _strategy(cluster: ClusterInfo):
@@ -131,22 +166,31 @@ def _strategy(cluster: ClusterInfo):
     return tf.distribute.get_strategy()
 
 
+def _sum_over_workers(strategy, value: int) -> int:
+    """The sum of one number per worker (an all-reduce; each worker's replicas all contribute it)."""
+    import tensorflow as tf
+
+    per_replica = strategy.run(lambda: tf.constant(float(value), tf.float64))
+    total = strategy.reduce(tf.distribute.ReduceOp.SUM, per_replica, axis=None)
+    return round(float(total.numpy())) // len(strategy.extended.worker_devices)
+
+
 def train(args: argparse.Namespace, cluster: ClusterInfo) -> dict:
-    """Train, write the outputs (chief), return metrics. Non-chief workers write their copies of
-    checkpoints, TensorBoard events and the model into a scratch directory removed at the end."""
-    scratch = None if cluster.is_chief else tempfile.mkdtemp(prefix="colliderflow-worker-")
+    """Train, write the outputs (chief), return metrics. Every process has a local scratch directory
+    (removed at the end) for its staged input shards, the working copy of an object-store output, and
+    (non-chief workers) its own copies of checkpoints, TensorBoard events and the model."""
+    scratch = tempfile.mkdtemp(prefix="colliderflow-train-")
     try:
         return _train(args, cluster, scratch)
     finally:
-        if scratch:
-            shutil.rmtree(scratch, ignore_errors=True)
+        shutil.rmtree(scratch, ignore_errors=True)
         if args.mixed_precision:  # the policy is process-global: do not leak it to later in-process use
             from jobs.core.model import keras
 
             keras.mixed_precision.set_global_policy("float32")
 
 
-def _train(args: argparse.Namespace, cluster: ClusterInfo, scratch: str | None) -> dict:
+def _train(args: argparse.Namespace, cluster: ClusterInfo, scratch: str) -> dict:
     strategy = _strategy(cluster)  # first: collective ops must be configured at startup
 
     import numpy as np
@@ -157,63 +201,89 @@ def _train(args: argparse.Namespace, cluster: ClusterInfo, scratch: str | None) 
     from jobs.core.tf_dataset import (
         check_bucketing_input,
         count_events,
+        count_from_summary,
         make_dataset,
         probe,
         resolve_format,
+        worker_input,
     )
     from jobs.train.callbacks import Checkpointer, EpochRecorder, load_history
 
     keras = model_lib.keras
     keras.utils.set_random_seed(args.seed)
-    out = os.path.abspath(args.output.removeprefix("file://"))
+    # an object-store output is worked on in a local copy that is pushed after every checkpoint
+    mirror = None if is_local(args.output) else OutputMirror(os.path.join(scratch, "output"), args.output)
+    out = mirror.local_dir if mirror else os.path.abspath(args.output.removeprefix("file://"))
+    private = None if cluster.is_chief else os.path.join(scratch, "worker")  # non-chief's own copies
     ckpt_dir = os.path.join(out, "checkpoints")
     os.makedirs(ckpt_dir, exist_ok=True)
+    if mirror:
+        if cluster.is_chief:
+            mirror.check_writable("--output")  # now, not at the end of the first epoch
+        pulled = mirror.pull("checkpoints")  # resume from the store: every worker fetches the state
+        log.info("%d checkpoint file(s) from %s/checkpoints", pulled, args.output)
 
-    train_fmt = resolve_format(args.train, args.format)
-    test_fmt = resolve_format(args.test, args.format)
-    for url, fmt in ((args.train, train_fmt), (args.test, test_fmt)):
-        check_bucketing_input(url, fmt) if args.bucketing else probe(url, fmt)
+    inputs = {}
+    for name, url in (("train", args.train), ("test", args.test)):
+        fmt = resolve_format(url, args.format)
+        local, shard, staged = worker_input(
+            url, fmt, cluster.index, cluster.num_workers, os.path.join(scratch, name)
+        )
+        with staged.named_as_remote() if staged else contextlib.nullcontext():
+            check_bucketing_input(local, fmt) if args.bucketing else probe(local, fmt)
+        inputs[name] = {"url": url, "fmt": fmt, "local": local, "shard": shard, "staged": staged}
+    train_fmt, test_fmt = inputs["train"]["fmt"], inputs["test"]["fmt"]
+    if mirror and cluster.is_chief:
+        mirror.remove(SUCCESS_MARKER)  # the inputs are good: the output changes from here on
 
     n_replicas = strategy.num_replicas_in_sync
     scale = 1.0 if args.no_lr_scaling else float(n_replicas)
     lr_after = parse_lr_after(args.lr_after)
     global_batch = args.batch_size * n_replicas
 
-    def dataset(url: str, fmt: str, shuffle: bool, ctx: tf.distribute.InputContext | None = None):
+    def dataset(name: str, shuffle: bool, ctx: tf.distribute.InputContext | None = None):
         """Single process: one pass over the set per epoch. Multi-worker (ctx given): this worker's
-        disjoint shard, repeated, in per-replica batches (distribute_datasets_from_function does
+        own shards, repeated, in per-replica batches (distribute_datasets_from_function does
         no re-batching and no auto-sharding)."""
+        given = inputs[name]
         return make_dataset(
-            url,
-            fmt,
+            given["local"],
+            given["fmt"],
             batch_size=ctx.get_per_replica_batch_size(global_batch) if ctx else args.batch_size,
             shuffle_buffer=args.shuffle_buffer if shuffle else 0,
             seed=args.seed + (ctx.input_pipeline_id if ctx else 0),
             bucketing=args.bucketing,
             max_particles=args.max_particles,
-            shard=(ctx.input_pipeline_id, ctx.num_input_pipelines) if ctx else None,
+            shard=given["shard"],
             repeat=ctx is not None,
         )
+
+    def n_events(name: str) -> int:
+        """The whole set's count: _summary.json when there is one, else each worker counts its own
+        shards and the counts are summed over the workers."""
+        given = inputs[name]
+        known = count_from_summary(given["url"])
+        if known is not None:
+            return known
+        return _sum_over_workers(strategy, count_events(given["local"], given["fmt"], shard=given["shard"]))
 
     steps = {}
     if cluster.num_workers > 1:
         # Workers must run the same number of steps: when one runs dry first, TF feeds it an empty
         # batch whose unknown dimensions are 0, and a GRU over 0 time steps fails. So each worker
-        # cycles through its shard and an epoch is ceil(events / global batch) steps.
-        n_train = args.train_events or count_events(args.train, train_fmt)
-        n_test = args.test_events or count_events(args.test, test_fmt)
+        # cycles through its shards and an epoch is ceil(events / global batch) steps.
+        n_train = args.train_events or n_events("train")
+        n_test = args.test_events or n_events("test")
         steps = {
             "steps_per_epoch": max(1, -(-n_train // global_batch)),
             "validation_steps": max(1, -(-n_test // global_batch)),
         }
         log.info("%d training / %d test events -> %s per epoch", n_train, n_test, steps)
-        train_ds = strategy.distribute_datasets_from_function(
-            lambda c: dataset(args.train, train_fmt, True, c)
-        )
-        test_ds = strategy.distribute_datasets_from_function(lambda c: dataset(args.test, test_fmt, False, c))
+        train_ds = strategy.distribute_datasets_from_function(lambda c: dataset("train", True, c))
+        test_ds = strategy.distribute_datasets_from_function(lambda c: dataset("test", False, c))
     else:
-        train_ds = dataset(args.train, train_fmt, True)
-        test_ds = dataset(args.test, test_fmt, False)
+        train_ds = dataset("train", True)
+        test_ds = dataset("test", False)
 
     if args.mixed_precision:
         if not tf.config.list_physical_devices("GPU"):
@@ -231,22 +301,25 @@ def _train(args: argparse.Namespace, cluster: ClusterInfo, scratch: str | None) 
     latest = tf.train.latest_checkpoint(ckpt_dir)
     if latest:
         checkpoint.restore(latest).assert_existing_objects_matched()
+        if mirror:  # name the checkpoint where it is kept, not the scratch copy
+            latest = f"{mirror.url}/checkpoints/{os.path.basename(latest)}"
         log.info("resuming from %s (%d epoch(s) completed)", latest, int(epoch_var.numpy()))
     initial_epoch = int(epoch_var.numpy())
 
     history_path = os.path.join(ckpt_dir, "history.json")
     recorder = EpochRecorder(history_path if cluster.is_chief else None, load_history(history_path))
     recorder.entries = recorder.entries[:initial_epoch]
-    tb_dir = os.path.join(scratch or out, "tensorboard")
+    tb_dir = os.path.join(private or out, "tensorboard")
     callbacks = [
         keras.callbacks.LearningRateScheduler(lambda e, _lr: learning_rate(e, args.lr, lr_after, scale)),
         recorder,  # history first, checkpoint second: a resume never lacks the entry of a saved epoch
         Checkpointer(
             checkpoint,
             epoch_var,
-            os.path.join(scratch, "checkpoints") if scratch else ckpt_dir,
-            max_to_keep=1 if scratch else 2,
+            os.path.join(private, "checkpoints") if private else ckpt_dir,
+            max_to_keep=1 if private else 2,
             every_steps=args.checkpoint_every_steps,
+            after_save=mirror.push if mirror and cluster.is_chief else None,
         ),
         keras.callbacks.TensorBoard(tb_dir, update_freq="epoch", profile_batch=0, write_graph=False),
     ]
@@ -264,7 +337,9 @@ def _train(args: argparse.Namespace, cluster: ClusterInfo, scratch: str | None) 
     wall = time.perf_counter() - t0
 
     # every worker saves (the save may read sync-on-read variables); only the chief's copy is kept
-    tmp_model = os.path.join(scratch or out, f".model.keras.tmp-{os.getpid()}.keras")
+    if private:
+        os.makedirs(private, exist_ok=True)
+    tmp_model = os.path.join(private or out, f".model.keras.tmp-{os.getpid()}.keras")
     model.save(tmp_model)
     if cluster.is_chief:
         os.replace(tmp_model, os.path.join(out, "model.keras"))
@@ -298,11 +373,15 @@ def _train(args: argparse.Namespace, cluster: ClusterInfo, scratch: str | None) 
         train=args.train,
         test=args.test,
         format={"train": train_fmt, "test": test_fmt},
+        staged_in={k: v["staged"].summary() for k, v in inputs.items() if v["staged"]},
         final={k: v for k, v in (history[-1] if history else {}).items() if k in FINAL_KEYS},
     )
     if cluster.is_chief:
         write_json(os.path.join(out, "history.json"), history)
         write_json(os.path.join(out, METRICS_FILE), metrics)
+        if mirror:
+            mirror.push()
+            mirror.put_marker(SUCCESS_MARKER)  # last: the output is complete
     return metrics
 
 
@@ -310,6 +389,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     _check_args(args)
     cluster = cluster_info(os.environ)
+    _check_shards(args, cluster.num_workers if cluster.tf_config is not None else args.workers)
     if cluster.tf_config is None and args.workers > 1:
         return launch_local_workers("jobs.train", list(argv) if argv is not None else _argv(), args.workers)
     if cluster.tf_config is not None:

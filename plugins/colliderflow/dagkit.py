@@ -13,8 +13,11 @@ PROJECT_ROOT = pathlib.Path(__file__).resolve().parents[2]
 
 
 def data_root() -> str:
-    """Where demo samples and run outputs live unless a run says otherwise."""
-    return os.environ.get("COLLIDERFLOW_DATA", str(PROJECT_ROOT / "out" / "demo"))
+    """Where samples and run outputs live unless a run says otherwise: the deployment's storage root
+    (COLLIDERFLOW_STORAGE_ROOT, set by the chart and docker-compose: an s3:// or oci:// URL), else
+    COLLIDERFLOW_DATA, else the demo's out/demo."""
+    root = os.environ.get("COLLIDERFLOW_STORAGE_ROOT") or os.environ.get("COLLIDERFLOW_DATA")
+    return (root or str(PROJECT_ROOT / "out" / "demo")).rstrip("/")
 
 
 def default_args() -> dict[str, Any]:

@@ -92,7 +92,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     out = os.path.abspath(args.output)
     os.makedirs(out, exist_ok=True)
-    env = {**environment.airflow_env(), **QUIET, "COLLIDERFLOW_DATA": out}
+    # the demo is the embedded default: a deployment's storage root in the caller's env must not win
+    env = {**environment.airflow_env(), **QUIET, "COLLIDERFLOW_DATA": out, "COLLIDERFLOW_STORAGE_ROOT": ""}
     runs = os.path.join(out, "runs")
     lines = []
     with open(os.path.join(out, LOG_NAME), "w") as log:

@@ -50,9 +50,16 @@ def run_type() -> str:
     return str(getattr(kind, "value", kind))
 
 
-def inputs_present(inputs: dict[str, str], generated: str = "False") -> bool:
+def inputs_present(inputs: dict[str, str], generated: str = "False", output_root: str = "") -> bool:
     """ShortCircuit condition: True when the stages may start. `generated` ("True") means the run makes
-    its own sample (dl_trigger's demo mode), so there is nothing to look for."""
+    its own sample (dl_trigger's demo mode), so there is nothing to look for. On Kubernetes a run root
+    the pods cannot share fails the run here, before any stage starts."""
+    if configured_backend() == "kubernetes":
+        from colliderflow.backends.kubernetes.config import KubernetesConfig
+
+        problem = KubernetesConfig.load().run_root_problem(output_root) if output_root else None
+        if problem:
+            raise AirflowFailException(problem)
     if generated == "True":
         log.info("the run generates its own sample; inputs not checked")
         return True
@@ -76,6 +83,6 @@ def check_inputs(inputs: dict[str, str], generated: str = "False") -> ShortCircu
     return ShortCircuitOperator(
         task_id=TASK_ID,
         python_callable=inputs_present,
-        op_kwargs={"inputs": inputs, "generated": generated},
+        op_kwargs={"inputs": inputs, "generated": generated, "output_root": "{{ params.output_root }}"},
         retries=0,
     )

@@ -18,6 +18,7 @@ import uproot
 from jobs.core import storage
 from jobs.core.errors import BadInputError, UsageError
 from tests.conftest import SECRET
+from tests.s3_recording import copies, recorded_requests, uploaded_bytes
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 
@@ -117,8 +118,9 @@ def test_failure_inside_the_block_publishes_nothing(bucket):
     assert keys(bucket) == ["out/_SUCCESS", "out/good.txt"]  # the previous output, untouched
 
 
-def test_failure_during_upload_leaves_previous_output(bucket, monkeypatch):
-    """The upload to the staging prefix dies after one object: the target is never touched."""
+def test_failure_during_upload_leaves_nothing_complete(bucket, monkeypatch):
+    """The upload dies after one object: the parts went straight to their final keys (no staging
+    prefix), the failed run's objects are removed and nothing reads as complete."""
     url = f"s3://{bucket}/out"
     with storage.atomic_output_dir(url) as out:
         write_files(out, {"good.txt": "kept"})
@@ -136,66 +138,108 @@ def test_failure_during_upload_leaves_previous_output(bucket, monkeypatch):
         patch.setattr(type(fs), "_put_file", dying_put_file)
         with storage.atomic_output_dir(url) as out:
             write_files(out, {"a.txt": "1", "b.txt": "2", "c.txt": "3"})
-    assert len(calls) >= 2 and all(".out.staging-" in c for c in calls)
-    assert keys(bucket) == ["out/_SUCCESS", "out/good.txt"]
-    storage.check_complete(url)
+    assert len(calls) >= 2 and all(c.startswith(f"{bucket}/out/") and "staging" not in c for c in calls)
+    assert keys(bucket) == []  # a rerun replaces the previous output; a failed one leaves none
 
 
-def test_failure_mid_copy_is_never_read_as_complete(bucket, monkeypatch):
-    """The commit dies after part of the output reached the target: the target carries _COMMITTING
-    and no _SUCCESS, readers refuse it with a clear error, and a rerun repairs it."""
+def test_failure_with_the_store_gone_is_never_read_as_complete(bucket, monkeypatch):
+    """The upload dies and so does the cleanup (the store went away): the target keeps _COMMITTING
+    and no _SUCCESS, readers refuse it in one line, and a rerun repairs it."""
     url = f"s3://{bucket}/out"
     with storage.atomic_output_dir(url) as out:
         write_files(out, {"old.root": "old"})
     fs, _ = storage.filesystem(url)
-    real_cp_file = type(fs)._cp_file
-    copied = []
+    real_put_file = type(fs)._put_file  # s3fs is async: the sync API drives these coroutines
+    puts: list[str] = []
 
-    async def dying_cp_file(self, path1, path2, **kwargs):
-        if copied:
+    async def dying_put_file(self, lpath, rpath, *args, **kwargs):
+        puts.append(rpath)
+        if len(puts) > 1:
             raise OSError("node lost mid-commit")
-        copied.append(path2)
-        return await real_cp_file(self, path1, path2, **kwargs)
+        return await real_put_file(self, lpath, rpath, *args, **kwargs)
+
+    def unreachable_after_the_loss(real):  # the sync methods are bound per instance
+        def call(*args, **kwargs):
+            if len(puts) > 1:
+                raise OSError("store unreachable")
+            return real(*args, **kwargs)
+
+        return call
 
     with monkeypatch.context() as patch, pytest.raises(OSError, match="node lost"):
-        patch.setattr(type(fs), "_cp_file", dying_cp_file)
+        patch.setattr(type(fs), "_put_file", dying_put_file)
+        patch.setattr(fs, "rm", unreachable_after_the_loss(fs.rm))
+        patch.setattr(fs, "rm_file", unreachable_after_the_loss(fs.rm_file))
         with storage.atomic_output_dir(url) as out:
             write_files(out, {"a.root": "1", "b.root": "2", "c.root": "3"})
     left = keys(bucket)
     assert "out/_SUCCESS" not in left and "out/old.root" not in left
     assert "out/_COMMITTING" in left and len([k for k in left if k.endswith(".root")]) < 3  # partial
-    assert not [k for k in left if "staging" in k]
+    for required in (False, True):
+        with pytest.raises(BadInputError, match="incomplete output") as err:
+            storage.check_complete(url, required=required)
     with pytest.raises(BadInputError, match="incomplete output") as err:
         storage.expand_inputs([url], suffix=".root")
-    assert err.value.source == url
+    assert err.value.source == url and "\n" not in str(err.value)
     with storage.atomic_output_dir(url) as out:  # the retry
         write_files(out, {"a.root": "1", "b.root": "2"})
     assert keys(bucket) == ["out/_SUCCESS", "out/a.root", "out/b.root"]
     assert storage.expand_inputs([url], suffix=".root") == [f"s3://{bucket}/out/{n}.root" for n in "ab"]
 
 
-def test_shared_staging_lives_in_the_store(bucket):
-    """shared=True: the staging location is a hidden prefix of the same store (what executors on
-    other machines can write into); nothing is visible under the target until the commit."""
+def test_without_success_a_stage_output_is_refused(bucket, tmp_path):
+    """A stage reading another stage's output requires _SUCCESS (locally too); other directories
+    (ROOT inputs written by other tools) need no marker."""
+    fs, _ = storage.filesystem(f"s3://{bucket}")
+    fs.pipe_file(f"{bucket}/parts/part-0.parquet", b"x")
+    storage.check_complete(f"s3://{bucket}/parts")
+    with pytest.raises(BadInputError, match="no _SUCCESS"):
+        storage.check_complete(f"s3://{bucket}/parts", required=True)
+    (tmp_path / "local").mkdir()
+    with pytest.raises(BadInputError, match="no _SUCCESS"):
+        storage.check_complete(str(tmp_path / "local"), required=True)
+    (tmp_path / "local" / "_SUCCESS").touch()
+    storage.check_complete(str(tmp_path / "local"), required=True)
+
+
+def test_shared_output_is_written_in_place(bucket, tmp_path):
+    """shared=True: executors write into the output URL itself; until the commit it holds
+    _COMMITTING and no _SUCCESS (refused by readers), the commit only adds _SUCCESS, and every byte
+    was uploaded once (the moto server's own request log: no copies, uploads == final sizes)."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
     url = f"s3://{bucket}/ds"
-    with storage.atomic_output_dir(url, shared=True) as staging:
-        assert staging.startswith(f"s3://{bucket}/.ds.staging-")
-        fs, path = storage.filesystem(f"{staging}/label=0/part-0.parquet")
-        with fs.open(path, "wb") as f:
-            pq.write_table(pa.table({"x": [1.0, 2.0]}), f)
-        storage.write_json(f"{staging}/summary.json", {"rows": 2})
-        assert all(k.startswith(".ds.staging-") for k in keys(bucket))
+    with recorded_requests(tmp_path) as requests:
+        with storage.atomic_output_dir(url, shared=True) as out:
+            assert out == url
+            fs, path = storage.filesystem(f"{out}/label=0/part-0.parquet")
+            with fs.open(path, "wb") as f:
+                pq.write_table(pa.table({"x": [1.0, 2.0]}), f)
+            storage.write_json(f"{out}/summary.json", {"rows": 2})
+            assert keys(bucket) == ["ds/_COMMITTING", "ds/label=0/part-0.parquet", "ds/summary.json"]
+            with pytest.raises(BadInputError, match="incomplete output"):
+                storage.check_complete(url, required=True)
     assert keys(bucket) == ["ds/_SUCCESS", "ds/label=0/part-0.parquet", "ds/summary.json"]
+    storage.check_complete(url, required=True)
     fs, _ = storage.filesystem(url)
-    assert json.loads(fs.cat_file(f"{bucket}/ds/summary.json")) == {"rows": 2}
-    with pytest.raises(RuntimeError), storage.atomic_output_dir(url, shared=True) as staging:
-        storage.write_json(f"{staging}/summary.json", {"rows": 0})
+    assert not copies(requests)
+    assert uploaded_bytes(requests, f"{bucket}/ds/") == sum(fs.size(f"{bucket}/{k}") for k in keys(bucket))
+    with pytest.raises(RuntimeError), storage.atomic_output_dir(url, shared=True) as out:
+        storage.write_json(f"{out}/summary.json", {"rows": 0})
         raise RuntimeError("executor lost")
-    assert keys(bucket) == ["ds/_SUCCESS", "ds/label=0/part-0.parquet", "ds/summary.json"]
-    assert json.loads(fs.cat_file(f"{bucket}/ds/summary.json")) == {"rows": 2}
+    assert keys(bucket) == []  # the failed rerun removed what it wrote (and the output it replaced)
+
+
+def test_local_staging_is_uploaded_once(bucket, tmp_path):
+    url = f"s3://{bucket}/runs/out"
+    with recorded_requests(tmp_path) as requests:
+        with storage.atomic_output_dir(url) as out:
+            write_files(out, {"a.bin": "x" * 70_000, "sub/b.bin": "y" * 1234})
+    fs, _ = storage.filesystem(url)
+    assert not copies(requests)
+    assert uploaded_bytes(requests, f"{bucket}/") == 70_000 + 1234
+    assert keys(bucket) == ["runs/out/_SUCCESS", "runs/out/a.bin", "runs/out/sub/b.bin"]
 
 
 @pytest.mark.slow

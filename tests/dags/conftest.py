@@ -30,6 +30,24 @@ def airflow_env(tmp_path_factory) -> dict[str, str]:
     return env
 
 
+# The dl_trigger end-to-end conf. 10,000 events per class leave ~570 per class after the isolated-lepton
+# cut (QCD's ~6 % pass rate sets the balanced size), ~1,400 training events.
+DL_TRIGGER_E2E_CONF = {"demo_events": 10_000, "epochs": 5, "batch_size": 32, "learning_rate": 0.003}
+
+
+@pytest.fixture(scope="session")
+def dl_trigger_local_run(airflow_env, tmp_path_factory):
+    """One local end-to-end dl_trigger run (Spark local[2]); its run directory, for the local test and
+    as the reference the cluster run is compared with."""
+    runs = tmp_path_factory.mktemp("dl-trigger-local") / "runs"
+    proc = dags_test(
+        airflow_env, "dl_trigger", {**DL_TRIGGER_E2E_CONF, "output_root": str(runs)}, timeout=1500
+    )
+    assert proc.returncode == 0, (proc.stdout + proc.stderr)[-5000:]
+    (run,) = list((runs / "dl_trigger").iterdir())
+    return run
+
+
 def airflow(env: dict[str, str], *args: str, timeout: int = 600) -> subprocess.CompletedProcess:
     return environment.airflow(env, *args, check=False, capture_output=True, text=True, timeout=timeout)
 
@@ -102,5 +120,6 @@ def import_errors(env: dict[str, str]) -> dict[str, str]:
 
 
 __all__ = [
-    "airflow", "assert_conf_rejected", "dags_test", "free_port", "http_ok", "import_errors", "os", "wait_for",
+    "DL_TRIGGER_E2E_CONF", "airflow", "assert_conf_rejected", "dags_test", "free_port", "http_ok",
+    "import_errors", "os", "wait_for",
 ]  # fmt: skip

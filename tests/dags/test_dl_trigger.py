@@ -15,7 +15,7 @@ import pyarrow.dataset as ds
 import pytest
 
 from colliderflow.dagkit import subset_arg
-from tests.dags.conftest import airflow, assert_conf_rejected, dags_test, import_errors
+from tests.dags.conftest import airflow, assert_conf_rejected, import_errors
 
 STAGE_OUTPUTS = ("features", "prepared", "tfrecords", "model", "evaluation", "report")
 
@@ -27,23 +27,12 @@ def test_dag_parses(airflow_env):
 
 
 @pytest.mark.slow
-def test_end_to_end_on_generated_sample(airflow_env, tmp_path):
-    """generate -> ingest -> prepare -> tfrecords -> train -> evaluate -> collect_metrics. 10,000 events per
-    class leave ~570 per class after the isolated-lepton cut (QCD's ~6 % pass rate sets the balanced
-    size), ~1,400 training events. The floor, 0.85 per class, is what the high-level features alone
-    nearly reach on this generator (tt̄: many (b-)jets and large HT; W+jets: Jacobian lepton pT and MT
-    near m_W; QCD: non-isolated leptons, small MET); the run measured here gave 0.99/0.97/0.98."""
-    runs = tmp_path / "runs"
-    conf = {
-        "demo_events": 10_000,
-        "epochs": 5,
-        "batch_size": 32,
-        "learning_rate": 0.003,
-        "output_root": str(runs),
-    }
-    proc = dags_test(airflow_env, "dl_trigger", conf, timeout=1500)
-    assert proc.returncode == 0, (proc.stdout + proc.stderr)[-5000:]
-    (run,) = list((runs / "dl_trigger").iterdir())
+def test_end_to_end_on_generated_sample(dl_trigger_local_run):
+    """generate -> ingest -> prepare -> tfrecords -> train -> evaluate -> collect_metrics
+    (DL_TRIGGER_E2E_CONF). The floor, 0.85 per class, is what the high-level features alone nearly
+    reach on this generator (tt̄: many (b-)jets and large HT; W+jets: Jacobian lepton pT and MT near
+    m_W; QCD: non-isolated leptons, small MET); the run measured here gave 0.99/0.97/0.98."""
+    run = dl_trigger_local_run
     for stage in STAGE_OUTPUTS:
         assert (run / stage / "_SUCCESS").exists() or stage == "model", stage
     assert (run / "model" / "model.keras").exists()

@@ -13,6 +13,7 @@ import json
 import re
 import sys
 import threading
+from dataclasses import replace
 from types import SimpleNamespace
 
 import jsonschema
@@ -257,7 +258,8 @@ def test_spark_stage_renders_a_valid_spark_application(spark_schema):
     assert spec["driver"]["serviceAccount"] == CFG.spark_service_account
     assert spec["restartPolicy"]["type"] in ("Never", "OnFailure", "Always")
     conf = spec["sparkConf"]
-    assert conf["spark.eventLog.enabled"] == "true" and conf["spark.eventLog.dir"] == CFG.event_log_dir
+    # the stage writes its event log through fsspec (--event-log-dir): no Hadoop connector needed
+    assert not any(key.startswith(("spark.eventLog", "spark.hadoop.fs.s3a")) for key in conf)
     assert conf["spark.ui.prometheus.enabled"] == "true"
     assert conf["spark.metrics.conf.*.sink.prometheusServlet.class"].endswith("PrometheusServlet")
     for role in ("driver", "executor"):
@@ -463,15 +465,6 @@ def test_configuration_from_environment(monkeypatch):
     cfg = KubernetesConfig.load()
     assert (cfg.spark_image, cfg.namespace, cfg.tf_port) == ("my.registry/spark:1", "hep", 3333)
     assert cfg.storage_secret == "colliderflow-storage"  # the chart's <release>-storage
-    monkeypatch.setenv("COLLIDERFLOW_STORAGE_ROOT", "s3://physics-bucket/cf/")
-    monkeypatch.setenv("COLLIDERFLOW_S3_ENDPOINT", "https://s3.example.org")
-    cfg = KubernetesConfig.load()
-    assert cfg.event_log_dir == "s3a://physics-bucket/cf/spark-events"
-    conf = kubernetes_task(Stage(task_id="s", module="dimuon", kind="spark"), cfg).application_body()["spec"]
-    assert conf["sparkConf"]["spark.hadoop.fs.s3a.endpoint"] == "https://s3.example.org"
-    assert conf["sparkConf"]["spark.eventLog.dir"] == "s3a://physics-bucket/cf/spark-events"
-    monkeypatch.setenv("COLLIDERFLOW_STORAGE_ROOT", "oci://hep@tenancy/cf")
-    assert KubernetesConfig.load().event_log_dir == "oci://hep@tenancy/cf/spark-events"
     monkeypatch.setenv("COLLIDERFLOW_K8S_TF_PORT", "twenty")
     with pytest.raises(ValueError, match="COLLIDERFLOW_K8S_TF_PORT"):
         KubernetesConfig.load()
@@ -479,6 +472,32 @@ def test_configuration_from_environment(monkeypatch):
     assert spark_memory("{{ params.executor_memory }}") == "{{ params.executor_memory }}"  # a Param's pattern
     with pytest.raises(ValueError, match="memory"):
         spark_memory("lots")
+
+
+def test_kubernetes_refuses_a_run_root_the_pods_cannot_share(monkeypatch):
+    from colliderflow.inputs import inputs_present
+
+    assert CFG.run_root_problem("s3://physics/cf/runs") is None
+    problem = CFG.run_root_problem("/opt/airflow/out/demo/runs")
+    assert "no shared volume" in problem and "COLLIDERFLOW_STORAGE_ROOT" in problem and len(problem) < 500
+    shared = replace(CFG, work_volume_claim="cf-work", work_mount="/work")
+    assert shared.run_root_problem("/work/runs") is None
+    assert "not below the shared volume" in shared.run_root_problem("/workspace/runs")
+    # the first task of every DAG says it before any stage starts, without retries
+    monkeypatch.setenv("COLLIDERFLOW_BACKEND", "kubernetes")
+    with pytest.raises(AirflowFailException, match="output_root='/opt/airflow/out/demo/runs'"):
+        inputs_present({"input": "s3://physics/in/*.root"}, output_root="/opt/airflow/out/demo/runs")
+    assert inputs_present({"input": "s3://physics/in/*.root"}, output_root="s3://physics/cf/runs") is True
+
+
+def test_run_root_from_the_deployment_storage_root(monkeypatch):
+    from colliderflow.dagkit import data_root
+
+    monkeypatch.setenv("COLLIDERFLOW_STORAGE_ROOT", "s3://physics/cf/")
+    assert data_root() == "s3://physics/cf"
+    monkeypatch.delenv("COLLIDERFLOW_STORAGE_ROOT")
+    monkeypatch.setenv("COLLIDERFLOW_DATA", "/data/cf")
+    assert data_root() == "/data/cf"
 
 
 def test_backend_switch_needs_no_dag_change(monkeypatch):
@@ -573,7 +592,6 @@ def test_worker_count_from_a_param_on_both_backends(monkeypatch):
 
 def test_shared_work_volume_in_every_kind(spark_schema):
     """jobs.train needs a filesystem all workers share: a RWX claim mounted everywhere when configured."""
-    from dataclasses import replace
 
     cfg = replace(CFG, work_volume_claim="cf-work", work_mount="/work")
     body = kubernetes_task(Stage(task_id="s", module="prepare", kind="spark"), cfg).application_body()

@@ -254,8 +254,10 @@ def test_saved_scaler_reproduces_the_test_split(runs, raw):
 
 
 def _write_table(path: str, table: pa.Table) -> None:
+    """One file of a hand-made ingestion output DIR/label=K/FILE, marked complete (DIR/_SUCCESS)."""
     os.makedirs(os.path.dirname(path), exist_ok=True)
     pq.write_table(table, path)
+    open(os.path.join(os.path.dirname(os.path.dirname(path)), "_SUCCESS"), "w").close()
 
 
 def test_wrong_schema_is_named(spark, tmp_path):

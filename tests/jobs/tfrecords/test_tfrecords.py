@@ -181,6 +181,9 @@ def test_bad_input(spark, prepared, tmp_path):
         os.path.join(prepared, "test", sorted(os.listdir(os.path.join(prepared, "test")))[0])
     )
     pq.write_table(table.drop_columns([COUNT_COLUMN]), str(bad / "part-00000.parquet"))
+    with pytest.raises(BadInputError, match=r"bad: incomplete output \(no _SUCCESS"):
+        tfrecords.run(str(tmp_path / "bad"), str(tmp_path / "o"), spark=spark)
+    (tmp_path / "bad" / "_SUCCESS").touch()
     with pytest.raises(BadInputError, match=r"part-00000\.parquet: lacks column\(s\) n_particles"):
         tfrecords.run(str(tmp_path / "bad"), str(tmp_path / "o"), spark=spark)
     assert not os.path.exists(tmp_path / "o")

@@ -391,27 +391,34 @@ def test_bad_input_is_a_clear_error(prepared, tmp_path, capsys):
           "not zero")  # fmt: skip
 
     fails(["--train", prepared["train_tfrecord"], *base, "--epochs", "0"], "--epochs")
-    fails(["--train", prepared["train_tfrecord"], *base, "--output", "s3://bucket/x"], "--output")
+    # each worker reads its own shards: fewer shards than workers is refused before any launch
+    fails(["--train", prepared["train_tfrecord"], *base, "--workers", "3"],
+          prepared["train_tfrecord"], "2 shard(s) for 3 workers")  # fmt: skip
 
 
-@pytest.mark.parametrize("files", [1, 3])
-def test_worker_input_shards_are_disjoint_and_complete(tmp_path, files):
-    """Per-worker input: by file when there are at least as many files as workers, else by event."""
+def test_worker_input_shards_are_disjoint_and_complete(tmp_path):
+    """Per-worker input: every other file of the sorted list, so the workers' events are disjoint and
+    cover the set; fewer files than workers is refused."""
+    from jobs.core.errors import BadInputError
     from jobs.core.tf_dataset import count_events, make_dataset
 
     data = generate(40, seed=4, max_particles=8)
-    tfr = write_tfrecords(data, str(tmp_path / "tfr"), shards=files)
-    pqd = write_parquet(data, str(tmp_path / "pq"), files=files)
+    tfr = write_tfrecords(data, str(tmp_path / "tfr"), shards=3)
+    pqd = write_parquet(data, str(tmp_path / "pq"), files=3)
     for url, fmt in ((tfr, "tfrecord"), (pqd, "parquet")):
         assert count_events(url, fmt) == 40
         seen = []
         for index in range(2):
             ds = make_dataset(url, fmt, batch_size=7, shard=(index, 2), bucketing=index == 1)
             seen.append(np.concatenate([x["HLF_input"].numpy() for x, _ in ds]))
-        assert len(seen[0]) + len(seen[1]) == 40
+        # files 0 and 2 (14 + 13 events) for worker 0, file 1 (13) for worker 1
+        assert [len(s) for s in seen] == [27, 13]
+        assert [count_events(url, fmt, shard=(i, 2)) for i in range(2)] == [27, 13]
         keys = [{tuple(r) for r in s.round(6)} for s in seen]
         assert not keys[0] & keys[1]
         assert keys[0] | keys[1] == {tuple(r) for r in data.hlf.round(6)}
+        with pytest.raises(BadInputError, match="3 shard\\(s\\) for 4 workers"):
+            make_dataset(url, fmt, batch_size=7, shard=(0, 4))
     # the count jobs.tfrecords records in <root>/_summary.json is used when present (no full read)
     (tmp_path / "_summary.json").write_text(json.dumps({"splits": {"tfr": {"records": 39}}}))
     assert count_events(tfr, "tfrecord") == 39

@@ -22,11 +22,6 @@ class KubernetesConfig:
     training_service_account: str = "colliderflow-training"
     storage_secret: str = "colliderflow-storage"
     storage_configmap: str = "colliderflow-storage"
-    # Default Spark event-log location (a Hadoop URL); a stage's --event-log-dir overrides it per run.
-    # Unset: <$COLLIDERFLOW_STORAGE_ROOT>/spark-events (the chart's storage ConfigMap sets the root).
-    event_log_dir: str = "s3a://colliderflow/spark-events"
-    # S3-compatible endpoint for Spark's own s3a:// I/O (event logs); default $COLLIDERFLOW_S3_ENDPOINT.
-    s3_endpoint: str = ""
     # Where the job modules live inside the images (images/*/Dockerfile: WORKDIR /opt/colliderflow/src).
     jobs_path: str = "local:///opt/colliderflow/src/jobs"
     kubernetes_conn_id: str = "kubernetes_default"
@@ -44,7 +39,7 @@ class KubernetesConfig:
     @classmethod
     def load(cls) -> KubernetesConfig:
         """COLLIDERFLOW_K8S_<FIELD> wins, then the Airflow Variable `colliderflow_kubernetes` (JSON),
-        then what the chart's storage ConfigMap says (storage root, S3 endpoint), then the defaults."""
+        then the defaults."""
         overrides: dict[str, Any] = {}
         try:
             from airflow.sdk import Variable
@@ -58,12 +53,6 @@ class KubernetesConfig:
             raise ValueError(
                 f"Variable colliderflow_kubernetes: unknown key(s) {unknown}; known: {sorted(known)}"
             )
-        root = os.environ.get("COLLIDERFLOW_STORAGE_ROOT", "").rstrip("/")
-        if root.startswith(("s3://", "s3a://", "oci://")):
-            hadoop_root = "s3a://" + root.split("://", 1)[1] if root.startswith("s3") else root
-            overrides.setdefault("event_log_dir", f"{hadoop_root}/spark-events")
-        if os.environ.get("COLLIDERFLOW_S3_ENDPOINT"):
-            overrides.setdefault("s3_endpoint", os.environ["COLLIDERFLOW_S3_ENDPOINT"])
         for name in known:
             env = os.environ.get(f"COLLIDERFLOW_K8S_{name.upper()}")
             if env:
@@ -77,6 +66,27 @@ class KubernetesConfig:
                         f"COLLIDERFLOW_K8S_{name.upper()}: {value!r} is not an integer"
                     ) from None
         return replace(cls(), **overrides)
+
+    def run_root_problem(self, output_root: str) -> str | None:
+        """Why the run's output root cannot work on the cluster, or None. A local path lives inside one
+        pod; Spark executors and TF workers on other nodes would each write their own copy, so it is
+        accepted only below the shared volume's mount."""
+        if "://" in output_root and not output_root.startswith("file://"):
+            return None
+        path = output_root.removeprefix("file://")
+        mount = self.work_mount.rstrip("/") + "/"
+        if self.work_volume_claim and (path + "/").startswith(mount):
+            return None
+        where = (
+            f"is not below the shared volume's mount {self.work_mount}"
+            if self.work_volume_claim
+            else "is a local path inside one pod and no shared volume is configured"
+        )
+        return (
+            f"output_root={output_root!r} {where}: set output_root (or COLLIDERFLOW_STORAGE_ROOT, "
+            "the chart's storage.root) to an s3:// or oci:// URL, or mount a ReadWriteMany claim with "
+            "COLLIDERFLOW_K8S_WORK_VOLUME_CLAIM and write below COLLIDERFLOW_K8S_WORK_MOUNT"
+        )
 
     def image(self, role: str) -> str:
         """An image role (spark, tensorflow, tensorflow-gpu) or a full image reference."""

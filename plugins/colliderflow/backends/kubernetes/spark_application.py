@@ -78,22 +78,12 @@ def spark_application(stage: Stage, cfg: KubernetesConfig) -> dict[str, Any]:
             "timeToLiveSeconds": 86400,
             **({"volumes": volumes} if volumes else {}),
             "sparkConf": {
-                "spark.eventLog.enabled": "true",
-                "spark.eventLog.dir": cfg.event_log_dir,
                 "spark.ui.prometheus.enabled": "true",
                 "spark.metrics.namespace": "colliderflow",
                 "spark.metrics.conf.*.sink.prometheusServlet.class": PROMETHEUS_SERVLET,
                 "spark.metrics.conf.*.sink.prometheusServlet.path": "/metrics/prometheus",
                 "spark.executor.processTreeMetrics.enabled": "true",
                 "spark.kubernetes.executor.deleteOnTermination": "true",
-                **(
-                    {
-                        "spark.hadoop.fs.s3a.endpoint": cfg.s3_endpoint,
-                        "spark.hadoop.fs.s3a.path.style.access": "true",
-                    }
-                    if cfg.s3_endpoint
-                    else {}
-                ),
             },
             "driver": {
                 **copy.deepcopy(common),
