@@ -111,12 +111,6 @@ def _job_metrics(output: str) -> dict:
         return json.load(f)
 
 
-# Both workers run on 127.0.0.1, so Spark would read a shuffle block of the other executor straight
-# from its local disk ("host-local"), which a private /tmp makes invisible (FetchFailedException:
-# NoSuchFileException .../shuffle_*.index): on one machine the blocks must go over the network.
-CLUSTER_CONF = ["--spark-conf", "spark.shuffle.readHostLocalDisk=false"]
-
-
 def measure(name: str, argv_for, local_out: str, s3_out: str, master: str, s3: S3Server) -> dict:
     """Both set-ups of one stage: argv_for(output, master, on_s3) -> argv of the stage."""
     from tests.cluster import isolated, isolated_env
@@ -124,8 +118,8 @@ def measure(name: str, argv_for, local_out: str, s3_out: str, master: str, s3: S
     local_wall, local_peak = run_command(argv_for(local_out, f"local[{CLUSTER_CORES}]", False))
     local = _job_metrics(local_out)
     before = s3.counter.snapshot()
-    cluster_argv = argv_for(s3_out, master, True) + CLUSTER_CONF
-    cluster_wall, cluster_peak = run_command(isolated(cluster_argv), env=isolated_env())
+    # isolated_env points SPARK_CONF_DIR at tests/cluster_conf (no host-local shuffle reads)
+    cluster_wall, cluster_peak = run_command(isolated(argv_for(s3_out, master, True)), env=isolated_env())
     after = s3.counter.snapshot()
     remote = _job_metrics(s3_out)
     events = remote["events"]
