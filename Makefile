@@ -6,7 +6,7 @@ export UV_LINK_MODE ?= copy
 export AIRFLOW_HOME ?= $(CURDIR)/.airflow
 export DEMO_DIR ?= $(CURDIR)/out/demo
 
-.PHONY: demo test install airflow lint bench clean
+.PHONY: demo test install install-test install-bench airflow lint bench clean
 
 $(UV):
 	python3 -m pip install --user --quiet "uv==$(UV_VERSION)"
@@ -16,6 +16,10 @@ install: $(UV)
 
 install-test: $(UV)
 	$(UV) sync --locked --all-extras
+
+# the test group (moto for the cluster comparison) plus the `peers` group (ROOT's RDataFrame, psutil)
+install-bench: $(UV)
+	$(UV) sync --locked --all-extras --group peers
 
 demo: install
 	$(UV) run --no-sync python -m colliderflow.demo --output "$(DEMO_DIR)"
@@ -32,11 +36,14 @@ lint: install-test
 	$(UV) run --no-sync ruff check jobs plugins dags tests bench
 	$(UV) run --no-sync ruff format --check jobs plugins dags tests bench
 
-bench: install
-	$(UV) run --no-sync python -m bench.dimuon
-	$(UV) run --no-sync python -m bench.ingest
-	$(UV) run --no-sync python -m bench.prepare
-	$(UV) run --no-sync python -m bench.train
+# BENCH_ARGS=--quick: small inputs (a minute or two per benchmark); results in out/bench/*.json
+bench: install-bench
+	$(UV) run --no-sync python -m bench.dimuon $(BENCH_ARGS)
+	$(UV) run --no-sync python -m bench.ingest $(BENCH_ARGS)
+	$(UV) run --no-sync python -m bench.prepare $(BENCH_ARGS)
+	$(UV) run --no-sync python -m bench.train $(BENCH_ARGS)
+	$(UV) run --no-sync python -m bench.cluster $(BENCH_ARGS)
+	$(UV) run --no-sync python -m bench.table
 
 clean:
 	rm -rf .airflow out .pytest_cache

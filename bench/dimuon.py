@@ -1,14 +1,22 @@
-"""Di-muon benchmark: events/s/core of `jobs.dimuon` straight from ROOT, beside the published Spark
-approach measured in the same script on the same events: the same selection as a plain PySpark
-DataFrame job over Parquet (≈ 1–1.4 M events/s/core in Canali's notes). Prints the ratio.
+"""Di-muon benchmark: `jobs.dimuon` beside its peers, same script, same files. Every contender runs as
+its own process on a small and a large input (generated once by jobs.generate and reused):
 
-    python -m bench.dimuon [--events 20000000] [--cores 2] [--workdir out/bench/dimuon]
+- colliderflow: `python -m jobs.dimuon` on the ROOT files, Spark local[cores];
+- ROOT RDataFrame 6.40 (the `peers` group) on the df102 selection, one thread and all cores (IMT);
+- the published Spark approach: a PySpark DataFrame job on the same events as Parquet, local[cores];
+- the read floor: plain uproot reading just the six branches, one core.
+
+Reported per contender: the marginal throughput (events/s/core from the slope between the two inputs,
+so start-up and JIT cancel), the end-to-end wall time of the large input including start-up, the
+start-up (the intercept), the peak memory of both runs, and the largest bin difference of its mass
+histogram against colliderflow's. Results: out/bench/dimuon.json.
+
+    python -m bench.dimuon [--events 20000000] [--small-events 1000] [--cores N] [--quick]
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import time
 
@@ -16,108 +24,199 @@ import awkward as ak
 import numpy as np
 import uproot
 
-from jobs.core.spark import spark_session
-from jobs.dimuon import job as dimuon
+from bench.common import (
+    MEMORY_METHOD,
+    add_common_args,
+    cores_available,
+    marginal_rate,
+    python_module,
+    run_command,
+    startup_seconds,
+    target,
+    write_result,
+)
 from jobs.dimuon.selection import SCHEMA_BRANCHES
 from jobs.generate import nanoaod
 
-
-def to_parquet(root_files: list[str], out_dir: str) -> None:
-    """The same events as Parquet (one file per ROOT file), as the DataFrame approach reads them."""
-    os.makedirs(out_dir, exist_ok=True)
-    for i, path in enumerate(root_files):
-        with uproot.open(path) as f:
-            arrays = f["Events"].arrays(SCHEMA_BRANCHES["nanoaod"])
-        ak.to_parquet(arrays, os.path.join(out_dir, f"part-{i:04d}.parquet"))
+MASS_BINS = 2000  # jobs.dimuon's default, log-spaced over its MASS_RANGE
+TARGET_PER_CORE = 7e6  # issue 14: half the read floor measured there (14.2 M events/s)
+TARGET_VS_RDATAFRAME = 2.0
 
 
-def dataframe_baseline(spark, parquet_dir: str, mass_bins: int) -> tuple[int, np.ndarray]:
-    """Exactly two muons, opposite charge, mass of the (pt, eta, phi, m) sum, log-binned histogram,
-    all in Spark SQL expressions (no Python UDF), the result collected as bin counts."""
-    from pyspark.sql import functions as F
+def make_input(workdir: str, events: int, files: int) -> tuple[str, list[str], str]:
+    """(ROOT dir, its files, the same events as Parquet, one file per ROOT file), generated once."""
+    root_dir = os.path.join(workdir, f"nanoaod-{events}-{files}")
+    if not os.path.exists(os.path.join(root_dir, "_SUCCESS")):
+        t0 = time.perf_counter()
+        nanoaod.generate(events=events, output=root_dir, files=files, seed=1)
+        print(f"generated {events:,} events in {time.perf_counter() - t0:.1f} s -> {root_dir}")
+    paths = sorted(os.path.join(root_dir, f) for f in os.listdir(root_dir) if f.endswith(".root"))
+    parquet_dir = root_dir + "-parquet"
+    if not os.path.exists(os.path.join(parquet_dir, "_SUCCESS")):
+        os.makedirs(parquet_dir, exist_ok=True)
+        for i, path in enumerate(paths):
+            with uproot.open(path) as f:
+                arrays = f["Events"].arrays(SCHEMA_BRANCHES["nanoaod"])
+            ak.to_parquet(arrays, os.path.join(parquet_dir, f"part-{i:04d}.parquet"))
+        open(os.path.join(parquet_dir, "_SUCCESS"), "w").close()
+    return root_dir, paths, parquet_dir
 
-    df = spark.read.parquet(parquet_dir)
-    events = df.count()
-    two = df.where("nMuon = 2 AND Muon_charge[0] != Muon_charge[1]")
-    p = [(f"Muon_pt[{i}]", f"Muon_eta[{i}]", f"Muon_phi[{i}]", f"Muon_mass[{i}]") for i in (0, 1)]
-    comps = {
-        "px": " + ".join(f"{pt}*cos({phi})" for pt, _, phi, _ in p),
-        "py": " + ".join(f"{pt}*sin({phi})" for pt, _, phi, _ in p),
-        "pz": " + ".join(f"{pt}*sinh({eta})" for pt, eta, _, _ in p),
-        "e": " + ".join(f"sqrt(pow({pt}*cosh({eta}), 2) + pow({m}, 2))" for pt, eta, _, m in p),
+
+def contenders(cores: int, events: int, files: int) -> dict[str, dict]:
+    """name -> cores it uses and argv(root_dir, files, parquet_dir, out) -> (argv, histogram path)."""
+    chunk = str(max(1, -(-events // (files * 2))))  # a few tasks per core
+
+    def colliderflow(root_dir, paths, parquet_dir, out):
+        argv = python_module("jobs.dimuon", "--input", root_dir, "--output", out, "--no-plot",
+                             "--master", f"local[{cores}]", "--chunk-entries", chunk)  # fmt: skip
+        return argv, os.path.join(out, "histograms.root")
+
+    def rdf(threads):
+        def build(root_dir, paths, parquet_dir, out):
+            hist = out + ".npy"
+            argv = python_module("bench.rdf_dimuon", "--threads", str(threads), "--bins", str(MASS_BINS),
+                                 "--output", hist, *paths)  # fmt: skip
+            return argv, hist
+
+        return build
+
+    def spark_parquet(root_dir, paths, parquet_dir, out):
+        hist = out + ".npy"
+        argv = python_module("bench.spark_parquet", "--cores", str(cores), "--bins", str(MASS_BINS),
+                             "--output", hist, parquet_dir)  # fmt: skip
+        return argv, hist
+
+    def read_floor(root_dir, paths, parquet_dir, out):
+        return python_module("bench.read_floor", *paths), None
+
+    return {
+        "colliderflow": {"cores": cores, "build": colliderflow},
+        "rdataframe_1_thread": {"cores": 1, "build": rdf(1)},
+        f"rdataframe_{cores}_threads": {"cores": cores, "build": rdf(cores)},
+        "spark_dataframe_parquet": {"cores": cores, "build": spark_parquet},
+        "read_floor_uproot": {"cores": 1, "build": read_floor},
     }
-    mass = two.selectExpr(*(f"{v} AS {k}" for k, v in comps.items())).selectExpr(
-        "sqrt(greatest(e*e - px*px - py*py - pz*pz, 0)) AS m"
-    )
-    lo, hi = np.log(dimuon.MASS_RANGE[0]), np.log(dimuon.MASS_RANGE[1])
-    binned = mass.where(f"m >= {dimuon.MASS_RANGE[0]} AND m < {dimuon.MASS_RANGE[1]}").select(
-        F.floor((F.log("m") - lo) / (hi - lo) * mass_bins).cast("int").alias("bin")
-    )
-    counts = np.zeros(mass_bins, np.int64)
-    for row in binned.groupBy("bin").count().collect():
-        counts[min(row["bin"], mass_bins - 1)] = row["count"]
-    return events, counts
 
 
-def timed(fn, *args, **kwargs):
-    t0 = time.perf_counter()
-    out = fn(*args, **kwargs)
-    return out, time.perf_counter() - t0
+def read_histogram(path: str | None) -> np.ndarray | None:
+    if path is None:
+        return None
+    if path.endswith(".root"):
+        with uproot.open(path) as f:
+            return f["dimuon_mass"].values()
+    return np.load(path)
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.dimuon", description=__doc__.splitlines()[0])
-    parser.add_argument("--events", type=int, default=20_000_000)
+    parser.add_argument("--events", type=int, default=None, help="large input (default 20 M; quick 1 M)")
+    parser.add_argument("--small-events", type=int, default=1000)
     parser.add_argument("--files", type=int, default=8)
-    parser.add_argument("--cores", type=int, default=os.cpu_count() or 1)
+    parser.add_argument("--cores", type=int, default=cores_available())
     parser.add_argument("--workdir", default="out/bench/dimuon")
-    parser.add_argument("--repeat", type=int, default=2, help="timed repetitions (best is reported)")
+    parser.add_argument("--repeat", type=int, default=None, help="runs per input (best kept; quick 1)")
+    parser.add_argument("--only", nargs="*", default=None, help="contenders to run (default all)")
+    add_common_args(parser)
     args = parser.parse_args(argv)
-    root_dir = os.path.join(args.workdir, f"nanoaod-{args.events}")
-    parquet_dir = root_dir + "-parquet"
-    if not os.path.exists(os.path.join(root_dir, "_SUCCESS")):
-        files, dt = timed(nanoaod.generate, events=args.events, output=root_dir, files=args.files, seed=1)
-        print(f"generated {args.events:,} events in {dt:.1f} s ({args.events / dt / 1e6:.2f} M events/s)")
-    files = sorted(os.path.join(root_dir, f) for f in os.listdir(root_dir) if f.endswith(".root"))
-    if not os.path.isdir(parquet_dir):
-        to_parquet(files, parquet_dir)
-    root_mb = sum(os.path.getsize(f) for f in files) / 1e6
+    large = args.events or (1_000_000 if args.quick else 20_000_000)
+    repeat = args.repeat or (1 if args.quick else 2)
+    sizes = {"small": args.small_events, "large": large}
+    inputs = {k: make_input(args.workdir, n, args.files) for k, n in sizes.items()}
+    all_contenders = contenders(args.cores, large, args.files)
+    chosen = {k: v for k, v in all_contenders.items() if args.only is None or k in args.only}
 
-    spark = spark_session("bench-dimuon", master=f"local[{args.cores}]")
-    try:
-        chunk = -(-args.events // (args.files * 2))  # a few tasks per core
-        ours = []
-        for i in range(args.repeat):
-            out = os.path.join(args.workdir, f"out-{i}")
-            m, dt = timed(dimuon.run, files, out, spark=spark, chunk_entries=chunk, plot=False)
-            ours.append(dt)
-        base = []
-        for _ in range(args.repeat):
-            (events, counts), dt = timed(dataframe_baseline, spark, parquet_dir, dimuon.DEFAULT_MASS_BINS)
-            base.append(dt)
-    finally:
-        spark.stop()
-    ours_hist = uproot.open(os.path.join(args.workdir, "out-0", "histograms.root"))["dimuon_mass"].values()
-    agree = int(np.abs(ours_hist - counts).sum())
-    n = m["events"]
-    rate, base_rate = n / min(ours) / args.cores, events / min(base) / args.cores
-    result = {
-        "events": n,
-        "cores": args.cores,
-        "root_mb": round(root_mb, 1),
-        "colliderflow_seconds": round(min(ours), 2),
-        "colliderflow_events_per_s_per_core": round(rate),
-        "dataframe_parquet_seconds": round(min(base), 2),
-        "dataframe_parquet_events_per_s_per_core": round(base_rate),
-        "ratio": round(rate / base_rate, 2),
-        "histogram_entries_differing": agree,
+    results: dict[str, dict] = {}
+    histograms: dict[str, np.ndarray | None] = {}
+    for name, c in chosen.items():
+        walls, peaks = {}, {}
+        for size, n in sizes.items():
+            best = None
+            for i in range(repeat):
+                out = os.path.join(args.workdir, "runs", f"{name}-{size}-{i}")
+                run_argv, hist_path = c["build"](*inputs[size], out)
+                wall, peak = run_command(run_argv)
+                print(f"{name:24s} {size:5s} {n:>11,} events: {wall:7.2f} s")
+                if best is None or wall < best[0]:
+                    best = (wall, peak, hist_path)
+            walls[size], peaks[size] = best[0], best[1]
+            if size == "large":
+                histograms[name] = read_histogram(best[2])
+        rate = marginal_rate((sizes["small"], walls["small"]), (large, walls["large"]), c["cores"])
+        results[name] = {
+            "cores": c["cores"],
+            "events_per_s_per_core": rate,
+            "wall_seconds": walls,
+            "startup_seconds": startup_seconds((sizes["small"], walls["small"]), rate, c["cores"]),
+            "peak_rss_mb": peaks,
+        }
+    reference = histograms.get("colliderflow")
+    for name, h in histograms.items():
+        if h is not None and reference is not None:
+            diff = np.abs(np.asarray(h, np.float64) - reference)
+            results[name]["histogram_max_bin_difference"] = float(diff.max())
+            results[name]["histogram_total_difference"] = float(diff.sum())
+            results[name]["histogram_entries"] = float(np.sum(h))
+
+    get = lambda name, key: results.get(name, {}).get(key)  # noqa: E731 - local shorthand
+    rdf_mt = f"rdataframe_{args.cores}_threads"
+    ours, rdf = get("colliderflow", "events_per_s_per_core"), get(rdf_mt, "events_per_s_per_core")
+    rdf_walls = [w["large"] for w in (get(rdf_mt, "wall_seconds"), get("rdataframe_1_thread", "wall_seconds"))
+                 if w]  # fmt: skip
+    ours_wall = (get("colliderflow", "wall_seconds") or {}).get("large")
+    summary = {
+        "events_per_s_per_core": ours,
+        "rdataframe_events_per_s_per_core": rdf,
+        "rdataframe_1_thread_events_per_s_per_core": get("rdataframe_1_thread", "events_per_s_per_core"),
+        "read_floor_events_per_s_per_core": get("read_floor_uproot", "events_per_s_per_core"),
+        "spark_parquet_events_per_s_per_core": get("spark_dataframe_parquet", "events_per_s_per_core"),
+        "wall_seconds": ours_wall,
+        "rdataframe_wall_seconds": min(rdf_walls) if rdf_walls else None,
+        "startup_seconds": get("colliderflow", "startup_seconds"),
+        "histogram_max_bin_difference": max(
+            (r.get("histogram_max_bin_difference", 0.0) for r in results.values()), default=None
+        ),
+        "peak_rss_mb": get("colliderflow", "peak_rss_mb"),
     }
-    print(json.dumps(result, indent=2))
-    print(
-        f"colliderflow: {rate / 1e6:.2f} M events/s/core from ROOT; DataFrame on Parquet: "
-        f"{base_rate / 1e6:.2f} M events/s/core; ratio {rate / base_rate:.2f}x "
-        f"(targets: >= 3 M/s/core and >= 2x)"
+    targets = {
+        "per_core": target(ours, TARGET_PER_CORE, "marginal events/s/core >= 7 M (half the read floor)"),
+        "vs_rdataframe": target(
+            ours / rdf if ours and rdf else None,
+            TARGET_VS_RDATAFRAME,
+            f">= 2x RDataFrame's marginal events/s/core on {args.cores} threads",
+        ),
+        "wall_vs_rdataframe": target(
+            ours_wall / summary["rdataframe_wall_seconds"] if ours_wall and rdf_walls else None,
+            1.0,
+            f"end to end on {large:,} events no slower than RDataFrame (ratio of wall times <= 1)",
+            higher_is_better=False,
+        ),
+    }
+    write_result(
+        args.results_dir,
+        "dimuon",
+        {
+            **summary,
+            "events": sizes,
+            "files": args.files,
+            "cores": args.cores,
+            "repeat": repeat,
+            "root_mb": round(sum(os.path.getsize(p) for p in inputs["large"][1]) / 1e6, 1),
+            "contenders": results,
+            "memory_method": MEMORY_METHOD,
+            "targets": targets,
+        },
     )
+    print(
+        f"\n{'contender':26s} {'cores':>5s} {'M ev/s/core':>12s} {'wall (s)':>9s} {'start-up':>9s} "
+        f"{'max Δbin':>9s}"
+    )
+    for name, r in results.items():
+        rate = r["events_per_s_per_core"]
+        print(
+            f"{name:26s} {r['cores']:5d} {rate / 1e6 if rate else float('nan'):12.2f} "
+            f"{r['wall_seconds']['large']:9.2f} {r['startup_seconds'] or float('nan'):9.2f} "
+            f"{r.get('histogram_max_bin_difference', float('nan')):9.0f}"
+        )
     return 0
 
 

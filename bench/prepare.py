@@ -1,6 +1,8 @@
 """Throughput of the DL-trigger preparation: jobs.prepare and jobs.tfrecords on >= 100 k events.
 
-    python -m bench.prepare [--events 112000] [--master local[2]] [--scratch /tmp/bench-prepare]
+    python -m bench.prepare [--events 112000] [--master local[2]] [--scratch /tmp/bench-prepare] [--quick]
+
+Both stages run on a small and the large input (memory at two sizes); results: out/bench/prepare.json.
 
 The input is a synthetic ingestion output (tests/jobs/ingested_fixture.py; generated once and reused
 from the scratch directory). Class shares 30/37/33 % so that undersampling keeps about 90 % of the
@@ -25,6 +27,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from bench.common import MEMORY_METHOD, PeakRSS, add_common_args, bytes_under, target, write_result
 from jobs.core.spark import spark_session
 from jobs.core.tensors import nested_to_numpy, numpy_to_nested
 from jobs.dltrigger_schema import (
@@ -95,27 +98,15 @@ def baseline_tfrecords(prepared_dir: str, scratch: str) -> float:
     return result.records["train"] / (time.perf_counter() - t0)
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(prog="python -m bench.prepare", description=__doc__.splitlines()[0])
-    parser.add_argument("--events", type=int, default=112_000, help="ingested events (about 90%% are kept)")
-    parser.add_argument("--master", default="local[2]")
-    parser.add_argument("--scratch", default="/tmp/bench-prepare")
-    parser.add_argument("--baseline-events", type=int, default=5000)
-    parser.add_argument("--keep", action="store_true", help="keep the outputs in the scratch directory")
-    args = parser.parse_args()
-
-    input_dir = os.path.join(args.scratch, "ingest")
-    counts = make_input(input_dir, args.events)
-    prepared_dir, tfr_dir = os.path.join(args.scratch, "prepared"), os.path.join(args.scratch, "tfrecords")
-    spark = spark_session("bench-prepare", args.master, conf={"spark.ui.showConsoleProgress": "false"})
-    cores = spark.sparkContext.defaultParallelism
-    results = {"input_events": sum(counts.values()), "cores": cores, "master": args.master}
-    try:
+def measure(spark, input_dir: str, prepared_dir: str, tfr_dir: str, cores: int) -> dict:
+    """jobs.prepare then jobs.tfrecords on one input, in the running Spark session."""
+    out = {}
+    with PeakRSS() as peak:
         t0 = time.perf_counter()
         m = prepare.run(input_dir, prepared_dir, spark=spark)
         wall = time.perf_counter() - t0
         written = m["events_written"]
-        results["prepare"] = {
+        out["prepare"] = {
             "events_in": m["events"],
             "events_written": written,
             "wall_s": wall,
@@ -123,11 +114,12 @@ def main() -> None:
             "events_per_s_per_core": written / wall / cores,
             "mb_written": m["bytes_written"] / 1e6,
             "mb_written_per_s": m["bytes_written"] / 1e6 / wall,
+            "bytes_per_event": bytes_under(prepared_dir) / written,
         }
         t0 = time.perf_counter()
         m = tfrecords.run(prepared_dir, tfr_dir, compression="gzip", spark=spark)
         wall = time.perf_counter() - t0
-        results["tfrecords"] = {
+        out["tfrecords"] = {
             "events": m["events"],
             "wall_s": wall,
             "events_per_s": m["events"] / wall,
@@ -135,9 +127,46 @@ def main() -> None:
             "mb_written": m["bytes_written"] / 1e6,
             "mb_written_per_s": m["bytes_written"] / 1e6 / wall,
             "compression": "gzip",
+            "bytes_per_event": bytes_under(tfr_dir) / m["events"],
         }
+    out["peak_rss_mb"] = peak.as_dict()
+    return out
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m bench.prepare", description=__doc__.splitlines()[0])
+    parser.add_argument("--events", type=int, default=None, help="ingested events, ~90%% kept (quick 6000)")
+    parser.add_argument("--small-events", type=int, default=None, help="the small input (default events/8)")
+    parser.add_argument("--master", default="local[2]")
+    parser.add_argument("--scratch", default="/tmp/bench-prepare")
+    parser.add_argument("--baseline-events", type=int, default=5000)
+    parser.add_argument("--keep", action="store_true", help="keep the outputs in the scratch directory")
+    add_common_args(parser)
+    args = parser.parse_args(argv)
+    events = args.events or (6000 if args.quick else 112_000)
+    sizes = {"small": args.small_events or max(events // 8, 600), "large": events}
+    if args.quick:
+        args.baseline_events = min(args.baseline_events, 2000)
+
+    spark = spark_session("bench-prepare", args.master, conf={"spark.ui.showConsoleProgress": "false"})
+    cores = spark.sparkContext.defaultParallelism
+    runs, dirs = {}, {}
+    try:
+        for size, n in sizes.items():
+            input_dir = os.path.join(args.scratch, f"ingest-{n}")
+            counts = make_input(input_dir, n)
+            prepared_dir = os.path.join(args.scratch, f"prepared-{size}")
+            tfr_dir = os.path.join(args.scratch, f"tfrecords-{size}")
+            runs[size] = {
+                "input_events": sum(counts.values()),
+                **measure(spark, input_dir, prepared_dir, tfr_dir, cores),
+            }
+            dirs[size] = (input_dir, prepared_dir, tfr_dir)
     finally:
         spark.stop()
+    input_dir, prepared_dir, tfr_dir = dirs["large"]
+    results = {"input_events": runs["large"]["input_events"], "cores": cores, "master": args.master}
+    results.update({k: runs["large"][k] for k in ("prepare", "tfrecords")})
     base_p = baseline_prepare(input_dir, os.path.join(prepared_dir, "_scaler.json"), args.baseline_events)
     base_t = baseline_tfrecords(prepared_dir, os.path.join(args.scratch, "baseline"))
     results["prepare"]["baseline_events_per_s_one_core"] = base_p
@@ -146,6 +175,28 @@ def main() -> None:
     results["tfrecords"]["ratio_per_core_vs_baseline"] = (
         results["tfrecords"]["events_per_s_per_core"] / base_t
     )
+    p, t = results["prepare"], results["tfrecords"]
+    summary = {
+        "prepare_events_per_s_per_core": p["events_per_s_per_core"],
+        "prepare_ratio_vs_baseline": p["ratio_per_core_vs_baseline"],
+        "tfrecords_events_per_s_per_core": t["events_per_s_per_core"],
+        "tfrecords_ratio_vs_baseline": t["ratio_per_core_vs_baseline"],
+        # one entry per stored particle layout; today only the reference-exact padded one (801 x 19)
+        "bytes_per_event": {
+            "padded": {"prepared_parquet": p["bytes_per_event"], "tfrecords": t["bytes_per_event"]}
+        },
+        "peak_rss_mb": {size: r["peak_rss_mb"] for size, r in runs.items()},
+        "memory_method": MEMORY_METHOD + " (both stages of one size, one Spark session)",
+        "small": {size_key: runs["small"][size_key] for size_key in ("input_events", "prepare", "tfrecords")},
+        "targets": {
+            "prepare_vs_baseline": target(
+                p["ratio_per_core_vs_baseline"], 2.0, "prepare >= 2x its single-process baseline per core"
+            ),
+            "tfrecords_vs_baseline": target(
+                t["ratio_per_core_vs_baseline"], 1.5, "tfrecords >= 1.5x its single-process baseline per core"
+            ),
+        },
+    }
     print(json.dumps(results, indent=2))
     for stage in ("prepare", "tfrecords"):
         r = results[stage]
@@ -155,9 +206,12 @@ def main() -> None:
             f"{r['mb_written_per_s']:6.1f} MB/s written, {r['ratio_per_core_vs_baseline']:.2f}x the "
             f"single-process baseline ({r['baseline_events_per_s_one_core']:.0f} events/s)"
         )
+    write_result(args.results_dir, "prepare", {**summary, **results})
     if not args.keep:
-        for d in (prepared_dir, tfr_dir, os.path.join(args.scratch, "baseline")):
-            shutil.rmtree(d, ignore_errors=True)
+        for size in dirs:
+            for d in dirs[size][1:]:
+                shutil.rmtree(d, ignore_errors=True)
+        shutil.rmtree(os.path.join(args.scratch, "baseline"), ignore_errors=True)
 
 
 if __name__ == "__main__":
