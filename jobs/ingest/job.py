@@ -25,6 +25,7 @@ from jobs.core import cli
 from jobs.core.chunks import Partial, merger, plan_files, run_chunk, warn_skipped
 from jobs.core.errors import BadInputError, UsageError
 from jobs.core.job_metrics import job_metrics
+from jobs.core.part_files import PartFile
 from jobs.core.rootio import Chunk, branch_names, iterate_arrays, kind, open_table, require_branches
 from jobs.core.spark import map_reduce, spark_info, spark_session
 from jobs.core.storage import (
@@ -119,25 +120,20 @@ class ChunkTask:
 
     def __call__(self, chunk: Chunk, stats: IOStats) -> ChunkOut:
         label = LABELS[self.name]
-        fs, path = filesystem(
-            os.path.join(self.staging, part_name(label, SAMPLES[self.name], self.file_index, chunk.start))
-        )
-        fs.makedirs(os.path.dirname(path), exist_ok=True)
-        tmp = f"{path}.tmp"
+        part = part_name(label, SAMPLES[self.name], self.file_index, chunk.start)
         flow = np.zeros(len(CUTS), dtype=np.int64)
         cpu0 = time.process_time()
         table = open_table(chunk.url, chunk.tree, stats)
+        # written straight to its final place, visible only when complete (no rename: a copy on a store)
+        sink = PartFile(f"{self.staging.rstrip('/')}/{part}")
         try:
-            with (
-                fs.open(tmp, "wb") as sink,
-                pq.ParquetWriter(
-                    sink,
-                    SCHEMA,
-                    compression=COMPRESSION,
-                    use_dictionary=["source_file"],
-                    write_statistics=["source_file", "entry"],
-                ) as writer,
-            ):
+            with pq.ParquetWriter(
+                sink.file,
+                SCHEMA,
+                compression=COMPRESSION,
+                use_dictionary=["source_file"],
+                write_statistics=["source_file", "entry"],
+            ) as writer:
                 batches = iterate_arrays(
                     chunk.url,
                     table,
@@ -151,12 +147,11 @@ class ChunkTask:
                     flow += features.cutflow
                     writer.write_table(to_table(features, chunk.url, start))
         except BaseException:
-            if fs.exists(tmp):
-                fs.rm(tmp)  # no partial file is left behind for readers (or for --on-bad-file skip)
+            sink.abort()  # no partial file is left behind for readers (or for --on-bad-file skip)
             raise
         finally:
             table.file.close()
-        fs.mv(tmp, path)
+        sink.commit()
         return ChunkOut({self.name: flow}, int(flow[-1]), time.process_time() - cpu0)
 
 
