@@ -27,6 +27,7 @@ def test_dag_parses(airflow_env):
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(1800)  # its fixture is one whole dl_trigger run (up to 1500 s)
 def test_end_to_end_on_generated_sample(dl_trigger_local_run):
     """generate -> ingest -> prepare -> tfrecords -> train -> evaluate -> collect_metrics
     (DL_TRIGGER_E2E_CONF). The floor, 0.85 per class, is what the high-level features alone nearly

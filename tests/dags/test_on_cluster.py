@@ -24,7 +24,8 @@ from tests.cluster import isolated, isolated_env
 from tests.conftest import ROOT, SECRET
 from tests.dags.conftest import DL_TRIGGER_E2E_CONF
 
-pytestmark = pytest.mark.slow
+# a dl_trigger run takes minutes locally (the shared reference run) and again on the cluster
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(3000)]
 
 
 def dags_test_on_cluster(airflow_env: dict, s3_env: dict, dag_id: str, conf: dict, timeout: int = 1800):
