@@ -673,6 +673,23 @@ def test_rntuple_input_gives_the_same_dataset(cards, card_outputs, tmp_path, spa
 # root:// (XRootD) inputs
 
 
+def assert_same_features(remote: dict, remote_dir, local: dict, local_dir) -> None:
+    """Two runs over the same events (the files under other URLs): every event's label, HLF and
+    particles equal, matched by (file name, entry); the per-class summaries equal."""
+
+    def by_name(rows: dict) -> dict:
+        return {(os.path.basename(url), entry): v for (url, entry), v in rows.items()}
+
+    remote, local = by_name(remote), by_name(local)
+    assert remote.keys() == local.keys() and len(local) > 2000
+    for key, (label, hlf, particles) in local.items():
+        assert remote[key][0] == label
+        np.testing.assert_array_equal(remote[key][1], hlf)
+        np.testing.assert_array_equal(remote[key][2], particles)
+    summaries = [json.loads((d / "_summary.json").read_text()) for d in (remote_dir, local_dir)]
+    assert summaries[0]["classes"] == summaries[1]["classes"]
+
+
 def test_root_inputs_equal_local(generated, many_tasks, xrootd_server, tmp_path, spark):
     """The generated samples served by a real XRootD server, each class given as a root:// directory:
     the same features row for row as the local run, and the same summary."""
@@ -684,20 +701,10 @@ def test_root_inputs_equal_local(generated, many_tasks, xrootd_server, tmp_path,
     ingest.run(inputs_for(served), str(out), spark=spark, chunk_entries=350, batch_entries=200)
     remote, local = read_output(out), read_output(many_tasks)
 
-    def by_name(rows: dict) -> dict:
-        return {(os.path.basename(url), entry): v for (url, entry), v in rows.items()}
-
     assert {url for url, _ in remote} <= {
         f"{served[n]}/{f}" for n in CLASSES for f in os.listdir(generated[n])
     }
-    remote, local = by_name(remote), by_name(local)
-    assert remote.keys() == local.keys() and len(local) > 2000
-    for key, (label, hlf, particles) in local.items():
-        assert remote[key][0] == label
-        np.testing.assert_array_equal(remote[key][1], hlf)
-        np.testing.assert_array_equal(remote[key][2], particles)
-    summaries = [json.loads((d / "_summary.json").read_text()) for d in (out, many_tasks)]
-    assert summaries[0]["classes"] == summaries[1]["classes"]
+    assert_same_features(remote, out, local, many_tasks)
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -724,16 +731,6 @@ def test_on_the_cluster_from_s3_equals_local(generated, many_tasks, spark_cluste
     assert done.returncode == 0, done.stderr[-3000:] + spark_cluster.logs()
     out = download(url, tmp_path / "remote")
 
-    def by_name(rows: dict) -> dict:
-        return {(os.path.basename(u), entry): v for (u, entry), v in rows.items()}
-
     remote, local = read_output(out), read_output(many_tasks)
     assert all(u.startswith(f"s3://{bucket}/in/") for u, _ in remote)
-    remote, local = by_name(remote), by_name(local)
-    assert remote.keys() == local.keys() and len(local) > 2000
-    for key, (label, hlf, particles) in local.items():
-        assert remote[key][0] == label
-        np.testing.assert_array_equal(remote[key][1], hlf)
-        np.testing.assert_array_equal(remote[key][2], particles)
-    summaries = [json.loads((d / "_summary.json").read_text()) for d in (out, many_tasks)]
-    assert summaries[0]["classes"] == summaries[1]["classes"]
+    assert_same_features(remote, out, local, many_tasks)
