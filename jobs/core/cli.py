@@ -93,7 +93,9 @@ def parse_kv(pairs: Sequence[str], option: str) -> dict[str, str]:
 def run(main: Callable[[Sequence[str] | None], int | None], argv: Sequence[str] | None = None) -> int:
     """Run a stage's main; bad input or usage ends with a one-line message naming the culprit, exit 2."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    logging.getLogger("matplotlib").setLevel(logging.WARNING)  # font substitution notes are noise
+    # font substitution notes, credential discovery and connection chatter are noise in a stage's log
+    for noisy in ("matplotlib", "botocore", "aiobotocore", "s3fs", "urllib3", "fsspec"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
     try:
         return main(argv) or 0
     except (BadInputError, UsageError) as exc:
