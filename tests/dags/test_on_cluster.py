@@ -72,7 +72,7 @@ def test_cms_dimuon_on_the_cluster_equals_local(airflow_env, spark_cluster, s3_e
     from jobs.generate import nanoaod
 
     sample = tmp_path / "nanoaod"
-    nanoaod.generate(events=40_000, output=str(sample), files=4, seed=5)
+    nanoaod.generate(events=40_000, output=str(sample), files=6, seed=5)  # 6 tasks: treeReduce shuffles
     fs, _ = storage.filesystem(f"s3://{bucket}")
     fs.put(f"{sample}/", f"{bucket}/samples/nanoaod/", recursive=True)
     local = tmp_path / "local"

@@ -407,6 +407,7 @@ def test_root_inputs_equal_local(spark, xrootd_server, tmp_path):
 
 
 @pytest.mark.slow
+@pytest.mark.deep  # tests/dags/test_on_cluster.py runs this stage on the cluster in CI
 def test_on_the_cluster_from_s3_equals_local(spark_cluster, s3_env, bucket, spark, tmp_path):
     """The command line as a driver in its own namespace, `--master spark://` with two workers that
     share no disk with it or each other, s3:// in and out: the local run's histograms bin for bin."""

@@ -712,6 +712,7 @@ def test_root_inputs_equal_local(generated, many_tasks, xrootd_server, tmp_path,
 
 
 @pytest.mark.slow
+@pytest.mark.deep  # tests/dags/test_on_cluster.py runs this stage on the cluster in CI
 def test_on_the_cluster_from_s3_equals_local(generated, many_tasks, spark_cluster, s3_env, bucket, tmp_path):
     """The command line as a driver in its own namespace, `--master spark://` with two workers that
     share no disk with it or each other, s3:// in and out (executors write their parts into the

@@ -24,7 +24,9 @@ from tests.jobs.prepare.test_prepare import read_split
 from tests.jobs.prepare.test_prepare_s3 import ELSEWHERE, download, identities, object_sizes, relocate
 from tests.s3_recording import copies, recorded_requests, uploaded_bytes
 
-pytestmark = pytest.mark.slow
+# tests/dags/test_on_cluster.py runs prepare and tfrecords on the cluster in CI (features and prepared
+# sets row for row); this one adds the upload accounting on the cluster
+pytestmark = [pytest.mark.slow, pytest.mark.deep]
 
 COUNTS = {0: 20, 1: 31, 2: 24}
 
