@@ -159,7 +159,7 @@ def test_s3_fewer_shards_refused_and_unstaged_urls_explained(prepared, bucket, c
     argv = ["--train", train_url, "--test", train_url, "--output", "s3://cf-no-such-bucket/m"]
     assert cli.run(train.main, argv) == cli.EXIT_BAD_INPUT
     err = capsys.readouterr().err.strip()
-    assert err.count("\n") == 0 and "--output s3://cf-no-such-bucket/m" in err and "cannot be written" in err
+    assert err.count("\n") == 0 and "--output s3://cf-no-such-bucket/m" in err and "does not exist" in err
 
     # TensorFlow cannot open s3:// itself: said so, naming the URL (not reported as a schema mismatch)
     from jobs.core.errors import BadInputError
