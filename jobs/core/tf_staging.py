@@ -19,12 +19,18 @@ import logging
 import os
 import posixpath
 import time
-import uuid
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
 from jobs.core.errors import BadInputError
-from jobs.core.storage import GLOB_CHARS, SUCCESS_MARKER, check_complete, filesystem, is_local
+from jobs.core.storage import (
+    GLOB_CHARS,
+    SUCCESS_MARKER,
+    check_complete,
+    filesystem,
+    is_local,
+    storage_problem,
+)
 
 log = logging.getLogger("jobs.core.tf_staging")
 
@@ -69,8 +75,12 @@ def assign_shards(files: list[str], index: int, count: int, source: str) -> list
     return sorted(files)[index::count]
 
 
-def store_problem(exc: BaseException) -> str:
-    """A one-line description of a failed object-store request (no traceback, no retries)."""
+def store_problem(exc: BaseException, url: str) -> str:
+    """A one-line description of a failed object-store request (no traceback, no retries): the
+    storage layer's wording when it knows the failure (unreachable, no credentials, denied)."""
+    known = storage_problem(exc, url)
+    if known:
+        return known
     if isinstance(exc, FileNotFoundError):
         return "no such file or bucket"
     if isinstance(exc, PermissionError):
@@ -123,7 +133,7 @@ def stage_in(files: Iterable[str], directory: str, source: str) -> Staged:
         try:
             fs.get_file(path, target)
         except (OSError, ValueError) as exc:
-            raise BadInputError(url, f"cannot be staged in: {store_problem(exc)}") from None
+            raise BadInputError(url, f"cannot be staged in: {store_problem(exc, url)}") from None
         total += os.path.getsize(target)
     seconds = time.perf_counter() - t0
     with open(os.path.join(directory, SUCCESS_MARKER), "w"):  # a complete copy, for check_complete
@@ -158,7 +168,7 @@ class OutputMirror:
         except FileNotFoundError:
             return 0
         except OSError as exc:
-            raise BadInputError(self.url, f"cannot be read: {store_problem(exc)}") from None
+            raise BadInputError(self.url, f"cannot be read: {store_problem(exc, self.url)}") from None
         for p in found:
             rel = p[len(self.path) + 1 :]
             target = os.path.join(self.local_dir, rel)
@@ -167,16 +177,6 @@ class OutputMirror:
             st = os.stat(target)
             self._pushed[rel] = (st.st_size, st.st_mtime_ns)
         return len(found)
-
-    def check_writable(self, option: str) -> None:
-        """Write and delete a probe object, so that a missing bucket or missing rights are one line
-        before any work rather than an error at the first checkpoint."""
-        probe = f"{self.path}/.colliderflow-probe-{uuid.uuid4().hex[:8]}"
-        try:
-            self.fs.pipe_file(probe, b"")
-            self.fs.rm_file(probe)
-        except OSError as exc:
-            raise BadInputError(f"{option} {self.url}", f"cannot be written: {store_problem(exc)}") from None
 
     def remove(self, rel: str) -> None:
         """Delete URL/rel if it exists."""
@@ -207,7 +207,7 @@ class OutputMirror:
             if stale:
                 self.fs.rm([f"{self.path}/{rel}" for rel in stale])
         except OSError as exc:
-            raise BadInputError(self.url, f"cannot be written: {store_problem(exc)}") from None
+            raise BadInputError(self.url, f"cannot be written: {store_problem(exc, self.url)}") from None
         for rel in stale:
             self._pushed.pop(rel, None)
         self.fs.invalidate_cache(self.path)

@@ -217,9 +217,7 @@ def _train(args: argparse.Namespace, cluster: ClusterInfo, scratch: str) -> dict
     private = None if cluster.is_chief else os.path.join(scratch, "worker")  # non-chief's own copies
     ckpt_dir = os.path.join(out, "checkpoints")
     os.makedirs(ckpt_dir, exist_ok=True)
-    if mirror:
-        if cluster.is_chief:
-            mirror.check_writable("--output")  # now, not at the end of the first epoch
+    if mirror:  # (its store was probed for writing by _check_args, before any work)
         pulled = mirror.pull("checkpoints")  # resume from the store: every worker fetches the state
         log.info("%d checkpoint file(s) from %s/checkpoints", pulled, args.output)
 
