@@ -1,7 +1,9 @@
 """Di-muon benchmark: `jobs.dimuon` beside its peers, same script, same files. Every contender runs as
 its own process on a small and a large input (generated once by jobs.generate and reused):
 
-- colliderflow: `python -m jobs.dimuon` on the ROOT files, Spark local[cores];
+- colliderflow: `python -m jobs.dimuon --master local[cores]` on the ROOT files as a user runs it (the
+  default engine: a local process pool, no JVM), and the same on Spark (`--engine spark`, what a DAG
+  run uses, since it asks for Spark's event log);
 - ROOT RDataFrame 6.40 (the `peers` group) on the df102 selection, one thread and all cores (IMT);
 - the published Spark approach: a PySpark DataFrame job on the same events as Parquet, local[cores];
 - the read floor: plain uproot reading just the six branches, one core.
@@ -66,10 +68,14 @@ def contenders(cores: int, events: int, files: int) -> dict[str, dict]:
     """name -> cores it uses and argv(root_dir, files, parquet_dir, out) -> (argv, histogram path)."""
     chunk = str(max(1, -(-events // (files * 2))))  # a few tasks per core
 
-    def colliderflow(root_dir, paths, parquet_dir, out):
-        argv = python_module("jobs.dimuon", "--input", root_dir, "--output", out, "--no-plot",
-                             "--master", f"local[{cores}]", "--chunk-entries", chunk)  # fmt: skip
-        return argv, os.path.join(out, "histograms.root")
+    def colliderflow(engine):
+        def build(root_dir, paths, parquet_dir, out):
+            argv = python_module("jobs.dimuon", "--input", root_dir, "--output", out, "--no-plot",
+                                 "--master", f"local[{cores}]", "--chunk-entries", chunk,
+                                 "--engine", engine)  # fmt: skip
+            return argv, os.path.join(out, "histograms.root")
+
+        return build
 
     def rdf(threads):
         def build(root_dir, paths, parquet_dir, out):
@@ -90,7 +96,8 @@ def contenders(cores: int, events: int, files: int) -> dict[str, dict]:
         return python_module("bench.read_floor", *paths), None
 
     return {
-        "colliderflow": {"cores": cores, "build": colliderflow},
+        "colliderflow": {"cores": cores, "build": colliderflow("auto")},
+        "colliderflow_spark": {"cores": cores, "build": colliderflow("spark")},
         "rdataframe_1_thread": {"cores": 1, "build": rdf(1)},
         f"rdataframe_{cores}_threads": {"cores": cores, "build": rdf(cores)},
         "spark_dataframe_parquet": {"cores": cores, "build": spark_parquet},
@@ -169,6 +176,8 @@ def main(argv: list[str] | None = None) -> int:
         "rdataframe_1_thread_events_per_s_per_core": get("rdataframe_1_thread", "events_per_s_per_core"),
         "read_floor_events_per_s_per_core": get("read_floor_uproot", "events_per_s_per_core"),
         "spark_parquet_events_per_s_per_core": get("spark_dataframe_parquet", "events_per_s_per_core"),
+        "spark_engine_events_per_s_per_core": get("colliderflow_spark", "events_per_s_per_core"),
+        "spark_engine_wall_seconds": (get("colliderflow_spark", "wall_seconds") or {}).get("large"),
         "wall_seconds": ours_wall,
         "rdataframe_wall_seconds": min(rdf_walls) if rdf_walls else None,
         "startup_seconds": get("colliderflow", "startup_seconds"),

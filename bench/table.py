@@ -17,11 +17,13 @@ ORDER = ("dimuon", "ingest", "prepare", "train", "cluster")
 FIGURES: dict[str, list[tuple[str, str, str]]] = {
     "dimuon": [
         ("events_per_s_per_core", "colliderflow, marginal", "ev/s/core"),
+        ("spark_engine_events_per_s_per_core", "colliderflow on Spark, marginal", "ev/s/core"),
         ("rdataframe_events_per_s_per_core", "RDataFrame all threads, marginal", "ev/s/core"),
         ("rdataframe_1_thread_events_per_s_per_core", "RDataFrame 1 thread, marginal", "ev/s/core"),
         ("spark_parquet_events_per_s_per_core", "Spark DataFrame on Parquet, marginal", "ev/s/core"),
         ("read_floor_events_per_s_per_core", "uproot read floor, marginal", "ev/s/core"),
         ("wall_seconds", "colliderflow wall, large input", "s"),
+        ("spark_engine_wall_seconds", "colliderflow on Spark wall, large input", "s"),
         ("rdataframe_wall_seconds", "RDataFrame wall (best), large input", "s"),
         ("startup_seconds", "colliderflow start-up", "s"),
         ("histogram_max_bin_difference", "largest bin difference vs colliderflow", "events"),

@@ -11,8 +11,8 @@ from typing import Any
 from jobs.core.errors import BadInputError, UsageError
 
 __all__ = [
-    "BadInputError", "UsageError", "add_bad_file_arg", "add_spark_args", "new_parser", "parse_kv", "run",
-    "spark_kwargs",
+    "BadInputError", "UsageError", "add_bad_file_arg", "add_engine_arg", "add_spark_args", "new_parser",
+    "parse_kv", "run", "spark_kwargs",
 ]  # fmt: skip
 
 EXIT_BAD_INPUT = 2
@@ -59,6 +59,16 @@ def add_spark_args(parser: argparse.ArgumentParser) -> None:
         default=[],
         metavar="KEY=VALUE",
         help="extra Spark setting (repeatable)",
+    )
+
+
+def add_engine_arg(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--engine",
+        choices=["auto", "spark", "processes"],
+        default="auto",
+        help="where the tasks run: spark, or processes (a local run without a JVM); auto: processes for "
+        "a local master unless --event-log-dir asks for Spark's event log",
     )
 
 

@@ -10,6 +10,7 @@ Inputs are TTrees or RNTuples (the format of the same name is read by name in ei
 from __future__ import annotations
 
 import argparse
+import functools
 import logging
 import os
 import time
@@ -22,6 +23,7 @@ import uproot
 
 from jobs.core import cli
 from jobs.core.chunks import Partial, fold_good, merger, plan_files, run_chunk, warn_skipped
+from jobs.core.engine import choose_engine, run_map_reduce
 from jobs.core.errors import BadInputError, UsageError
 from jobs.core.job_metrics import job_metrics
 from jobs.core.rootio import (
@@ -35,7 +37,6 @@ from jobs.core.rootio import (
     require_branches,
     table_names,
 )
-from jobs.core.spark import map_reduce, spark_info, spark_session
 from jobs.core.storage import (
     METRICS_FILE,
     IOStats,
@@ -217,6 +218,7 @@ def run(
     subset: str | None = None,
     partitions: int | None = None,
     spark=None,
+    engine: str = "auto",
     master: str | None = None,
     event_log_dir: str | None = None,
     spark_conf: dict[str, str] | None = None,
@@ -227,25 +229,28 @@ def run(
         raise UsageError(f"--schema: unknown schema {schema!r} (choose auto, {', '.join(SCHEMA_BRANCHES)})")
     if mass_bins < 1:
         raise UsageError(f"--mass-bins must be >= 1, got {mass_bins}")
+    if spark is None:
+        choose_engine(engine, master, event_log_dir)  # a wrong combination fails before any work
     check_writable(output)
     t0 = time.perf_counter()
     urls = select_subset(expand_inputs(list(inputs), ".root", missing_ok=on_bad_file == "skip"), subset)
     p = plan(urls, schema, tree, chunk_entries, on_bad_file)
-    own_spark = spark is None
-    if own_spark:
-        spark = spark_session("colliderflow-dimuon", master, event_log_dir, spark_conf)
-    try:
-        task = ChunkTask(p.schema, mass_bins)
-        empty = Partial[DimuonResult]()
-        total = (
-            map_reduce(spark, p.chunks, lambda c: _process(c, task), merger(merge_results), partitions)
-            if p.chunks
-            else empty
+    if p.chunks:
+        total, info = run_map_reduce(
+            engine,
+            "colliderflow-dimuon",
+            p.chunks,
+            functools.partial(_process, task=ChunkTask(p.schema, mass_bins)),
+            merger(merge_results),
+            spark=spark,
+            master=master,
+            event_log_dir=event_log_dir,
+            spark_conf=spark_conf,
+            partitions=partitions,
+            urls=urls,
         )
-        info = spark_info(spark)
-    finally:
-        if own_spark:
-            spark.stop()
+    else:
+        total, info = Partial[DimuonResult](), {}
     if total.bad and on_bad_file == "fail":
         url = sorted(total.bad)[0]
         raise BadInputError(url, total.bad[url])
@@ -317,9 +322,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--tree", default=None, help="TTree or RNTuple name (default: Events/events or the file's only one)"
     )
-    parser.add_argument(
-        "--chunk-entries", type=int, default=DEFAULT_CHUNK_ENTRIES, help="entries per Spark task"
-    )
+    parser.add_argument("--chunk-entries", type=int, default=DEFAULT_CHUNK_ENTRIES, help="entries per task")
     parser.add_argument(
         "--partitions", type=int, default=None, help="Spark partitions (default: one per chunk)"
     )
@@ -328,6 +331,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--no-plot", action="store_true", help="skip dimuon_mass.png")
     cli.add_bad_file_arg(parser)
     cli.add_spark_args(parser)
+    cli.add_engine_arg(parser)
     return parser
 
 
@@ -345,6 +349,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         subset=args.subset,
         partitions=args.partitions,
         **cli.spark_kwargs(args),
+        engine=args.engine,
         plot=not args.no_plot,
     )
     return 0

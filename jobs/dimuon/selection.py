@@ -50,25 +50,30 @@ class Selected:
     counts: list[int]
 
 
-def _two_entry_rows(jagged: ak.Array, selected: np.ndarray) -> np.ndarray:
-    """Flat content indices (n, 2) of the `selected` events, each known to hold exactly two entries:
-    straight from the list offsets, so the jagged fields are gathered with one numpy take each instead
-    of an awkward filter of the whole record."""
-    offsets = np.asarray(ak.to_layout(jagged).to_ListOffsetArray64(True).offsets)
-    return offsets[:-1][selected][:, None] + np.arange(2)
+def _list_parts(jagged: ak.Array) -> tuple[np.ndarray, np.ndarray]:
+    """(offsets, content) of a list array, without a copy where it is already offsets + numbers (as
+    uproot reads a jagged branch; its int32 offsets stay int32)."""
+    layout = ak.to_layout(jagged)
+    if not isinstance(layout, ak.contents.ListOffsetArray):
+        layout = layout.to_ListOffsetArray64(True)
+    return np.asarray(layout.offsets), ak.to_numpy(layout.content)
 
 
-def _take_pairs(jagged: ak.Array, rows: np.ndarray) -> np.ndarray:
-    content = ak.to_numpy(ak.Array(ak.to_layout(jagged).to_ListOffsetArray64(True).content))
-    return content[rows].astype(np.float64)
+def _entry_pair(jagged: ak.Array, events: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """First and second entry (float64) of the given events, each known to hold at least two: two
+    numpy takes at the list starts instead of an awkward filter of the whole record."""
+    offsets, content = _list_parts(jagged)
+    first = offsets[events]
+    return content[first].astype(np.float64), content[first + 1].astype(np.float64)
 
 
 def _exactly_two_opposite(a: ak.Array, counts: np.ndarray, fields: Sequence[str], charge: str):
-    """Events with exactly two entries, then of opposite charge: (n_two, n_os, [(n_os, 2) per field])."""
-    rows = _two_entry_rows(a[charge], counts == 2)
-    q = _take_pairs(a[charge], rows)
-    os_ = q[:, 0] != q[:, 1]
-    return len(rows), int(os_.sum()), [_take_pairs(a[f], rows[os_]) for f in fields]
+    """Events with exactly two entries, then of opposite charge: (n_two, n_os, [(first, second) per
+    field])."""
+    two = np.flatnonzero(counts == 2)
+    q1, q2 = _entry_pair(a[charge], two)
+    os_ = two[q1 != q2]
+    return len(two), len(os_), [_entry_pair(a[f], os_) for f in fields]
 
 
 def select_nanoaod(a: ak.Array) -> Selected:
@@ -78,10 +83,10 @@ def select_nanoaod(a: ak.Array) -> Selected:
         raise ValueError("nMuon disagrees with the length of the Muon_* arrays")
     fields = [f"Muon_{x}" for x in ("pt", "eta", "phi", "mass")]
     n_two, n_os, (pt, eta, phi, m) = _exactly_two_opposite(a, n, fields, "Muon_charge")
-    mass = physics.pair_mass_ptetaphim(
-        pt[:, 0], eta[:, 0], phi[:, 0], m[:, 0], pt[:, 1], eta[:, 1], phi[:, 1], m[:, 1]
+    mass = physics.blockwise(
+        physics.pair_mass_ptetaphim, pt[0], eta[0], phi[0], m[0], pt[1], eta[1], phi[1], m[1]
     )
-    return Selected(mass, pt.ravel(), eta.ravel(), phi.ravel(), [len(n), n_two, n_os])
+    return Selected(mass, *map(np.concatenate, (pt, eta, phi)), [len(n), n_two, n_os])
 
 
 def select_p4(a: ak.Array) -> Selected:
@@ -89,9 +94,9 @@ def select_p4(a: ak.Array) -> Selected:
     n = ak.to_numpy(ak.num(a["Muon_E"]))
     fields = [f"Muon_{x}" for x in ("E", "Px", "Py", "Pz")]
     n_two, n_os, (e, px, py, pz) = _exactly_two_opposite(a, n, fields, "Muon_Charge")
-    mass = physics.invariant_mass(e.sum(1), px.sum(1), py.sum(1), pz.sum(1))
-    pt, eta, phi = physics.pt_eta_phi(px, py, pz)
-    return Selected(mass, pt.ravel(), eta.ravel(), phi.ravel(), [len(n), n_two, n_os])
+    mass = physics.invariant_mass(e[0] + e[1], px[0] + px[1], py[0] + py[1], pz[0] + pz[1])
+    pt, eta, phi = physics.pt_eta_phi(*map(np.concatenate, (px, py, pz)))
+    return Selected(mass, pt, eta, phi, [len(n), n_two, n_os])
 
 
 def select_pairs(a: ak.Array) -> Selected:

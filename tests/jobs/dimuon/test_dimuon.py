@@ -179,6 +179,39 @@ def test_generated_cutflow_every_cut_removes_something(spark, nanoaod_sample, tm
     assert cuts["exactly_two_muons"] / cuts["events"] == pytest.approx(0.5, abs=0.01)
 
 
+def test_process_engine_equals_spark(spark, nanoaod_sample, bad_files, tmp_path):
+    """The JVM-free local engine runs the same tasks and merge: histograms and cut-flow equal Spark's
+    bin for bin, over several chunks per file, with a bad file skipped the same way."""
+    outs = {}
+    for engine in ("spark", "processes"):
+        outs[engine] = str(tmp_path / engine)
+        dimuon.run(
+            [nanoaod_sample, bad_files["truncated"]],
+            outs[engine],
+            spark=spark if engine == "spark" else None,
+            engine=engine,
+            master="local[2]",
+            on_bad_file="skip",
+            chunk_entries=60_000,
+            plot=False,
+        )
+    for name in ("dimuon_mass", "muon_pt", "muon_eta", "muon_phi"):
+        np.testing.assert_array_equal(*(read_hist(f"{o}/histograms.root", name)[0] for o in outs.values()))
+    assert cutflow(outs["spark"]) == cutflow(outs["processes"])
+    with open(f"{outs['processes']}/_metrics.json") as f:
+        metrics = json.load(f)
+    assert metrics["spark"] == {"engine": "processes", "master": "local[2]", "workers": 2, "tasks": 8}
+    assert [s["url"] for s in metrics["skipped_files"]] == [bad_files["truncated"]]
+    assert metrics["task_seconds"] > 0 and metrics["bytes_read"] > 0
+
+
+def test_process_engine_refuses_a_cluster_master(tmp_path):
+    proc = run_cli("--input", "x.root", "--output", str(tmp_path / "o"), "--engine", "processes",
+                   "--master", "spark://127.0.0.1:7077")  # fmt: skip
+    assert proc.returncode == 2 and "--engine processes" in proc.stderr and "spark://" in proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1
+
+
 def test_generator_is_deterministic(tmp_path):
     from jobs.generate import nanoaod
 
