@@ -72,8 +72,28 @@ def target(value: float | None, goal: float, what: str, higher_is_better: bool =
     return {"what": what, "goal": goal, "value": value, "met": bool(met), "ratio": value / goal}
 
 
+MEMORY_GROWTH_TOLERANCE = 1.5
+
+
+def memory_growth(peaks: dict) -> dict | None:
+    """Peak RSS of the large input over the small one, per process role: a stage that streams keeps
+    every ratio near 1 however much larger the input is (`streams`: all within the tolerance)."""
+    small, large = peaks.get("small") or {}, peaks.get("large") or {}
+    ratios = {k: round(large[k] / small[k], 3) for k in small if small.get(k) and large.get(k)}
+    if not ratios:
+        return None
+    return {
+        "large_over_small": ratios,
+        "tolerance": MEMORY_GROWTH_TOLERANCE,
+        "streams": all(r <= MEMORY_GROWTH_TOLERANCE for r in ratios.values()),
+    }
+
+
 def write_result(results_dir: str, name: str, result: dict) -> str:
     os.makedirs(results_dir, exist_ok=True)
+    growth = memory_growth(result.get("peak_rss_mb") or {})
+    if growth and "memory_growth" not in result:
+        result = {**result, "memory_growth": growth}
     path = os.path.join(results_dir, f"{name}.json")
     result = {
         "benchmark": name,

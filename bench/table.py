@@ -94,6 +94,11 @@ def extra_lines(name: str, r: dict) -> list[str]:
             p = peak.get(size) or {}
             parts.append(f"{size}: " + " ".join(f"{k} {fmt(v)}" for k, v in p.items() if k != "train_events"))
         lines.append("  peak RSS MB, " + "; ".join(parts))
+    growth = r.get("memory_growth")
+    if growth:
+        ratios = ", ".join(f"{k} {v:.2f}x" for k, v in growth["large_over_small"].items())
+        verdict = "streams" if growth["streams"] else f"GROWS (> {growth['tolerance']}x)"
+        lines.append(f"  memory large/small input: {ratios}: {verdict}")
     return lines
 
 

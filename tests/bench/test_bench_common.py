@@ -44,6 +44,14 @@ def test_peak_rss_sees_the_largest_child(tmp_path):
     assert peak["task"] >= 200 and peak["driver"] < 200
 
 
+def test_memory_growth_flags_a_stage_that_does_not_stream():
+    peaks = {"small": {"driver": 100.0, "jvm": 400.0, "task": None}, "large": {"driver": 120.0, "jvm": 900.0}}
+    assert common.memory_growth(peaks) == {
+        "large_over_small": {"driver": 1.2, "jvm": 2.25}, "tolerance": 1.5, "streams": False,
+    }  # fmt: skip
+    assert common.memory_growth({"small": {}, "large": {}}) is None
+
+
 def test_table_shows_targets_and_missing_files(tmp_path):
     common.write_result(
         str(tmp_path),
@@ -54,9 +62,16 @@ def test_table_shows_targets_and_missing_files(tmp_path):
             "targets": {"per_core": common.target(3.5e6, 7e6, "marginal events/s/core >= 7 M")},
         },
     )
-    assert json.loads((tmp_path / "dimuon.json").read_text())["machine"]["cores"] >= 1
+    written = json.loads((tmp_path / "dimuon.json").read_text())
+    assert written["machine"]["cores"] >= 1
+    assert written["memory_growth"] == {
+        "large_over_small": {"driver": 1.067},
+        "tolerance": 1.5,
+        "streams": True,
+    }
     text = table.render(str(tmp_path))
     assert "3.50 M ev/s/core" in text
+    assert "memory large/small input: driver 1.07x: streams" in text
     assert "[MISSED] marginal events/s/core >= 7 M: 3.50 M vs 7.00 M (0.50x the goal)" in text
     assert "ingest: no results" in text
     assert len(text.splitlines()) < 40
