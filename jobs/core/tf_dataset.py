@@ -37,7 +37,6 @@ from jobs.core.tf_staging import Staged, assign_shards, stage_in
 from jobs.dltrigger_schema import COUNT_COLUMN, GRU_COLUMN, HLF_COLUMN, N_PARTICLES
 
 FORMATS = ("auto", "tfrecord", "parquet")
-# particle-count bucket edges: fine where real events are dense (tens to a few hundred rows)
 # length-sorted windows of this many batches: the longer, the tighter each batch's lengths
 WINDOW_BATCHES = 8
 

@@ -48,6 +48,16 @@ def test_bucketed_batches_hold_every_event_once_cut_to_their_longest_list(tfreco
     assert _largest_class_share(_batches(tfrecords, shuffle_buffer=128, seed=1, mix_classes=True)) < 0.45
 
 
+def test_repeated_bucketed_batches_are_full(tfrecords):
+    """Multi-worker training repeats the input before windowing: no partial batch at a pass boundary."""
+    from jobs.core.tf_dataset import make_dataset
+
+    ds = make_dataset(tfrecords, "tfrecord", batch_size=BATCH, bucketing=True, shuffle_buffer=64, seed=2,
+                      repeat=True, mix_classes=True, shard=(1, 2)).take(N_EVENTS // BATCH + 3)  # fmt: skip
+    sizes = [int(y.shape[0]) for _, y in ds]
+    assert sizes == [BATCH] * (N_EVENTS // BATCH + 3)
+
+
 def test_bucketed_predictions_equal_unbucketed(tfrecords):
     """Same weights, same events: the masked GRU over a bucketed batch equals the one over the fixed
     padded length (64 rows here; 801 rows equal those, test_masked_gru_ignores_zero_padding)."""
