@@ -1,13 +1,15 @@
 """tf.data input pipelines for training and evaluating the Inclusive Classifier on a prepared set
 (TFRecord shards or Parquet, through jobs.core.tf_readers), with optional length bucketing.
 
-Bucketing: events are grouped by their real particle count (`n_particles`) with
-`bucket_by_sequence_length`, each event's particle list is cut to its real rows and each batch is
-zero-padded only to its own longest list, so the GRU runs over (about) the real length instead of
-801 steps. This is exact, not an approximation, for prepared sets in global-scaling mode: real rows
-come first and padded rows are exactly 0, so Masking(0.) already skipped the padding and a masked GRU
-returns the state at the last real row whatever the padded length. It is wrong for the reference
-per-event scaling (padded rows are not 0 there), which `check_bucketing_input` detects.
+Bucketing: the (shuffled) events are taken in windows of WINDOW_BATCHES batches, each window is
+sorted by real particle count (`n_particles`) and cut into batches, each batch zero-padded only to its
+own longest list, so the GRU runs over (about) the real length instead of 801 steps; training
+shuffles the batches and sorts by the length's quantile within each class (every batch holds the
+classes in the window's proportions, see _sort_window). This is exact, not an approximation, for
+prepared sets in global-scaling mode: real rows come first and padded rows are exactly 0, so
+Masking(0.) already skipped the padding and a masked GRU returns the state at the last real row
+whatever the padded length. It is wrong for the reference per-event scaling (padded rows are not 0
+there), which `check_bucketing_input` detects.
 """
 
 from __future__ import annotations
@@ -35,8 +37,8 @@ from jobs.core.tf_staging import Staged, assign_shards, stage_in
 from jobs.dltrigger_schema import COUNT_COLUMN, GRU_COLUMN, HLF_COLUMN, N_PARTICLES
 
 FORMATS = ("auto", "tfrecord", "parquet")
-# particle-count bucket edges: fine where real events are dense (tens to a few hundred rows)
-BUCKET_BOUNDARIES = (8, 16, 24, 32, 48, 64, 80, 96, 128, 160, 192, 256, 320, 384, 512, 640)
+# length-sorted windows of this many batches: the longer, the tighter each batch's lengths
+WINDOW_BATCHES = 8
 
 
 def resolve_format(url: str, fmt: str = "auto") -> str:
@@ -128,11 +130,13 @@ def make_dataset(
     shard: tuple[int, int] | None = None,
     keep_n_particles: bool = False,
     repeat: bool = False,
+    mix_classes: bool = False,
 ) -> tf.data.Dataset:
     """Batches of ({"HLF_input", "GRU_input"}, encoded_label) for model.fit / predict.
 
     Unbucketed: fixed (batch, 801 or max_particles, 19) batches, the reference set-up.
-    Bucketed: (batch, L, 19) with L the batch's longest real particle list (<= max_particles).
+    Bucketed: (batch, L, 19) with L the batch's longest real particle list (<= max_particles);
+    mix_classes (training) keeps every batch's class mix that of its window.
     shard=(index, count) gives one worker its disjoint part of the input; repeat cycles through it
     (before batching, so that the pass boundary leaves no partial batches).
     """
@@ -155,34 +159,58 @@ def make_dataset(
         return ds if keep_n_particles else ds.map(_drop_count)
 
     limit = max_particles or N_PARTICLES
-    # parse in chunks (one vectorised parse per chunk), then work per event
-    ds = _read(
-        url,
-        fmt,
-        batch_size=min(batch_size, 256),
-        shuffle_buffer=shuffle_buffer,
-        seed=seed,
-        shard=shard,
-        include_n_particles=True,
-    ).unbatch()
-    if repeat:
-        ds = ds.repeat()
-
-    def cut(x, y):
-        n = tf.clip_by_value(tf.cast(x[COUNT_COLUMN], tf.int32), 1, limit)
-        return {**x, GRU_COLUMN: x[GRU_COLUMN][:n], COUNT_COLUMN: n}, y
-
-    ds = ds.map(cut, num_parallel_calls=tf.data.AUTOTUNE)
-    boundaries = [b for b in BUCKET_BOUNDARIES if b < limit]
-    ds = ds.bucket_by_sequence_length(
-        element_length_func=lambda x, y: x[COUNT_COLUMN],
-        bucket_boundaries=[b + 1 for b in boundaries],  # bucket i holds lengths <= boundaries[i]
-        bucket_batch_sizes=[batch_size] * (len(boundaries) + 1),
-        pad_to_bucket_boundary=False,
-    )
+    window = batch_size * WINDOW_BATCHES
+    if repeat:  # cycle before windowing: the pass boundary leaves no partial window
+        ds = _read(url, fmt, batch_size=min(batch_size, 256), shuffle_buffer=shuffle_buffer, seed=seed,
+                   shard=shard, include_n_particles=True).unbatch().repeat().batch(window)  # fmt: skip
+    else:  # one vectorised parse per window
+        ds = _read(url, fmt, batch_size=window, shuffle_buffer=shuffle_buffer, seed=seed, shard=shard,
+                   include_n_particles=True)  # fmt: skip
+    ds = ds.map(lambda x, y: _sort_window(x, y, limit, mix_classes), num_parallel_calls=tf.data.AUTOTUNE)
+    ds = ds.flat_map(lambda x, y: _split_window(x, y, batch_size))
+    if shuffle_buffer > 0:  # batches of one window are ordered by length: interleave the windows
+        ds = ds.shuffle(2 * WINDOW_BATCHES, seed=seed, reshuffle_each_iteration=True)
     if not keep_n_particles:
         ds = ds.map(_drop_count)
     return ds.prefetch(tf.data.AUTOTUNE)
+
+
+def _sort_window(x: dict[str, tf.Tensor], y: tf.Tensor, limit: int, mix_classes: bool):
+    """A window of events sorted by real particle count, cut to its longest list (<= limit).
+
+    mix_classes sorts by the length's quantile within its own class instead, so that every batch cut
+    from the window holds the classes in the window's proportions: when one class has longer lists,
+    a plain length sort makes near single-class batches, whose gradients pull the output layer
+    towards one class per step (bucketed AUC then lagged unbucketed after the same epochs)."""
+    n = tf.clip_by_value(tf.cast(x[COUNT_COLUMN], tf.int32), 1, limit)
+    if mix_classes:
+        cls = tf.argmax(y, axis=1, output_type=tf.int32)
+        by_class = tf.argsort(cls * (limit + 1) + n, stable=True)  # class-major, then by length
+        sorted_cls = tf.gather(cls, by_class)
+        counts = tf.math.bincount(cls, minlength=y.shape[-1] or 1)
+        position = tf.range(tf.shape(n)[0]) - tf.gather(tf.cumsum(counts, exclusive=True), sorted_cls)
+        quantile = (tf.cast(position, tf.float32) + 0.5) / tf.cast(tf.gather(counts, sorted_cls), tf.float32)
+        order = tf.gather(by_class, tf.argsort(quantile, stable=True))
+    else:
+        order = tf.argsort(n, stable=True)
+    gru = x[GRU_COLUMN][:, : tf.reduce_max(n)]
+    x = {**x, GRU_COLUMN: tf.gather(gru, order), HLF_COLUMN: tf.gather(x[HLF_COLUMN], order),
+         COUNT_COLUMN: tf.gather(n, order)}  # fmt: skip
+    return x, tf.gather(y, order)
+
+
+def _split_window(x: dict[str, tf.Tensor], y: tf.Tensor, batch_size: int) -> tf.data.Dataset:
+    """A sorted window cut into consecutive batches, each cut to its own longest list."""
+    size = tf.shape(y)[0]
+
+    def batch(i):
+        i = tf.cast(i, tf.int32)
+        lo, hi = i * batch_size, tf.minimum((i + 1) * batch_size, size)
+        n = x[COUNT_COLUMN][lo:hi]
+        part = {**{k: v[lo:hi] for k, v in x.items()}, GRU_COLUMN: x[GRU_COLUMN][lo:hi, : tf.reduce_max(n)]}
+        return part, y[lo:hi]
+
+    return tf.data.Dataset.range(tf.cast((size + batch_size - 1) // batch_size, tf.int64)).map(batch)
 
 
 def count_from_summary(url: str) -> int | None:

@@ -254,6 +254,7 @@ def _train(args: argparse.Namespace, cluster: ClusterInfo, scratch: str) -> dict
             max_particles=args.max_particles,
             shard=given["shard"],
             repeat=ctx is not None,
+            mix_classes=shuffle,  # training batches: each with the classes in proportion
         )
 
     def n_events(name: str) -> int:
