@@ -120,3 +120,13 @@ def pad_rows(rows: np.ndarray, lengths: np.ndarray, n_rows: int) -> np.ndarray:
     out = np.zeros((len(lengths), n_rows, rows.shape[1]), dtype=rows.dtype)
     out[np.arange(n_rows)[None, :] < np.asarray(lengths)[:, None]] = rows
     return out
+
+
+def particles_to_numpy(arr: pa.Array | pa.ChunkedArray, n_rows: int, width: int) -> np.ndarray:
+    """A prepared set's particle column in either layout (jobs.dltrigger_schema.PARTICLE_LAYOUTS) as
+    (n, n_rows, width): ragged rows zero-padded, padded lists checked and reshaped."""
+    t = arr.type
+    if (pa.types.is_list(t) or pa.types.is_large_list(t)) and pa.types.is_fixed_size_list(t.value_type):
+        rows, lengths = ragged_to_rows(arr, width, n_rows)
+        return pad_rows(rows, lengths, n_rows)
+    return nested_to_numpy(arr, (n_rows, width))

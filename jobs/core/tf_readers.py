@@ -17,7 +17,7 @@ import tensorflow as tf
 
 from jobs.core.errors import BadInputError
 from jobs.core.storage import GLOB_CHARS, SUMMARY_FILE, filesystem, is_local
-from jobs.core.tensors import ShapeError, nested_to_numpy, pad_rows, ragged_to_rows
+from jobs.core.tensors import ShapeError, nested_to_numpy, particles_to_numpy
 from jobs.core.tf_staging import TFRECORD_SUFFIXES, assign_shards
 from jobs.core.tf_staging import list_data_files as _list_files
 from jobs.dltrigger_schema import (
@@ -31,7 +31,6 @@ from jobs.dltrigger_schema import (
     N_PARTICLE_FEATURES,
     N_PARTICLES,
     SHAPES,
-    layout_of,
 )
 
 
@@ -209,19 +208,15 @@ def iter_parquet_chunks(
             missing = [c for c in columns if c not in pf.schema_arrow.names]
             if missing:
                 raise BadInputError(f, f"lacks column(s) {', '.join(missing)}")
-            ragged = layout_of(pf.schema_arrow) == "ragged"
             for batch in pf.iter_batches(batch_size=chunk_rows, columns=columns):
                 try:
                     out = {
-                        c: nested_to_numpy(batch.column(c), SHAPES[c])
-                        for c in SHAPES
-                        if not (ragged and c == GRU_COLUMN)
+                        HLF_COLUMN: nested_to_numpy(batch.column(HLF_COLUMN), SHAPES[HLF_COLUMN]),
+                        GRU_COLUMN: particles_to_numpy(
+                            batch.column(GRU_COLUMN), N_PARTICLES, N_PARTICLE_FEATURES
+                        ),
+                        LABEL_COLUMN: nested_to_numpy(batch.column(LABEL_COLUMN), SHAPES[LABEL_COLUMN]),
                     }
-                    if ragged:
-                        rows, lengths = ragged_to_rows(
-                            batch.column(GRU_COLUMN), N_PARTICLE_FEATURES, N_PARTICLES
-                        )
-                        out[GRU_COLUMN] = pad_rows(rows, lengths, N_PARTICLES)
                 except ShapeError as exc:
                     raise BadInputError(f, str(exc)) from None
                 if include_n_particles:
