@@ -103,6 +103,12 @@ def baseline_tfrecords(prepared_dir: str, scratch: str) -> float:
     return result.records["train"] / (time.perf_counter() - t0)
 
 
+def _uncompressed(tfr_dir: str) -> int:
+    """The TFRecord bytes before gzip (jobs.tfrecords' _summary.json): what the layout stores."""
+    with open(os.path.join(tfr_dir, "_summary.json")) as f:
+        return sum(s["uncompressed_bytes"] for s in json.load(f)["splits"].values())
+
+
 def measure(spark, input_dir: str, prepared_dir: str, tfr_dir: str, cores: int, layout: str) -> dict:
     """jobs.prepare then jobs.tfrecords on one input, in the running Spark session."""
     out = {}
@@ -133,6 +139,7 @@ def measure(spark, input_dir: str, prepared_dir: str, tfr_dir: str, cores: int, 
             "mb_written_per_s": m["bytes_written"] / 1e6 / wall,
             "compression": "gzip",
             "bytes_per_event": bytes_under(tfr_dir) / m["events"],
+            "uncompressed_bytes_per_event": _uncompressed(tfr_dir) / m["events"],
         }
     out["peak_rss_mb"] = peak.as_dict()
     return out
@@ -204,6 +211,7 @@ def main(argv: list[str] | None = None) -> None:
             k: {
                 "prepared_parquet": r["prepare"]["bytes_per_event"],
                 "tfrecords": r["tfrecords"]["bytes_per_event"],
+                "tfrecords_uncompressed": r["tfrecords"]["uncompressed_bytes_per_event"],
             }
             for k, r in layouts.items()
         },

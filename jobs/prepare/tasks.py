@@ -290,8 +290,10 @@ class TransformTask:
                         pos = np.flatnonzero(kept)
                         if not len(pos):
                             continue
-                        batch = batch.take(pa.array(pos))
                         hlf, particles = _arrays(batch, f.url)
+                        if len(pos) < batch.num_rows:  # numpy, not Arrow's take of nested lists
+                            hlf, particles = hlf[pos], particles[pos]
+                            batch = batch.select([SOURCE_FILE_COLUMN, ENTRY_COLUMN]).take(pa.array(pos))
                         labels = np.full(len(pos), f.label, dtype=np.int64)
                         out = Prepared.of(self.scaler, hlf, particles, labels)
                         is_test, shuffle = is_test[pos], shuffle[pos]
