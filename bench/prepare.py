@@ -2,7 +2,10 @@
 
     python -m bench.prepare [--events 112000] [--master local[2]] [--scratch /tmp/bench-prepare] [--quick]
 
-Both stages run on a small and the large input (memory at two sizes); results: out/bench/prepare.json.
+Both stages run on a small and the large input (memory at two sizes) in the default particle layout,
+and on the large input in every layout (jobs.dltrigger_schema.PARTICLE_LAYOUTS: bytes per event and
+events/s/core of each stage per layout); results: out/bench/prepare.json. The top-level keys describe
+the default layout.
 
 The input is a synthetic ingestion output (tests/jobs/ingested_fixture.py; generated once and reused
 from the scratch directory). Class shares 30/37/33 % so that undersampling keeps about 90 % of the
@@ -38,8 +41,10 @@ from jobs.dltrigger_schema import (
     N_HLF,
     N_PARTICLE_FEATURES,
     N_PARTICLES,
+    PARTICLE_LAYOUTS,
 )
 from jobs.prepare import job as prepare
+from jobs.prepare.job import resolve_layout
 from jobs.prepare.scaling import load_scaler
 from jobs.tfrecords import job as tfrecords
 from jobs.tfrecords.job import ShardTask, convert_file
@@ -98,12 +103,18 @@ def baseline_tfrecords(prepared_dir: str, scratch: str) -> float:
     return result.records["train"] / (time.perf_counter() - t0)
 
 
-def measure(spark, input_dir: str, prepared_dir: str, tfr_dir: str, cores: int) -> dict:
+def _uncompressed(tfr_dir: str) -> int:
+    """The TFRecord bytes before gzip (jobs.tfrecords' _summary.json): what the layout stores."""
+    with open(os.path.join(tfr_dir, "_summary.json")) as f:
+        return sum(s["uncompressed_bytes"] for s in json.load(f)["splits"].values())
+
+
+def measure(spark, input_dir: str, prepared_dir: str, tfr_dir: str, cores: int, layout: str) -> dict:
     """jobs.prepare then jobs.tfrecords on one input, in the running Spark session."""
     out = {}
     with PeakRSS() as peak:
         t0 = time.perf_counter()
-        m = prepare.run(input_dir, prepared_dir, spark=spark)
+        m = prepare.run(input_dir, prepared_dir, spark=spark, layout=layout)
         wall = time.perf_counter() - t0
         written = m["events_written"]
         out["prepare"] = {
@@ -128,6 +139,7 @@ def measure(spark, input_dir: str, prepared_dir: str, tfr_dir: str, cores: int) 
             "mb_written_per_s": m["bytes_written"] / 1e6 / wall,
             "compression": "gzip",
             "bytes_per_event": bytes_under(tfr_dir) / m["events"],
+            "uncompressed_bytes_per_event": _uncompressed(tfr_dir) / m["events"],
         }
     out["peak_rss_mb"] = peak.as_dict()
     return out
@@ -150,40 +162,70 @@ def main(argv: list[str] | None = None) -> None:
 
     spark = spark_session("bench-prepare", args.master, conf={"spark.ui.showConsoleProgress": "false"})
     cores = spark.sparkContext.defaultParallelism
-    runs, dirs = {}, {}
+    default = resolve_layout("auto", "global")
+    runs, dirs, layouts = {}, {}, {}
     try:
         for size, n in sizes.items():
             input_dir = os.path.join(args.scratch, f"ingest-{n}")
             counts = make_input(input_dir, n)
-            prepared_dir = os.path.join(args.scratch, f"prepared-{size}")
-            tfr_dir = os.path.join(args.scratch, f"tfrecords-{size}")
-            runs[size] = {
-                "input_events": sum(counts.values()),
-                **measure(spark, input_dir, prepared_dir, tfr_dir, cores),
-            }
-            dirs[size] = (input_dir, prepared_dir, tfr_dir)
+            others = [k for k in PARTICLE_LAYOUTS if k != default] if size == "large" else []
+            # on the large input the default layout runs last (the first run warms the JVM and workers)
+            for layout in (*others, default):
+                prepared_dir = os.path.join(args.scratch, f"prepared-{size}-{layout}")
+                tfr_dir = os.path.join(args.scratch, f"tfrecords-{size}-{layout}")
+                run = {
+                    "input_events": sum(counts.values()),
+                    **measure(spark, input_dir, prepared_dir, tfr_dir, cores, layout),
+                }
+                dirs[size, layout] = (input_dir, prepared_dir, tfr_dir)
+                if layout == default:
+                    runs[size] = run
+                if size == "large":
+                    layouts[layout] = run
     finally:
         spark.stop()
-    input_dir, prepared_dir, tfr_dir = dirs["large"]
-    results = {"input_events": runs["large"]["input_events"], "cores": cores, "master": args.master}
-    results.update({k: runs["large"][k] for k in ("prepare", "tfrecords")})
+    # the yardsticks: the naive padded per-event work in one process (bench functions, unchanged)
+    input_dir, prepared_dir, _ = dirs["large", "padded"]
     base_p = baseline_prepare(input_dir, os.path.join(prepared_dir, "_scaler.json"), args.baseline_events)
     base_t = baseline_tfrecords(prepared_dir, os.path.join(args.scratch, "baseline"))
-    results["prepare"]["baseline_events_per_s_one_core"] = base_p
-    results["prepare"]["ratio_per_core_vs_baseline"] = results["prepare"]["events_per_s_per_core"] / base_p
-    results["tfrecords"]["baseline_events_per_s_one_core"] = base_t
-    results["tfrecords"]["ratio_per_core_vs_baseline"] = (
-        results["tfrecords"]["events_per_s_per_core"] / base_t
-    )
+    for run in layouts.values():
+        run["prepare"]["baseline_events_per_s_one_core"] = base_p
+        run["prepare"]["ratio_per_core_vs_baseline"] = run["prepare"]["events_per_s_per_core"] / base_p
+        run["tfrecords"]["baseline_events_per_s_one_core"] = base_t
+        run["tfrecords"]["ratio_per_core_vs_baseline"] = run["tfrecords"]["events_per_s_per_core"] / base_t
+    results = {
+        "input_events": runs["large"]["input_events"],
+        "cores": cores,
+        "master": args.master,
+        "layout": default,
+    }
+    results.update({k: runs["large"][k] for k in ("prepare", "tfrecords")})
     p, t = results["prepare"], results["tfrecords"]
     summary = {
         "prepare_events_per_s_per_core": p["events_per_s_per_core"],
         "prepare_ratio_vs_baseline": p["ratio_per_core_vs_baseline"],
         "tfrecords_events_per_s_per_core": t["events_per_s_per_core"],
         "tfrecords_ratio_vs_baseline": t["ratio_per_core_vs_baseline"],
-        # one entry per stored particle layout; today only the reference-exact padded one (801 x 19)
+        # one entry per stored particle layout (jobs.dltrigger_schema.PARTICLE_LAYOUTS)
         "bytes_per_event": {
-            "padded": {"prepared_parquet": p["bytes_per_event"], "tfrecords": t["bytes_per_event"]}
+            k: {
+                "prepared_parquet": r["prepare"]["bytes_per_event"],
+                "tfrecords": r["tfrecords"]["bytes_per_event"],
+                "tfrecords_uncompressed": r["tfrecords"]["uncompressed_bytes_per_event"],
+            }
+            for k, r in layouts.items()
+        },
+        "layouts": {
+            k: {
+                f"{stage}_{key}": r[stage][src]
+                for stage in ("prepare", "tfrecords")
+                for key, src in (
+                    ("events_per_s_per_core", "events_per_s_per_core"),
+                    ("ratio_vs_baseline", "ratio_per_core_vs_baseline"),
+                    ("wall_s", "wall_s"),
+                )
+            }
+            for k, r in layouts.items()
         },
         "peak_rss_mb": {size: r["peak_rss_mb"] for size, r in runs.items()},
         "memory_method": MEMORY_METHOD + " (both stages of one size, one Spark session)",
@@ -198,18 +240,18 @@ def main(argv: list[str] | None = None) -> None:
         },
     }
     print(json.dumps(results, indent=2))
-    for stage in ("prepare", "tfrecords"):
-        r = results[stage]
+    for layout, stage in ((k, s) for k in layouts for s in ("prepare", "tfrecords")):
+        r = layouts[layout][stage]
         print(
-            f"{stage:9s}: {r['events_per_s_per_core']:8.0f} events/s/core "
+            f"{stage:9s} {layout:6s}: {r['events_per_s_per_core']:8.0f} events/s/core "
             f"({cores} cores, {r['wall_s']:.0f} s), "
             f"{r['mb_written_per_s']:6.1f} MB/s written, {r['ratio_per_core_vs_baseline']:.2f}x the "
             f"single-process baseline ({r['baseline_events_per_s_one_core']:.0f} events/s)"
         )
     write_result(args.results_dir, "prepare", {**summary, **results})
     if not args.keep:
-        for size in dirs:
-            for d in dirs[size][1:]:
+        for key in dirs:
+            for d in dirs[key][1:]:
                 shutil.rmtree(d, ignore_errors=True)
         shutil.rmtree(os.path.join(args.scratch, "baseline"), ignore_errors=True)
 

@@ -74,6 +74,8 @@ def extra_lines(name: str, r: dict) -> list[str]:
     lines = []
     for layout, b in (r.get("bytes_per_event") or {}).items():
         lines.append(f"  bytes/event, {layout} layout: " + ", ".join(f"{k} {fmt(v)}" for k, v in b.items()))
+    for layout, d in (r.get("layouts") or {}).items():
+        lines.append(f"  {layout} layout: " + ", ".join(f"{k} {fmt(v)}" for k, v in d.items()))
     for key in ("unbucketed_auc", "bucketed_auc"):
         if r.get(key):
             lines.append(

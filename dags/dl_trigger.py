@@ -136,6 +136,15 @@ with DAG(
             "Output",
             enum=["gzip", "none"],
         ),
+        "particle_layout": param(
+            "auto",
+            "Particle layout",
+            "how prepared sets store the particle list: ragged (real rows only, padded at batch time; "
+            "global scaling only), padded (the reference 801 x 19) or auto (ragged under global "
+            "scaling, padded under per-event); the model gets the same tensors either way",
+            "Output",
+            enum=["auto", "ragged", "padded"],
+        ),
     },
 ) as dag:
     check = check_inputs({f"input_{name}": f"{{{{ params.input_{name} }}}}" for name in SAMPLES}, DEMO_MODE)
@@ -175,6 +184,7 @@ with DAG(
             args=["--input", f"{RUN}/features", "--output", f"{RUN}/prepared",
                   "--particle-scaling", "{{ params.particle_scaling }}",
                   "--scaler-fit", "{{ params.scaler_fit }}",
+                  "--layout", "{{ params.particle_layout }}",
                   "--seed", "{{ params.seed }}", *SPARK_ARGS],
             resources=spark_resources(),
             outlets=[Asset(name="dl_trigger_prepared", uri="colliderflow://dl_trigger/prepared")],

@@ -65,6 +65,59 @@ SHAPES: dict[str, tuple[int, ...]] = {
     LABEL_COLUMN: (N_CLASSES,),
 }
 
+# How the particle list of a prepared set is stored (Parquet and TFRecord alike):
+# - padded: the reference-exact 801 x 19 per event (GRU_input = list<list<float>>, 801 of 19 each;
+#   TFRecord float_list of 801*19 values);
+# - ragged: only the event's n_particles real rows (GRU_input = list<fixed_size_list<float, 19>> with
+#   n_particles entries; TFRecord float_list of n_particles*19 values), zero-padded back to 801 (or
+#   bucketed) at batch time by jobs.core.tf_readers. Exact only where padded rows are exactly 0
+#   (global particle scaling), so jobs.prepare refuses ragged with per-event scaling.
+# The layout is recorded in each prepared Parquet file's schema metadata (LAYOUT_METADATA_KEY) and in
+# the _summary.json of jobs.prepare and jobs.tfrecords ("particle_layout").
+PARTICLE_LAYOUTS: tuple[str, ...] = ("ragged", "padded")
+DEFAULT_PARTICLE_LAYOUT = "ragged"
+LAYOUT_METADATA_KEY = b"colliderflow.particle_layout"
+LAYOUT_SUMMARY_KEY = "particle_layout"
+
+
+def prepared_arrow_schema(layout: str) -> pa.Schema:
+    """The Arrow schema of a prepared Parquet file (jobs.prepare output) in `layout`, with the layout
+    in its metadata."""
+    import pyarrow as pa
+
+    floats = pa.list_(pa.float32())
+    gru = (
+        pa.list_(pa.list_(pa.float32(), N_PARTICLE_FEATURES))
+        if layout == "ragged"
+        else pa.list_(pa.list_(pa.float32()))
+    )
+    return pa.schema(
+        [
+            pa.field(HLF_COLUMN, floats),
+            pa.field(GRU_COLUMN, gru),
+            pa.field(LABEL_COLUMN, floats),
+            pa.field(COUNT_COLUMN, pa.int64()),
+            pa.field(SOURCE_FILE_COLUMN, pa.string()),
+            pa.field(ENTRY_COLUMN, pa.int64()),
+        ],
+        metadata={LAYOUT_METADATA_KEY: layout.encode()},
+    )
+
+
+def layout_of(schema: pa.Schema) -> str:
+    """The particle layout of a prepared Parquet file from its Arrow schema: the metadata, else the
+    type (older padded sets carry no metadata)."""
+    import pyarrow as pa
+
+    found = (schema.metadata or {}).get(LAYOUT_METADATA_KEY)
+    if found:
+        return found.decode()
+    if GRU_COLUMN in schema.names:
+        inner = schema.field(GRU_COLUMN).type
+        if pa.types.is_list(inner) and pa.types.is_fixed_size_list(inner.value_type):
+            return "ragged"
+    return "padded"
+
 
 def features_arrow_schema() -> pa.Schema:
     """The Arrow schema of a features Parquet file (without the `label` partition column)."""

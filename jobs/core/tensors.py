@@ -66,3 +66,67 @@ def one_hot(labels: np.ndarray, n_classes: int = N_CLASSES) -> np.ndarray:
     out = np.zeros((labels.shape[0], n_classes), dtype=np.float32)
     out[np.arange(labels.shape[0]), labels] = 1.0
     return out
+
+
+def rows_to_ragged(rows: np.ndarray, lengths: np.ndarray) -> pa.Array:
+    """(R, k) float32 rows of n events, event i owning `lengths[i]` consecutive rows, as
+    list<fixed_size_list<float32, k>> (the ragged particle layout): no copy beyond the float32 cast."""
+    rows = np.ascontiguousarray(rows, dtype=np.float32)
+    offsets = np.zeros(len(lengths) + 1, dtype=np.int64)
+    np.cumsum(lengths, out=offsets[1:])
+    if offsets[-1] != rows.shape[0]:
+        raise ValueError(f"{rows.shape[0]} rows for lengths summing to {offsets[-1]}")
+    if offsets[-1] >= 2**31:
+        raise ValueError("too many rows for one Arrow batch (32-bit offsets); use smaller batches")
+    inner = pa.FixedSizeListArray.from_arrays(pa.array(rows.reshape(-1)), rows.shape[1])
+    return pa.ListArray.from_arrays(pa.array(offsets.astype(np.int32)), inner)
+
+
+def ragged_to_rows(
+    arr: pa.Array | pa.ChunkedArray, width: int, max_rows: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """A ragged particle column (list<fixed_size_list<float, width>>) as its (R, width) float32 rows
+    and the (n,) int64 row count of each event, read from the Arrow buffers (no per-row work);
+    raises ShapeError on nulls, another inner width or more than `max_rows` rows in an event."""
+    if isinstance(arr, pa.ChunkedArray):
+        arr = arr.combine_chunks() if arr.num_chunks != 1 else arr.chunk(0)
+    t = arr.type
+    if not (pa.types.is_list(t) or pa.types.is_large_list(t)) or not pa.types.is_fixed_size_list(
+        t.value_type
+    ):
+        raise ShapeError(f"expected list<fixed_size_list<float, {width}>>, found {t}")
+    if t.value_type.list_size != width:
+        raise ShapeError(f"particle rows have {t.value_type.list_size} features, expected {width}")
+    if arr.null_count:
+        raise ShapeError("null entries at nesting level 0")
+    offsets = arr.offsets.to_numpy(zero_copy_only=False).astype(np.int64)
+    lengths = np.diff(offsets)
+    if len(lengths) and lengths.max() > max_rows:
+        raise ShapeError(f"an event has {int(lengths.max())} particle rows, more than {max_rows}")
+    inner = arr.values.slice(offsets[0], offsets[-1] - offsets[0]) if len(arr) else arr.values.slice(0, 0)
+    if inner.null_count:
+        raise ShapeError("null entries at nesting level 1")
+    values = inner.flatten()
+    if values.null_count:
+        raise ShapeError("null values")
+    flat = values.to_numpy(zero_copy_only=False)
+    if flat.dtype != np.float32:
+        flat = flat.astype(np.float32)
+    return flat.reshape(-1, width), lengths
+
+
+def pad_rows(rows: np.ndarray, lengths: np.ndarray, n_rows: int) -> np.ndarray:
+    """(R, k) rows of events with `lengths` rows each -> (n, n_rows, k), real rows first, zeros after."""
+    out = np.zeros((len(lengths), n_rows, rows.shape[1]), dtype=rows.dtype)
+    out[np.arange(n_rows)[None, :] < np.asarray(lengths)[:, None]] = rows
+    return out
+
+
+def particles_to_numpy(arr: pa.Array | pa.ChunkedArray, n_rows: int, width: int) -> np.ndarray:
+    """A prepared set's particle column in either layout (jobs.dltrigger_schema.PARTICLE_LAYOUTS) as
+    (n, n_rows, width): ragged rows zero-padded, padded lists checked and reshaped."""
+    t = arr.type
+    if (pa.types.is_list(t) or pa.types.is_large_list(t)) and pa.types.is_fixed_size_list(t.value_type):
+        rows, lengths = ragged_to_rows(arr, width, n_rows)
+        return pad_rows(rows, lengths, n_rows)
+    return nested_to_numpy(arr, (n_rows, width))

@@ -2,19 +2,22 @@
 from the Parquet sets (jobs.prepare). Both yield the same elements:
 ``({"HLF_input": float32[14], "GRU_input": float32[801, 19]}, encoded_label float32[3])``, with
 ``"n_particles": int64[]`` added to the features dict on request, so training code does not care
-which format it reads. This module imports TensorFlow; the writers (jobs.tfrecords,
-jobs.tfrecords.example) do not."""
+which format it reads, nor which particle layout is stored (jobs.dltrigger_schema.PARTICLE_LAYOUTS):
+a ragged set (only the real rows stored) is zero-padded back to 801 rows here, at batch time. This
+module imports TensorFlow; the writers (jobs.tfrecords, jobs.tfrecords.example) do not."""
 
 from __future__ import annotations
 
+import json
+import os
 from collections.abc import Iterator
 
 import numpy as np
 import tensorflow as tf
 
 from jobs.core.errors import BadInputError
-from jobs.core.storage import filesystem, is_local
-from jobs.core.tensors import ShapeError, nested_to_numpy
+from jobs.core.storage import GLOB_CHARS, SUMMARY_FILE, filesystem, is_local
+from jobs.core.tensors import ShapeError, nested_to_numpy, particles_to_numpy
 from jobs.core.tf_staging import TFRECORD_SUFFIXES, assign_shards
 from jobs.core.tf_staging import list_data_files as _list_files
 from jobs.dltrigger_schema import (
@@ -22,6 +25,7 @@ from jobs.dltrigger_schema import (
     GRU_COLUMN,
     HLF_COLUMN,
     LABEL_COLUMN,
+    LAYOUT_SUMMARY_KEY,
     N_CLASSES,
     N_HLF,
     N_PARTICLE_FEATURES,
@@ -30,15 +34,65 @@ from jobs.dltrigger_schema import (
 )
 
 
-def _feature_spec(include_n_particles: bool) -> dict[str, tf.io.FixedLenFeature]:
+def _feature_spec(include_n_particles: bool, layout: str | None) -> dict:
+    """The parse spec; `layout` None (unknown) parses GRU_input as a variable-length list, which reads
+    both layouts (a padded record simply holds all 801 rows)."""
+    gru = (
+        tf.io.FixedLenFeature([N_PARTICLES, N_PARTICLE_FEATURES], tf.float32)
+        if layout == "padded"
+        else tf.io.RaggedFeature(tf.float32)
+    )
     spec = {
         HLF_COLUMN: tf.io.FixedLenFeature([N_HLF], tf.float32),
-        GRU_COLUMN: tf.io.FixedLenFeature([N_PARTICLES, N_PARTICLE_FEATURES], tf.float32),
+        GRU_COLUMN: gru,
         LABEL_COLUMN: tf.io.FixedLenFeature([N_CLASSES], tf.float32),
     }
     if include_n_particles:
         spec[COUNT_COLUMN] = tf.io.FixedLenFeature([], tf.int64)
     return spec
+
+
+def _pad_particles(features: dict, batched: bool) -> dict:
+    """GRU_input parsed as a flat variable-length float list (ragged layout) -> (…, 801, 19), zeros
+    after the real rows. A record longer than 801 rows fails here instead of being cut."""
+    gru = features[GRU_COLUMN]
+    if batched:  # a RaggedTensor (batch, None) of floats
+        rows = tf.RaggedTensor.from_row_lengths(
+            tf.reshape(gru.flat_values, [-1, N_PARTICLE_FEATURES]),
+            gru.row_lengths() // N_PARTICLE_FEATURES,
+        )
+        dense = rows.to_tensor(shape=[None, N_PARTICLES, N_PARTICLE_FEATURES])
+        check = tf.debugging.assert_less_equal(
+            tf.reduce_max(tf.concat([tf.cast(rows.row_lengths(), tf.int64), [0]], axis=0)),
+            tf.constant(N_PARTICLES, tf.int64),
+            message=f"{GRU_COLUMN} holds more than {N_PARTICLES} particle rows",
+        )
+    else:
+        rows = tf.reshape(gru, [-1, N_PARTICLE_FEATURES])
+        n = tf.shape(rows)[0]
+        check = tf.debugging.assert_less_equal(
+            n, N_PARTICLES, message=f"{GRU_COLUMN} holds more than {N_PARTICLES} particle rows"
+        )
+        dense = tf.pad(rows, [[0, tf.maximum(N_PARTICLES - n, 0)], [0, 0]])
+        dense = tf.ensure_shape(dense, [N_PARTICLES, N_PARTICLE_FEATURES])
+    with tf.control_dependencies([check]):
+        return {**features, GRU_COLUMN: tf.identity(dense)}
+
+
+def tfrecord_layout(url: str) -> str | None:
+    """The particle layout jobs.tfrecords recorded in the _summary.json beside split directory `url`;
+    None when there is none (a staged copy, a glob, a single shard): then the reader parses
+    GRU_input as a variable-length list, which is right for both layouts."""
+    fs, path = filesystem(url)
+    path = path.rstrip("/")
+    if GLOB_CHARS & set(path) or not fs.isdir(path):
+        return None
+    try:
+        with fs.open(f"{os.path.dirname(path)}/{SUMMARY_FILE}", "r") as f:
+            layout = json.load(f).get(LAYOUT_SUMMARY_KEY, "padded")  # sets from before layouts: padded
+    except (OSError, ValueError, AttributeError):
+        return None
+    return layout if layout in ("padded", "ragged") else None
 
 
 def _shard_files(files: list[str], shard: tuple[int, int] | None, source: str) -> list[str]:
@@ -109,7 +163,8 @@ def read_tfrecords(
 ) -> tf.data.Dataset:
     """Decoded elements from a directory (or glob) of TFRecord shards. Shards are read interleaved in
     parallel; with batch_size the serialized records are batched before parsing (one vectorised
-    parse per batch, much cheaper than one per record); always prefetched."""
+    parse per batch, much cheaper than one per record); always prefetched. The particle layout comes
+    from the set's _summary.json (tfrecord_layout), else each record is read as it is stored."""
     files = _shard_files(_list_files(url, TFRECORD_SUFFIXES), shard, url)
     _local_only(url, files)
     ds = tf.data.TFRecordDataset(
@@ -117,17 +172,19 @@ def read_tfrecords(
     )
     if shuffle_buffer > 0:
         ds = ds.shuffle(shuffle_buffer, seed=seed, reshuffle_each_iteration=True)
-    spec = _feature_spec(include_n_particles)
+    layout = tfrecord_layout(url)
+    spec = _feature_spec(include_n_particles, layout)
+
+    def parse(serialized, batched: bool):
+        features = (tf.io.parse_example if batched else tf.io.parse_single_example)(serialized, spec)
+        if layout != "padded":
+            features = _pad_particles(features, batched)
+        return _to_element(features, include_n_particles)
+
     if batch_size:
-        ds = ds.batch(batch_size).map(
-            lambda s: _to_element(tf.io.parse_example(s, spec), include_n_particles),
-            num_parallel_calls=num_parallel_calls,
-        )
+        ds = ds.batch(batch_size).map(lambda s: parse(s, True), num_parallel_calls=num_parallel_calls)
     else:
-        ds = ds.map(
-            lambda s: _to_element(tf.io.parse_single_example(s, spec), include_n_particles),
-            num_parallel_calls=num_parallel_calls,
-        )
+        ds = ds.map(lambda s: parse(s, False), num_parallel_calls=num_parallel_calls)
     return ds.prefetch(tf.data.AUTOTUNE)
 
 
@@ -138,7 +195,8 @@ def iter_parquet_chunks(
     include_n_particles: bool = False,
     shard: tuple[int, int] | None = None,
 ) -> Iterator[dict[str, np.ndarray]]:
-    """numpy chunks of a prepared Parquet set, file by file in sorted order (pyarrow, no TensorFlow)."""
+    """numpy chunks of a prepared Parquet set, file by file in sorted order (pyarrow, no TensorFlow);
+    a ragged file's particle rows are zero-padded to 801 here."""
     import pyarrow.parquet as pq
 
     columns = [HLF_COLUMN, GRU_COLUMN, LABEL_COLUMN] + ([COUNT_COLUMN] if include_n_particles else [])
@@ -152,7 +210,13 @@ def iter_parquet_chunks(
                 raise BadInputError(f, f"lacks column(s) {', '.join(missing)}")
             for batch in pf.iter_batches(batch_size=chunk_rows, columns=columns):
                 try:
-                    out = {c: nested_to_numpy(batch.column(c), SHAPES[c]) for c in SHAPES}
+                    out = {
+                        HLF_COLUMN: nested_to_numpy(batch.column(HLF_COLUMN), SHAPES[HLF_COLUMN]),
+                        GRU_COLUMN: particles_to_numpy(
+                            batch.column(GRU_COLUMN), N_PARTICLES, N_PARTICLE_FEATURES
+                        ),
+                        LABEL_COLUMN: nested_to_numpy(batch.column(LABEL_COLUMN), SHAPES[LABEL_COLUMN]),
+                    }
                 except ShapeError as exc:
                     raise BadInputError(f, str(exc)) from None
                 if include_n_particles:

@@ -2,6 +2,7 @@
 
     python -m jobs.prepare --input DIR --output DIR [--seed 42] [--test-fraction 0.2]
         [--scaler-fit train|all] [--particle-scaling global|per-event] [--shuffle-partitions N]
+        [--layout auto|ragged|padded]
 
 A Spark job shaped for a cluster without a shared disk, on any store the storage layer reads
 (local, s3://, ...): the driver only plans (the file list and the row counts from the Parquet
@@ -41,7 +42,13 @@ from jobs.core.storage import (
     filesystem,
     write_json,
 )
-from jobs.dltrigger_schema import CLASS_TITLES, N_CLASSES, SCALER_FILE
+from jobs.dltrigger_schema import (
+    CLASS_TITLES,
+    LAYOUT_SUMMARY_KEY,
+    N_CLASSES,
+    PARTICLE_LAYOUTS,
+    SCALER_FILE,
+)
 from jobs.prepare.inputs import InputFile, class_counts, list_inputs
 from jobs.prepare.sampling import Plan, thresholds
 from jobs.prepare.scaling import PARTICLE_SCALINGS, SCALER_FITS, Scaler
@@ -80,6 +87,25 @@ def _fit(spark, files: list[InputFile], plan: Plan, particle_scaling: str, scale
     return result
 
 
+LAYOUT_CHOICES = ("auto", *PARTICLE_LAYOUTS)
+
+
+def resolve_layout(layout: str, particle_scaling: str) -> str:
+    """The stored particle layout: auto = ragged under global scaling, padded under per-event scaling
+    (whose padded rows are not zero, so only the padded layout keeps them); ragged with per-event
+    scaling is refused."""
+    if layout not in LAYOUT_CHOICES:
+        raise UsageError(f"--layout: choose {', '.join(LAYOUT_CHOICES)}, got {layout!r}")
+    if layout == "auto":
+        return "ragged" if particle_scaling == "global" else "padded"
+    if layout == "ragged" and particle_scaling != "global":
+        raise UsageError(
+            "--layout ragged needs --particle-scaling global (per-event scaling makes the padded rows "
+            "non-zero, which only the padded layout stores); use --layout padded or auto"
+        )
+    return layout
+
+
 def _dir_summary(url: str, per_class: dict[int, int]) -> dict:
     fs, path = filesystem(url)
     fs.invalidate_cache(path)
@@ -102,6 +128,7 @@ def run(
     scaler_fit: str = "train",
     particle_scaling: str = "global",
     shuffle_partitions: int | None = None,
+    layout: str = "auto",
     spark=None,
     master: str | None = None,
     event_log_dir: str | None = None,
@@ -118,6 +145,7 @@ def run(
         )
     if shuffle_partitions is not None and shuffle_partitions < 1:
         raise UsageError(f"--shuffle-partitions must be >= 1, got {shuffle_partitions}")
+    layout = resolve_layout(layout, particle_scaling)
     check_writable(output)
     t0 = time.perf_counter()
     files = list_inputs(input_url)
@@ -158,11 +186,11 @@ def run(
             train_url, test_url = f"{out}/train", f"{out}/test"
             shuffled = (
                 files_frame(spark, [f for f in files if f.rows])
-                .mapInArrow(TransformTask(test_url, plan, scaler), SHUFFLE_SCHEMA)
+                .mapInArrow(TransformTask(test_url, plan, scaler, layout), SHUFFLE_SCHEMA)
                 .repartition(n_parts, "key")
                 .sortWithinPartitions("key")
             )
-            written = shuffled.mapInArrow(TrainWriteTask(train_url), WRITE_SCHEMA).collect()
+            written = shuffled.mapInArrow(TrainWriteTask(train_url, layout), WRITE_SCHEMA).collect()
             train_per_class = np.sum([r["per_class"] for r in written], axis=0)
             splits = {
                 "train": _dir_summary(train_url, dict(enumerate(train_per_class.tolist()))),
@@ -189,7 +217,9 @@ def run(
                     "scaler_fit": scaler_fit,
                     "particle_scaling": particle_scaling,
                     "shuffle_partitions": n_parts,
+                    "layout": layout,
                 },
+                LAYOUT_SUMMARY_KEY: layout,
                 "scaler": SCALER_FILE,
             }
             write_json(f"{out}/{SCALER_FILE}", scaler.to_json())
@@ -255,6 +285,13 @@ def build_parser() -> argparse.ArgumentParser:
         help=f"spark.sql.shuffle.partitions and number of training files (default: one per "
         f"{ROWS_PER_PARTITION} training events)",
     )
+    parser.add_argument(
+        "--layout",
+        choices=LAYOUT_CHOICES,
+        default="auto",
+        help="how the particle list is stored: ragged (real rows only, padded at batch time), padded "
+        "(the reference 801 x 19) or auto (default: ragged under global scaling, padded under per-event)",
+    )
     cli.add_spark_args(parser)
     return parser
 
@@ -269,6 +306,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         scaler_fit=args.scaler_fit,
         particle_scaling=args.particle_scaling,
         shuffle_partitions=args.shuffle_partitions,
+        layout=args.layout,
         **cli.spark_kwargs(args),
     )
     return 0

@@ -193,6 +193,29 @@ class Scaler:
             "n_particles": real.sum(axis=1).astype(np.int64),
         }
 
+    def transform_rows(
+        self, hlf: np.ndarray, particles: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Global scaling only, the same values as `transform` without its dense (n, 801, 19) float64
+        work: (scaled HLF (n, 14), the scaled real rows of all events in ΔR order (R, 19) float32,
+        the real-row count per event (n,)). `transform`'s GRU_input is these rows zero-padded to 801
+        (jobs.core.tensors.pad_rows); the ragged layout stores them as they are."""
+        if self.particle_scaling != "global":
+            raise ValueError("transform_rows needs global particle scaling (per-event pads non-zero rows)")
+        real = real_rows(particles)
+        n_real = real.sum(axis=1)
+        eta = particles[:, :, ETA].astype(np.float64)
+        phi = particles[:, :, PHI].astype(np.float64)
+        dr2 = delta_r2(eta, phi, eta[:, :1], phi[:, :1])
+        order = np.argsort(np.where(real, -dr2, np.inf), axis=1, kind="stable")  # = sort_by_delta_r
+        width = int(n_real.max()) if len(n_real) else 0
+        keep = np.arange(width)[None, :] < n_real[:, None]
+        events = np.broadcast_to(np.arange(len(n_real))[:, None], keep.shape)[keep]
+        rows = particles[events, order[:, :width][keep]]
+        mean, std = np.asarray(self.particle_mean), np.asarray(self.particle_std)
+        scaled = ((rows.astype(np.float64) - mean) / std).astype(np.float32)
+        return minmax_scale(hlf, np.asarray(self.hlf_min), np.asarray(self.hlf_max)), scaled, n_real
+
     def to_json(self) -> dict[str, Any]:
         out = asdict(self)
         out["hlf_names"] = list(HLF_NAMES)

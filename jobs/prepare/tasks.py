@@ -17,7 +17,7 @@ import pyarrow.parquet as pq
 from jobs.core.errors import BadInputError
 from jobs.core.part_files import PartFile
 from jobs.core.storage import filesystem
-from jobs.core.tensors import ShapeError, nested_to_numpy, numpy_to_nested, one_hot
+from jobs.core.tensors import ShapeError, nested_to_numpy, numpy_to_nested, one_hot, pad_rows, rows_to_ragged
 from jobs.dltrigger_schema import (
     COUNT_COLUMN,
     ENTRY_COLUMN,
@@ -27,12 +27,12 @@ from jobs.dltrigger_schema import (
     FEATURES_PARTICLES_COLUMN,
     GRU_COLUMN,
     HLF_COLUMN,
-    LABEL_COLUMN,
     N_CLASSES,
     N_HLF,
     N_PARTICLE_FEATURES,
     N_PARTICLES,
     SOURCE_FILE_COLUMN,
+    prepared_arrow_schema,
 )
 from jobs.prepare.inputs import InputFile
 from jobs.prepare.sampling import Identity, Plan
@@ -40,14 +40,29 @@ from jobs.prepare.scaling import FitStats, Scaler
 
 ARROW_BATCH_ROWS = 256  # events per Arrow batch handed to Python: ~16 MB of particles as float32
 PARQUET_COMPRESSION = "zstd"
+# Only the file-name column repeats: dictionary-encoding (and min/max statistics of) the float lists
+# is work whose result the writer throws away
+PARQUET_OPTIONS = {
+    "compression": PARQUET_COMPRESSION,
+    "use_dictionary": [SOURCE_FILE_COLUMN],
+    "write_statistics": [COUNT_COLUMN, ENTRY_COLUMN],
+}
 
 # What the tasks hand to Spark: the input files (mapInArrow input) and the mapInArrow output schemas
 FILES_SCHEMA = "url string, label int, rel string, rows long, index int, has_label_column boolean"
-SHUFFLE_SCHEMA = "key long, label int, n_particles long, source_file string, entry long, payload binary"
-_SHUFFLE_COLUMNS = ["key", FEATURES_LABEL_COLUMN, COUNT_COLUMN, SOURCE_FILE_COLUMN, ENTRY_COLUMN, "payload"]
+SHUFFLE_SCHEMA = (
+    "key long, label int, n_particles long, source_file string, entry long, hlf binary, rows binary"
+)
+_SHUFFLE_COLUMNS = [
+    "key",
+    FEATURES_LABEL_COLUMN,
+    COUNT_COLUMN,
+    SOURCE_FILE_COLUMN,
+    ENTRY_COLUMN,
+    "hlf",
+    "rows",
+]
 WRITE_SCHEMA = "rows long, per_class array<long>, bytes long, file string"
-
-_PAYLOAD_FLOATS = N_HLF + N_PARTICLES * N_PARTICLE_FEATURES
 
 
 def files_frame(spark, files: list[InputFile]):
@@ -132,17 +147,58 @@ class FitTask:
         return out
 
 
-def _table(out: dict[str, np.ndarray], source_file: pa.Array, entry: pa.Array) -> pa.Table:
-    return pa.table(
-        {
-            HLF_COLUMN: numpy_to_nested(out[HLF_COLUMN]),
-            GRU_COLUMN: numpy_to_nested(out[GRU_COLUMN]),
-            LABEL_COLUMN: numpy_to_nested(out[LABEL_COLUMN]),
-            COUNT_COLUMN: pa.array(out[COUNT_COLUMN], pa.int64()),
-            SOURCE_FILE_COLUMN: source_file,
-            ENTRY_COLUMN: entry.cast(pa.int64()),
-        }
-    )
+@dataclass
+class Prepared:
+    """Prepared events of one batch: scaled HLF (n, 14), labels (n,), real-particle counts (n,) and the
+    particle rows, flat (R, 19) with `row_lengths[i]` rows for event i: the real rows only (global
+    scaling) or all 801 (per-event scaling, whose padding is not zero)."""
+
+    hlf: np.ndarray
+    labels: np.ndarray
+    n_particles: np.ndarray
+    rows: np.ndarray
+    row_lengths: np.ndarray
+
+    @classmethod
+    def of(cls, scaler: Scaler, hlf: np.ndarray, particles: np.ndarray, labels: np.ndarray) -> Prepared:
+        if scaler.particle_scaling == "global":
+            hlf_s, rows, n_real = scaler.transform_rows(hlf, particles)
+            return cls(hlf_s, labels, n_real.astype(np.int64), rows, n_real)
+        out = scaler.transform(hlf, particles, labels)
+        n = len(labels)
+        rows = out[GRU_COLUMN].reshape(n * N_PARTICLES, N_PARTICLE_FEATURES)
+        return cls(out[HLF_COLUMN], labels, out[COUNT_COLUMN], rows, np.full(n, N_PARTICLES))
+
+    def take(self, sel: np.ndarray) -> Prepared:
+        """The events at positions `sel` (increasing)."""
+        mask = np.zeros(len(self.labels), dtype=bool)
+        mask[sel] = True
+        rows = self.rows[np.repeat(mask, self.row_lengths)]
+        return Prepared(self.hlf[sel], self.labels[sel], self.n_particles[sel], rows, self.row_lengths[sel])
+
+    def gru(self, layout: str) -> pa.Array:
+        """GRU_input in the stored layout (jobs.dltrigger_schema.PARTICLE_LAYOUTS)."""
+        if layout == "ragged":
+            return rows_to_ragged(self.rows, self.row_lengths)
+        n = len(self.labels)
+        if (self.row_lengths == N_PARTICLES).all():
+            dense = self.rows.reshape(n, N_PARTICLES, N_PARTICLE_FEATURES)
+        else:
+            dense = pad_rows(self.rows, self.row_lengths, N_PARTICLES)
+        return numpy_to_nested(dense)
+
+    def table(self, layout: str, source_file: pa.Array, entry: pa.Array) -> pa.Table:
+        return pa.Table.from_arrays(
+            [
+                numpy_to_nested(self.hlf),
+                self.gru(layout),
+                numpy_to_nested(one_hot(self.labels)),
+                pa.array(self.n_particles, pa.int64()),
+                source_file.cast(pa.string()),
+                entry.cast(pa.int64()),
+            ],
+            schema=prepared_arrow_schema(layout),
+        )
 
 
 class _PartParquet:
@@ -156,7 +212,7 @@ class _PartParquet:
     def write(self, table: pa.Table) -> None:
         if self._writer is None:
             self._part = PartFile(self.url)
-            self._writer = pq.ParquetWriter(self._part.file, table.schema, compression=PARQUET_COMPRESSION)
+            self._writer = pq.ParquetWriter(self._part.file, table.schema, **PARQUET_OPTIONS)
         self._writer.write_table(table)
 
     def close(self) -> int:
@@ -172,34 +228,58 @@ class _PartParquet:
         self._writer = self._part = None
 
 
-def _pack(hlf: np.ndarray, gru: np.ndarray) -> pa.Array:
-    """Prepared HLF and particle rows as one binary value per event (raw little-endian float32, no
-    per-value work), so they cross to the JVM, through the shuffle and back as plain bytes."""
-    flat = np.concatenate([hlf.reshape(len(hlf), -1), gru.reshape(len(gru), -1)], axis=1).astype("<f4")
-    width = 4 * _PAYLOAD_FLOATS
-    offsets = np.arange(len(flat) + 1, dtype=np.int32) * np.int32(width)
+def _binary(flat: np.ndarray, lengths: np.ndarray) -> pa.Array:
+    """float32 values as one binary value per event (event i: `lengths[i]` floats, raw little-endian),
+    so they cross to the JVM, through the shuffle and back as plain bytes (no per-value work)."""
+    offsets = np.zeros(len(lengths) + 1, dtype=np.int64)
+    np.cumsum(np.asarray(lengths, dtype=np.int64) * 4, out=offsets[1:])
+    if offsets[-1] >= 2**31:
+        raise ValueError("too many bytes for one Arrow batch (32-bit offsets); use smaller batches")
+    data = np.ascontiguousarray(flat, dtype="<f4")
     return pa.BinaryArray.from_buffers(
-        pa.binary(), len(flat), [None, pa.py_buffer(offsets), pa.py_buffer(np.ascontiguousarray(flat))]
+        pa.binary(), len(lengths), [None, pa.py_buffer(offsets.astype(np.int32)), pa.py_buffer(data)]
     )
 
 
-def _unpack(payload: pa.Array) -> tuple[np.ndarray, np.ndarray]:
+def _floats(payload: pa.Array) -> tuple[np.ndarray, np.ndarray]:
+    """The inverse of _binary: all float32 values (flat) and each event's count of them."""
     n = len(payload)
     offsets = np.frombuffer(payload.buffers()[1], np.int32)[payload.offset : payload.offset + n + 1]
     data = np.frombuffer(payload.buffers()[2], np.uint8)[offsets[0] : offsets[-1]]
-    flat = data.view("<f4").reshape(n, _PAYLOAD_FLOATS)
-    return flat[:, :N_HLF], flat[:, N_HLF:].reshape(n, N_PARTICLES, N_PARTICLE_FEATURES)
+    return data.view("<f4"), np.diff(offsets) // 4
+
+
+def _pack(p: Prepared) -> list[pa.Array]:
+    return [
+        _binary(p.hlf, np.full(len(p.labels), N_HLF)),
+        _binary(p.rows, p.row_lengths * N_PARTICLE_FEATURES),
+    ]
+
+
+def _unpack(batch: pa.RecordBatch) -> Prepared:
+    hlf, _ = _floats(batch.column("hlf"))
+    rows, sizes = _floats(batch.column("rows"))
+    labels = batch.column(FEATURES_LABEL_COLUMN).to_numpy(zero_copy_only=False).astype(np.int64)
+    return Prepared(
+        hlf.reshape(-1, N_HLF),
+        labels,
+        batch.column(COUNT_COLUMN).to_numpy(zero_copy_only=False).astype(np.int64),
+        rows.reshape(-1, N_PARTICLE_FEATURES),
+        sizes // N_PARTICLE_FEATURES,
+    )
 
 
 @dataclass(frozen=True)
 class TransformTask:
     """mapInArrow function over input files: transform the kept events of each file with the fitted
-    scaler; write the test events straight to `test_url/part-<file index>.parquet` and hand the
-    training events back to Spark as packed rows for the shuffle."""
+    scaler; write the test events straight to `test_url/part-<file index>.parquet` in `layout` and
+    hand the training events back to Spark as packed rows for the shuffle (real rows only under
+    global scaling, whatever the layout)."""
 
     test_url: str
     plan: Plan
     scaler: Scaler
+    layout: str
 
     def __call__(self, batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
         for files in batches:
@@ -210,31 +290,33 @@ class TransformTask:
                         pos = np.flatnonzero(kept)
                         if not len(pos):
                             continue
-                        batch = batch.take(pa.array(pos))
                         hlf, particles = _arrays(batch, f.url)
+                        if len(pos) < batch.num_rows:  # numpy, not Arrow's take of nested lists
+                            hlf, particles = hlf[pos], particles[pos]
+                            batch = batch.select([SOURCE_FILE_COLUMN, ENTRY_COLUMN]).take(pa.array(pos))
                         labels = np.full(len(pos), f.label, dtype=np.int64)
-                        out = self.scaler.transform(hlf, particles, labels)
+                        out = Prepared.of(self.scaler, hlf, particles, labels)
                         is_test, shuffle = is_test[pos], shuffle[pos]
                         if is_test.any():
                             sel = np.flatnonzero(is_test)
-                            part = {k: v[sel] for k, v in out.items()}
                             test.write(
-                                _table(
-                                    part,
+                                out.take(sel).table(
+                                    self.layout,
                                     batch.column(SOURCE_FILE_COLUMN).take(sel),
                                     batch.column(ENTRY_COLUMN).take(sel),
                                 )
                             )
                         train = np.flatnonzero(~is_test)
                         if len(train):
+                            part = out.take(train) if len(train) < len(pos) else out
                             yield pa.RecordBatch.from_arrays(
                                 [
                                     pa.array(shuffle[train], pa.int64()),
                                     pa.array(labels[train], pa.int32()),
-                                    pa.array(out[COUNT_COLUMN][train], pa.int64()),
+                                    pa.array(part.n_particles, pa.int64()),
                                     batch.column(SOURCE_FILE_COLUMN).take(train).cast(pa.string()),
                                     batch.column(ENTRY_COLUMN).take(train).cast(pa.int64()),
-                                    _pack(out[HLF_COLUMN][train], out[GRU_COLUMN][train]),
+                                    *_pack(part),
                                 ],
                                 _SHUFFLE_COLUMNS,
                             )
@@ -247,9 +329,10 @@ class TransformTask:
 @dataclass(frozen=True)
 class TrainWriteTask:
     """mapInArrow function over the shuffled training rows of one partition (in shuffle order):
-    unpack and write them as `url/part-<partition>.parquet`; returns one row of counts."""
+    unpack and write them in `layout` as `url/part-<partition>.parquet`; returns one row of counts."""
 
     url: str
+    layout: str
 
     def __call__(self, batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
         from pyspark import TaskContext
@@ -263,17 +346,12 @@ class TrainWriteTask:
             for batch in batches:
                 if not batch.num_rows:
                     continue
-                hlf, gru = _unpack(batch.column("payload"))
-                labels = batch.column(FEATURES_LABEL_COLUMN).to_numpy(zero_copy_only=False).astype(np.int64)
-                columns = {
-                    HLF_COLUMN: hlf,
-                    GRU_COLUMN: gru,
-                    LABEL_COLUMN: one_hot(labels),
-                    COUNT_COLUMN: batch.column(COUNT_COLUMN).to_numpy(zero_copy_only=False),
-                }
-                out.write(_table(columns, batch.column(SOURCE_FILE_COLUMN), batch.column(ENTRY_COLUMN)))
+                prepared = _unpack(batch)
+                out.write(
+                    prepared.table(self.layout, batch.column(SOURCE_FILE_COLUMN), batch.column(ENTRY_COLUMN))
+                )
                 rows += batch.num_rows
-                per_class += np.bincount(labels, minlength=N_CLASSES)[:N_CLASSES]
+                per_class += np.bincount(prepared.labels, minlength=N_CLASSES)[:N_CLASSES]
             size = out.close()
         except BaseException:
             out.abort()

@@ -60,26 +60,50 @@ def _int64_entry(key: str, value: int) -> bytes:
 
 
 def encode_examples(
-    hlf: np.ndarray, gru: np.ndarray, label: np.ndarray, n_particles: np.ndarray | None = None
+    hlf: np.ndarray,
+    gru: np.ndarray,
+    label: np.ndarray,
+    n_particles: np.ndarray | None = None,
+    gru_lengths: np.ndarray | None = None,
 ) -> list[bytes]:
-    """Serialized tf.train.Example for each row: HLF_input [14], GRU_input [801*19] row-major,
-    encoded_label [3] (float32) and, when given, n_particles (int64)."""
+    """Serialized tf.train.Example for each row: HLF_input [14], GRU_input row-major, encoded_label [3]
+    (float32) and, when given, n_particles (int64). GRU_input is (n, 801, 19) (the padded layout), or
+    with `gru_lengths` the flat (R, 19) particle rows of which event i owns gru_lengths[i] (the ragged
+    layout: only those rows' floats are stored). The float bytes are sliced from one buffer per
+    column; the only per-record work is joining them."""
     n = hlf.shape[0]
-    arrays = [np.ascontiguousarray(a, dtype="<f4").reshape(n, -1) for a in (hlf, gru, label)]
-    keys = (HLF_COLUMN, GRU_COLUMN, LABEL_COLUMN)
-    prefixes = [_float_feature_prefix(k, a.shape[1]) for k, a in zip(keys, arrays, strict=True)]
-    static_len = sum(len(p) + 4 * a.shape[1] for p, a in zip(prefixes, arrays, strict=True))
+    hlf_a, label_a = (np.ascontiguousarray(a, dtype="<f4").reshape(n, -1) for a in (hlf, label))
+    gru_a = np.ascontiguousarray(gru, dtype="<f4")
+    if gru_lengths is None:
+        width = gru_a.size // n if n else 0
+        bounds = np.arange(n + 1, dtype=np.int64) * (4 * width)
+    else:
+        width = gru_a.shape[1] if gru_a.ndim == 2 else 0
+        bounds = np.zeros(n + 1, dtype=np.int64)
+        np.cumsum(np.asarray(gru_lengths, dtype=np.int64) * (4 * width), out=bounds[1:])
+    hlf_m, gru_m, label_m = (memoryview(a).cast("B") for a in (hlf_a, gru_a, label_a))
+    hlf_w, label_w = 4 * hlf_a.shape[1], 4 * label_a.shape[1]
+    hlf_p = _float_feature_prefix(HLF_COLUMN, hlf_a.shape[1])
+    label_p = _float_feature_prefix(LABEL_COLUMN, label_a.shape[1])
+    gru_prefixes: dict[int, bytes] = {}
+    static_len = len(hlf_p) + hlf_w + len(label_p) + label_w
+    starts, ends = bounds[:-1].tolist(), bounds[1:].tolist()
+    counts = n_particles.tolist() if n_particles is not None else None
     out = []
     for i in range(n):
-        tail = _int64_entry(COUNT_COLUMN, int(n_particles[i])) if n_particles is not None else b""
-        features_len = static_len + len(tail)
+        a, b = starts[i], ends[i]
+        gru_p = gru_prefixes.get(b - a)
+        if gru_p is None:
+            gru_p = gru_prefixes[b - a] = _float_feature_prefix(GRU_COLUMN, (b - a) // 4)
+        tail = _int64_entry(COUNT_COLUMN, counts[i]) if counts is not None else b""
+        features_len = static_len + len(gru_p) + (b - a) + len(tail)
         out.append(
             b"".join(
                 (
                     _len_delimited(1, features_len),  # Example.features
-                    prefixes[0], arrays[0][i].tobytes(),
-                    prefixes[1], arrays[1][i].tobytes(),
-                    prefixes[2], arrays[2][i].tobytes(),
+                    hlf_p, hlf_m[i * hlf_w : (i + 1) * hlf_w],
+                    gru_p, gru_m[a:b],
+                    label_p, label_m[i * label_w : (i + 1) * label_w],
                     tail,
                 )
             )

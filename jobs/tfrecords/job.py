@@ -1,10 +1,12 @@
-"""Prepared Parquet sets -> TFRecord shards of tf.train.Example (HLF_input [14], GRU_input [801*19]
-row-major, encoded_label [3], n_particles), for tf.data input pipelines.
+"""Prepared Parquet sets -> TFRecord shards of tf.train.Example (HLF_input [14], GRU_input row-major,
+encoded_label [3], n_particles), for tf.data input pipelines.
 
     python -m jobs.tfrecords --input DIR --output DIR [--compression gzip|none]
 
 DIR is a jobs.prepare output: its train/ and test/ Parquet sets become DIR_OUT/train/ and
-DIR_OUT/test/ shards. One Spark task (= one partition) per Parquet file, so one shard per file,
+DIR_OUT/test/ shards, in the input's particle layout (jobs.dltrigger_schema: GRU_input holds 801*19
+floats when padded, n_particles*19 when ragged; recorded in _summary.json). One Spark task (= one
+partition) per Parquet file, so one shard per file,
 records in the file's row order (the training set's shuffle survives). There is no TFRecord
 connector for Spark 4, so the tasks encode the protos themselves (jobs.tfrecords.example): neither the
 driver nor the tasks import TensorFlow. Shaped for a cluster without a shared disk, on any store the
@@ -40,8 +42,19 @@ from jobs.core.storage import (
     merge_io,
     write_json,
 )
-from jobs.core.tensors import ShapeError, nested_to_numpy
-from jobs.dltrigger_schema import COUNT_COLUMN, SCALER_FILE, SHAPES
+from jobs.core.tensors import ShapeError, nested_to_numpy, ragged_to_rows
+from jobs.dltrigger_schema import (
+    COUNT_COLUMN,
+    GRU_COLUMN,
+    HLF_COLUMN,
+    LABEL_COLUMN,
+    LAYOUT_SUMMARY_KEY,
+    N_PARTICLE_FEATURES,
+    N_PARTICLES,
+    SCALER_FILE,
+    SHAPES,
+    layout_of,
+)
 from jobs.tfrecords.example import ShardWriter, encode_examples
 
 log = logging.getLogger("jobs.tfrecords")
@@ -106,10 +119,16 @@ def convert_file(task: ShardTask, compression: str) -> ShardResult:
     try:
         with fs.open(path, "rb") as handle:
             pf = pq.ParquetFile(handle)
+            ragged = layout_of(pf.schema_arrow) == "ragged"
             for batch in pf.iter_batches(batch_size=BATCH_ROWS, columns=list(COLUMNS)):
-                arrays = [nested_to_numpy(batch.column(c), SHAPES[c]) for c in SHAPES]
+                hlf, label = (nested_to_numpy(batch.column(c), SHAPES[c]) for c in (HLF_COLUMN, LABEL_COLUMN))
                 counts = batch.column(COUNT_COLUMN).to_numpy(zero_copy_only=False).astype(np.int64)
-                writer.write_all(encode_examples(*arrays, counts))
+                if ragged:
+                    rows, lengths = ragged_to_rows(batch.column(GRU_COLUMN), N_PARTICLE_FEATURES, N_PARTICLES)
+                    writer.write_all(encode_examples(hlf, rows, label, counts, gru_lengths=lengths))
+                else:
+                    gru = nested_to_numpy(batch.column(GRU_COLUMN), SHAPES[GRU_COLUMN])
+                    writer.write_all(encode_examples(hlf, gru, label, counts))
         stats.record(fs.size(path), time.perf_counter() - t0)  # one streamed read of the whole file
         size = writer.close()
     except (ShapeError, OSError, ValueError) as exc:
@@ -129,17 +148,18 @@ def convert_file(task: ShardTask, compression: str) -> ShardResult:
     )
 
 
-def _columns(fs, path: str) -> list[str]:
+def _schema(fs, path: str):
     import pyarrow.parquet as pq
 
     with fs.open(path, "rb") as handle:
-        return pq.ParquetFile(handle).schema_arrow.names
+        return pq.ParquetFile(handle).schema_arrow
 
 
-def plan(input_url: str, compression: str) -> list[ShardTask]:
+def plan(input_url: str, compression: str) -> tuple[list[ShardTask], str]:
     """The shard tasks, with targets relative to the output (`split/part-k.tfrecord[.gz]`): every
     part file of every split present, checked for the contract's columns on the driver (footers
-    only, read in parallel), in sorted order so shard k is file k."""
+    only, read in parallel), in sorted order so shard k is file k; and the set's particle layout
+    (every file must agree)."""
     fs, root = filesystem(input_url)
     if not fs.isdir(root):
         raise BadInputError(input_url, "no such directory (expected a jobs.prepare output)")
@@ -162,14 +182,20 @@ def plan(input_url: str, compression: str) -> list[ShardTask]:
     check_complete(input_url, required=True)
     paths = [filesystem(t.source)[1] for t in tasks]
     with ThreadPoolExecutor(min(FOOTER_THREADS, len(tasks))) as pool:
-        names = list(pool.map(lambda p: _columns(fs, p), paths))
-    for task, found in zip(tasks, names, strict=True):
-        missing = [c for c in COLUMNS if c not in found]
+        schemas = list(pool.map(lambda p: _schema(fs, p), paths))
+    for task, schema in zip(tasks, schemas, strict=True):
+        missing = [c for c in COLUMNS if c not in schema.names]
         if missing:
             raise BadInputError(
                 task.source, f"lacks column(s) {', '.join(missing)} of the prepared-set contract"
             )
-    return tasks
+    layouts = [layout_of(s) for s in schemas]
+    for task, layout in zip(tasks, layouts, strict=True):
+        if layout != layouts[0]:
+            raise BadInputError(
+                task.source, f"particle layout {layout} differs from {layouts[0]} of {tasks[0].source}"
+            )
+    return tasks, layouts[0]
 
 
 def run(
@@ -187,7 +213,7 @@ def run(
         raise UsageError(f"--compression: choose {' or '.join(COMPRESSIONS)}, got {compression!r}")
     check_writable(output)
     t0 = time.perf_counter()
-    planned = plan(input_url, compression)
+    planned, layout = plan(input_url, compression)
     with atomic_output_dir(output, shared=True) as out:  # executors write their shards into it
         tasks = [ShardTask(t.split, t.source, f"{out}/{t.target}") for t in planned]
         own_spark = spark is None
@@ -211,6 +237,7 @@ def run(
         summary = {
             "input": input_url,
             "compression": compression,
+            LAYOUT_SUMMARY_KEY: layout,
             "splits": {
                 s: {
                     "records": total.records.get(s, 0),
@@ -235,6 +262,7 @@ def run(
             bytes_written=written,
             mb_written_per_second=written / 1e6 / wall if wall > 0 else None,
             compression=compression,
+            particle_layout=layout,
         )
         write_json(f"{out}/{SUMMARY_FILE}", summary)
         write_json(f"{out}/{METRICS_FILE}", metrics)

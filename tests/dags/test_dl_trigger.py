@@ -51,6 +51,7 @@ def test_end_to_end_on_generated_sample(dl_trigger_local_run):
         {"workers": 0},
         {"epochs": 0},
         {"compression": "lz4"},
+        {"particle_layout": "sparse"},
         {"demo_events": -1},
     ],
 )

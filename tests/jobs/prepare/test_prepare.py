@@ -19,7 +19,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from jobs.core.errors import BadInputError, UsageError
-from jobs.core.tensors import nested_to_numpy, numpy_to_nested
+from jobs.core.tensors import nested_to_numpy, numpy_to_nested, particles_to_numpy
 from jobs.dltrigger_schema import (
     COUNT_COLUMN,
     ETA,
@@ -61,7 +61,7 @@ def read_split(out: str, split: str) -> dict[str, np.ndarray]:
     return {
         "ids": list(zip(table["source_file"].to_pylist(), table["entry"].to_pylist(), strict=True)),
         "hlf": nested_to_numpy(table[HLF_COLUMN], (N_HLF,)),
-        "gru": nested_to_numpy(table[GRU_COLUMN], (N_PARTICLES, N_PARTICLE_FEATURES)),
+        "gru": particles_to_numpy(table[GRU_COLUMN], N_PARTICLES, N_PARTICLE_FEATURES),
         "label": nested_to_numpy(table[LABEL_COLUMN], (3,)),
         "n": table[COUNT_COLUMN].to_numpy(),
     }

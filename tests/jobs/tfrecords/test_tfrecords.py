@@ -15,7 +15,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from jobs.core.errors import BadInputError, UsageError
-from jobs.core.tensors import nested_to_numpy, one_hot
+from jobs.core.tensors import nested_to_numpy, one_hot, particles_to_numpy
 from jobs.dltrigger_schema import (
     COUNT_COLUMN,
     GRU_COLUMN,
@@ -121,7 +121,8 @@ def prepared(spark, tmp_path_factory) -> str:
 
 def parquet_columns(path: str) -> dict[str, np.ndarray]:
     table = pq.read_table(path)
-    out = {c: nested_to_numpy(table[c], SHAPES[c]) for c in SHAPES}
+    out = {c: nested_to_numpy(table[c], SHAPES[c]) for c in SHAPES if c != GRU_COLUMN}
+    out[GRU_COLUMN] = particles_to_numpy(table[GRU_COLUMN], N_PARTICLES, N_PARTICLE_FEATURES)
     out[COUNT_COLUMN] = table[COUNT_COLUMN].to_numpy()
     return out
 
