@@ -149,17 +149,13 @@ class Collection:
         flat = {fields[0]: first} | {f: _flat(arrays[f"{name}.{f}"])[1] for f in fields[1:]}
         return cls(len(counts), evt, flat)
 
-    def select(self, mask: np.ndarray) -> Collection:
-        return Collection(self.n_events, self.evt[mask], {k: v[mask] for k, v in self.fields.items()})
+    def select(self, mask: np.ndarray, fields: tuple[str, ...] | None = None) -> Collection:
+        """The elements where `mask` (a boolean mask or an index), with all or only `fields`."""
+        keep = self.fields if fields is None else fields
+        return Collection(self.n_events, self.evt[mask], {k: self.fields[k][mask] for k in keep})
 
     def counts(self) -> np.ndarray:
         return np.bincount(self.evt, minlength=self.n_events)
-
-    def rank(self) -> np.ndarray:
-        """Position of each element within its event (elements are grouped by event, in file order)."""
-        counts = self.counts()
-        starts = np.cumsum(counts) - counts
-        return np.arange(self.evt.size) - starts[self.evt]
 
     def __getitem__(self, field: str) -> np.ndarray:
         return self.fields[field]
@@ -245,9 +241,12 @@ def _take(values: np.ndarray, idx: np.ndarray) -> np.ndarray:
 
 def _capped(coll: Collection, mask: np.ndarray, cap: int) -> tuple[Collection, np.ndarray]:
     """The first `cap` elements per event that pass `mask`, and their rank within the event."""
-    kept = coll.select(mask)
-    rank = kept.rank()
-    return kept.select(rank < cap), rank[rank < cap]
+    idx = np.flatnonzero(mask)
+    evt = coll.evt[idx]  # grouped by event, in file order
+    counts = np.bincount(evt, minlength=coll.n_events)
+    rank = np.arange(idx.size) - (np.cumsum(counts) - counts)[evt]  # position within the event
+    keep = rank < cap
+    return coll.select(idx[keep]), rank[keep]
 
 
 def _fill_rows(
@@ -297,7 +296,7 @@ def compute(arrays: ak.Array, options: Options = Options(), source: str = "input
     pho_ok = photons["ET"] > NEUTRAL_ET_MIN
     neu_ok = neutrals["ET"] > NEUTRAL_ET_MIN
     maps = (
-        PtMap.from_collection(tracks.select(trk_ok), "PT"),
+        PtMap.from_collection(tracks.select(trk_ok, ("PT", "Eta", "Phi")), "PT"),
         PtMap.from_collection(photons.select(pho_ok), "ET"),
         PtMap.from_collection(neutrals.select(neu_ok), "ET"),
     )
