@@ -69,7 +69,7 @@ DEFAULT_CHUNK_ENTRIES = 10_000
 DEFAULT_BATCH_ENTRIES = 1_000
 COMPRESSION = "zstd"
 # Parquet writer settings: the dense particle list is 15,219 floats per event, so encoding it in
-# batches of 1 M values (not 1,024) and 4 MB pages halves the writer's per-batch overhead
+# batches of 1 M values (not 1,024) and 4 MB pages cuts the per-batch overhead (≈ 1.15× faster, same bytes)
 PARQUET_OPTIONS = {
     "compression": COMPRESSION,
     "use_dictionary": ["source_file"],
