@@ -64,12 +64,14 @@ def first_file(directory: str) -> str:
 def in_process(inputs: dict[str, str], events: int) -> float:
     """Events/s of read + compute + Parquet write in this process (one core), `events` per class."""
     n, seconds = 0, 0.0
+    # the job's writer settings (older checkouts, compared with this script: the settings then)
+    parquet_options = getattr(ingest, "PARQUET_OPTIONS", {"compression": "zstd"})
     for directory in inputs.values():
         path = first_file(directory)
-        with uproot.open(path) as f:
-            compute(f[TREE].arrays(list(BRANCHES), entry_stop=10))  # JIT warm-up outside the clock
+        with uproot.open(path) as f:  # JIT and first-use (imports) warm-up outside the clock
+            ingest.to_table(compute(f[TREE].arrays(list(BRANCHES), entry_stop=10)), path, 0)
         t0 = time.process_time()
-        with uproot.open(path) as f, pq.ParquetWriter(io.BytesIO(), ingest.SCHEMA, compression="zstd") as w:
+        with uproot.open(path) as f, pq.ParquetWriter(io.BytesIO(), ingest.SCHEMA, **parquet_options) as w:
             tree = f[TREE]
             for start in range(0, events, ingest.DEFAULT_BATCH_ENTRIES):
                 stop = min(start + ingest.DEFAULT_BATCH_ENTRIES, events)

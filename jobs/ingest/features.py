@@ -124,6 +124,16 @@ def _argsort_segments(start, stop, values):  # pragma: no cover
     return order
 
 
+def _flat(array: ak.Array) -> tuple[np.ndarray, np.ndarray]:
+    """(counts per event, flat values) of a jagged array: straight from the offsets and the content of
+    uproot's list layout (no copy), ak.num/ak.flatten for any other layout."""
+    layout = ak.to_layout(array)
+    if isinstance(layout, ak.contents.ListOffsetArray) and isinstance(layout.content, ak.contents.NumpyArray):
+        offsets = np.asarray(layout.offsets)
+        return np.diff(offsets), np.asarray(layout.content.data)[offsets[0] : offsets[-1]]
+    return np.asarray(ak.num(array, axis=1), dtype=np.int64), np.asarray(ak.flatten(array, axis=1))
+
+
 @dataclass
 class Collection:
     """One jagged collection as flat float64/int arrays plus the event index of each element."""
@@ -134,23 +144,18 @@ class Collection:
 
     @classmethod
     def from_arrays(cls, arrays: ak.Array, name: str, fields: tuple[str, ...]) -> Collection:
-        first = arrays[f"{name}.{fields[0]}"]
-        counts = np.asarray(ak.num(first, axis=1), dtype=np.int64)
+        counts, first = _flat(arrays[f"{name}.{fields[0]}"])
         evt = np.repeat(np.arange(len(counts), dtype=np.int64), counts)
-        flat = {f: np.asarray(ak.flatten(arrays[f"{name}.{f}"], axis=1)) for f in fields}
+        flat = {fields[0]: first} | {f: _flat(arrays[f"{name}.{f}"])[1] for f in fields[1:]}
         return cls(len(counts), evt, flat)
 
-    def select(self, mask: np.ndarray) -> Collection:
-        return Collection(self.n_events, self.evt[mask], {k: v[mask] for k, v in self.fields.items()})
+    def select(self, mask: np.ndarray, fields: tuple[str, ...] | None = None) -> Collection:
+        """The elements where `mask` (a boolean mask or an index), with all or only `fields`."""
+        keep = self.fields if fields is None else fields
+        return Collection(self.n_events, self.evt[mask], {k: self.fields[k][mask] for k in keep})
 
     def counts(self) -> np.ndarray:
         return np.bincount(self.evt, minlength=self.n_events)
-
-    def rank(self) -> np.ndarray:
-        """Position of each element within its event (elements are grouped by event, in file order)."""
-        counts = self.counts()
-        starts = np.cumsum(counts) - counts
-        return np.arange(self.evt.size) - starts[self.evt]
 
     def __getitem__(self, field: str) -> np.ndarray:
         return self.fields[field]
@@ -236,25 +241,37 @@ def _take(values: np.ndarray, idx: np.ndarray) -> np.ndarray:
 
 def _capped(coll: Collection, mask: np.ndarray, cap: int) -> tuple[Collection, np.ndarray]:
     """The first `cap` elements per event that pass `mask`, and their rank within the event."""
-    kept = coll.select(mask)
-    rank = kept.rank()
-    return kept.select(rank < cap), rank[rank < cap]
+    idx = np.flatnonzero(mask)
+    evt = coll.evt[idx]  # grouped by event, in file order
+    counts = np.bincount(evt, minlength=coll.n_events)
+    rank = np.arange(idx.size) - (np.cumsum(counts) - counts)[evt]  # position within the event
+    keep = rank < cap
+    return coll.select(idx[keep]), rank[keep]
 
 
-def _rows(coll: Collection, pt_field: str, maps, physical_wrap: bool) -> np.ndarray:
-    """The 19 particle features of each element (four-vectors massless; flags and vertex filled by the
-    caller)."""
+def _fill_rows(
+    out: np.ndarray, index: np.ndarray, coll: Collection, pt_field: str, maps, physical_wrap: bool,
+    flag: str, charge: np.ndarray | None = None, vertex: bool = False,
+) -> None:  # fmt: skip
+    """Write the 19 particle features of each element into rows `index` of `out` (the flat
+    (events x 801, 19) float32 particle list): massless four-vector, isolations, the block's flag,
+    and for tracks the vertex and charge. Computed in float64, stored as float32."""
     pt = coll[pt_field].astype(np.float64)
     eta = coll["Eta"].astype(np.float64)
     phi = coll["Phi"].astype(np.float64)
-    rows = np.zeros((coll.evt.size, N_PARTICLE_FEATURES), dtype=np.float64)
+    rows = np.zeros((coll.evt.size, N_PARTICLE_FEATURES), dtype=np.float32)
     px, py, pz = physics.px_py_pz(pt, eta, phi)
     rows[:, COL["Energy"]] = physics.energy(pt, eta, 0.0)
     rows[:, COL["Px"]], rows[:, COL["Py"]], rows[:, COL["Pz"]] = px, py, pz
     rows[:, COL["Pt"]], rows[:, COL["Eta"]], rows[:, COL["Phi"]] = pt, eta, phi
     ch, gamma, neu = _isolations(coll, pt_field, maps, physical_wrap)
     rows[:, COL["ChPFIso"]], rows[:, COL["GammaPFIso"]], rows[:, COL["NeuPFIso"]] = ch, gamma, neu
-    return rows
+    rows[:, COL[flag]] = 1.0
+    if vertex:
+        rows[:, COL["vtxX"]], rows[:, COL["vtxY"]], rows[:, COL["vtxZ"]] = coll["X"], coll["Y"], coll["Z"]
+    if charge is not None:
+        rows[:, COL["Charge"]] = charge
+    out[index] = rows
 
 
 def transverse_mass(met: np.ndarray, met_phi: np.ndarray, pt: np.ndarray, phi: np.ndarray, sqrt: bool):
@@ -279,7 +296,7 @@ def compute(arrays: ak.Array, options: Options = Options(), source: str = "input
     pho_ok = photons["ET"] > NEUTRAL_ET_MIN
     neu_ok = neutrals["ET"] > NEUTRAL_ET_MIN
     maps = (
-        PtMap.from_collection(tracks.select(trk_ok), "PT"),
+        PtMap.from_collection(tracks.select(trk_ok, ("PT", "Eta", "Phi")), "PT"),
         PtMap.from_collection(photons.select(pho_ok), "ET"),
         PtMap.from_collection(neutrals.select(neu_ok), "ET"),
     )
@@ -336,18 +353,14 @@ def compute(arrays: ak.Array, options: Options = Options(), source: str = "input
     neu, neu_rank = _capped(neutrals, neu_ok & alive[neutrals.evt], MAX_NEUTRALS)
     n_trk, n_pho, n_neu = trk.counts()[selected], pho.counts()[selected], neu.counts()[selected]
 
-    rows = _rows(trk, "PT", maps, wrap)
-    rows[:, COL["vtxX"]], rows[:, COL["vtxY"]], rows[:, COL["vtxZ"]] = trk["X"], trk["Y"], trk["Z"]
-    rows[:, COL["isChHad"]] = 1.0
-    rows[:, COL["Charge"]] = np.sign(trk["PID"])
-    particles[slot[trk.evt], 1 + trk_rank] = rows
-    rows = _rows(pho, "ET", maps, wrap)
-    rows[:, COL["isGamma"]] = 1.0
-    particles[slot[pho.evt], 1 + n_trk[slot[pho.evt]] + pho_rank] = rows
-    rows = _rows(neu, "ET", maps, wrap)
-    rows[:, COL["isNeuHad"]] = 1.0
-    ns = slot[neu.evt]
-    particles[ns, 1 + n_trk[ns] + n_pho[ns] + neu_rank] = rows
+    flat = particles.reshape(m * N_PARTICLES, N_PARTICLE_FEATURES)  # a view: rows event*801 + position
+    ts, ps, ns = slot[trk.evt], slot[pho.evt], slot[neu.evt]
+    _fill_rows(
+        flat, ts * N_PARTICLES + 1 + trk_rank, trk, "PT", maps, wrap, "isChHad", np.sign(trk["PID"]), True
+    )
+    _fill_rows(flat, ps * N_PARTICLES + 1 + n_trk[ps] + pho_rank, pho, "ET", maps, wrap, "isGamma")
+    n_before = 1 + n_trk[ns] + n_pho[ns]
+    _fill_rows(flat, ns * N_PARTICLES + n_before + neu_rank, neu, "ET", maps, wrap, "isNeuHad")
 
     # 5. high-level features
     jets = Collection.from_arrays(arrays, "Jet", LEAVES["Jet"])

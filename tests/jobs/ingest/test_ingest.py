@@ -7,6 +7,8 @@ import json
 import math
 import os
 import shutil
+import subprocess
+import sys
 
 import awkward as ak
 import numpy as np
@@ -30,7 +32,7 @@ from jobs.dltrigger_schema import (
 )
 from jobs.generate.delphes import generate
 from jobs.ingest import job as ingest
-from jobs.ingest.features import BRANCHES, CUTS, Options, compute
+from jobs.ingest.features import BRANCHES, CUTS, Features, Options, compute
 from tests.jobs.ingest.delphes_oracle import events_as_dicts, oracle_event
 from tests.jobs.rntuple_fixture import tree_to_rntuple
 
@@ -194,6 +196,38 @@ def hand(tmp_path_factory, spark):
     out = d / "out"
     ingest.run(inputs_for(paths), str(out), spark=spark, chunk_entries=3)
     return paths, out, read_output(out)
+
+
+def test_table_is_built_from_the_arrays_without_pandas():
+    """to_table builds Arrow arrays from the numpy buffers: the values, an empty batch and a non-ASCII
+    source survive, and a fresh worker does not import pandas for it (seconds per Spark worker)."""
+    rng = np.random.default_rng(1)
+    particles = rng.random((3, N_PARTICLES, N_PARTICLE_FEATURES), F32)
+    feats = Features(
+        np.array([0, 4, 9]),
+        rng.random((3, N_HLF), F32),
+        particles,
+        np.array([1, 2, 3]),
+        np.zeros(4, np.int64),
+    )
+    table = ingest.to_table(feats, "s3://b/é.root", 100)
+    table.validate(full=True)
+    assert table.schema == ingest.SCHEMA and table.column("entry").to_pylist() == [100, 104, 109]
+    assert table.column("source_file").to_pylist() == ["s3://b/é.root"] * 3
+    got = nested_to_numpy(table.column("particles"), (N_PARTICLES, N_PARTICLE_FEATURES))
+    np.testing.assert_array_equal(got, particles)
+    np.testing.assert_array_equal(nested_to_numpy(table.column("hfeatures"), (N_HLF,)), feats.hlf)
+    empty = Features(
+        *(a[:0] for a in (feats.entries, feats.hlf, feats.particles, feats.n_particles)), feats.cutflow
+    )
+    assert ingest.to_table(empty, "x", 0).num_rows == 0
+    code = (
+        "import sys, numpy as np; from jobs.ingest import job; from jobs.ingest.features import Features; "
+        "job.to_table(Features(np.zeros(1, np.int64), np.zeros((1, 14), np.float32), "
+        "np.zeros((1, 801, 19), np.float32), np.ones(1, np.int64), np.zeros(4, np.int64)), 'f', 0); "
+        "assert 'pandas' not in sys.modules"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True)
 
 
 def test_hand_cutflow_and_labels(hand):
