@@ -139,9 +139,8 @@ with DAG(
         "particle_layout": param(
             "auto",
             "Particle layout",
-            "how prepared sets store the particle list: ragged (real rows only, padded at batch time; "
-            "global scaling only), padded (the reference 801 x 19) or auto (ragged under global "
-            "scaling, padded under per-event); the model gets the same tensors either way",
+            "ragged: real rows only (global scaling); padded: 801 x 19; auto: ragged unless per-event "
+            "scaling",
             "Output",
             enum=["auto", "ragged", "padded"],
         ),
