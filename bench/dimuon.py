@@ -31,6 +31,7 @@ from bench.common import (
     add_common_args,
     cores_available,
     marginal_rate,
+    memory_growth,
     python_module,
     run_command,
     startup_seconds,
@@ -103,6 +104,22 @@ def contenders(cores: int, events: int, files: int) -> dict[str, dict]:
         "spark_dataframe_parquet": {"cores": cores, "build": spark_parquet},
         "read_floor_uproot": {"cores": 1, "build": read_floor},
     }
+
+
+def streaming_memory(workdir: str, paths: list[str], cores: int, events: int) -> dict:
+    """colliderflow's peak memory on one file and on all of them at the same entries per task: a task
+    holds one chunk, so memory follows --chunk-entries, never the input (the 1,000-event input of the
+    marginal rate is smaller than one chunk and says nothing about streaming)."""
+    chunk = str(max(1, -(-events // (len(paths) * 2))))
+    peaks = {}
+    for size, files in (("small", paths[:1]), ("large", paths)):
+        out = os.path.join(workdir, "runs", f"memory-{size}")
+        argv = python_module("jobs.dimuon", "--input", *files, "--output", out, "--no-plot",
+                             "--master", f"local[{cores}]", "--chunk-entries", chunk)  # fmt: skip
+        _, peaks[size] = run_command(argv)
+    n = events // len(paths)
+    return {**memory_growth(peaks), "peak_rss_mb": peaks, "events": {"small": n, "large": n * len(paths)},
+            "events_per_task": int(chunk)}  # fmt: skip
 
 
 def read_histogram(path: str | None) -> np.ndarray | None:
@@ -200,6 +217,8 @@ def main(argv: list[str] | None = None) -> int:
             higher_is_better=False,
         ),
     }
+    if "colliderflow" in chosen:
+        summary["memory_growth"] = streaming_memory(args.workdir, inputs["large"][1], args.cores, large)
     write_result(
         args.results_dir,
         "dimuon",
