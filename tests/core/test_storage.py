@@ -641,3 +641,10 @@ def test_ingest_s3_matches_local_run(spark, bucket, s3_env, tmp_path):
     assert summary(local_out, str(sample)) == summary(remote_out, f"s3://{bucket}/in/delphes")
     assert (remote_out / "_SUCCESS").exists()
     assert_no_secret(remote_out)
+
+
+def test_xrootd_client_loads_in_a_process_that_imported_tensorflow():
+    """Importing XRootD's client after TensorFlow segfaults; any stage (jobs/__init__) loads it first."""
+    code = "import jobs, tensorflow, XRootD.client, fsspec; fsspec.filesystem('root', hostid='localhost')"
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
