@@ -49,12 +49,15 @@ def _feature_spec(include_n_particles: bool, layout: str | None) -> dict:
     }
     if include_n_particles:
         spec[COUNT_COLUMN] = tf.io.FixedLenFeature([], tf.int64)
+    elif layout != "padded":  # to check a record's rows; -1: no count, so it must be a padded record
+        spec[COUNT_COLUMN] = tf.io.FixedLenFeature([], tf.int64, default_value=-1)
     return spec
 
 
 def _pad_particles(features: dict, batched: bool) -> dict:
     """GRU_input parsed as a flat variable-length float list (ragged layout) -> (…, 801, 19), zeros
-    after the real rows. A record longer than 801 rows fails here instead of being cut."""
+    after the real rows. A record must hold 801 rows (padded) or exactly n_particles rows (ragged), at
+    most 801: anything else fails here instead of being cut or padded into a wrong event."""
     gru = features[GRU_COLUMN]
     if batched:  # a RaggedTensor (batch, None) of floats
         rows = tf.RaggedTensor.from_row_lengths(
@@ -62,19 +65,18 @@ def _pad_particles(features: dict, batched: bool) -> dict:
             gru.row_lengths() // N_PARTICLE_FEATURES,
         )
         dense = rows.to_tensor(shape=[None, N_PARTICLES, N_PARTICLE_FEATURES])
-        check = tf.debugging.assert_less_equal(
-            tf.reduce_max(tf.concat([tf.cast(rows.row_lengths(), tf.int64), [0]], axis=0)),
-            tf.constant(N_PARTICLES, tf.int64),
-            message=f"{GRU_COLUMN} holds more than {N_PARTICLES} particle rows",
-        )
+        n = tf.cast(gru.row_lengths(), tf.int64)
     else:
         rows = tf.reshape(gru, [-1, N_PARTICLE_FEATURES])
-        n = tf.shape(rows)[0]
-        check = tf.debugging.assert_less_equal(
-            n, N_PARTICLES, message=f"{GRU_COLUMN} holds more than {N_PARTICLES} particle rows"
-        )
-        dense = tf.pad(rows, [[0, tf.maximum(N_PARTICLES - n, 0)], [0, 0]])
+        n = tf.cast(tf.size(gru), tf.int64)
+        dense = tf.pad(rows, [[0, tf.maximum(N_PARTICLES - tf.shape(rows)[0], 0)], [0, 0]])
         dense = tf.ensure_shape(dense, [N_PARTICLES, N_PARTICLE_FEATURES])
+    padded, count = N_PARTICLES * N_PARTICLE_FEATURES, features[COUNT_COLUMN] * N_PARTICLE_FEATURES
+    check = tf.debugging.Assert(
+        tf.reduce_all((n <= padded) & ((n == padded) | (n == count))),
+        [f"{GRU_COLUMN} must hold {N_PARTICLES} x {N_PARTICLE_FEATURES} floats (padded) or "
+         f"{COUNT_COLUMN} x {N_PARTICLE_FEATURES} (ragged), at most {N_PARTICLES} rows"],
+    )  # fmt: skip
     with tf.control_dependencies([check]):
         return {**features, GRU_COLUMN: tf.identity(dense)}
 
