@@ -17,7 +17,7 @@ from concurrent.futures import ProcessPoolExecutor
 from typing import Any, TypeVar
 
 from jobs.core.errors import UsageError
-from jobs.core.spark import builder_master, map_reduce, spark_session
+from jobs.core.spark import builder_master, map_reduce, spark_info, spark_session
 from jobs.core.storage import is_local
 
 T = TypeVar("T")
@@ -86,8 +86,6 @@ def run_map_reduce(
     urls: Iterable[str] = (),
 ) -> tuple[C, dict[str, Any]]:
     """(the folded result, what ran it for the job's metrics). A given Spark session is used as it is."""
-    from jobs.core.spark import spark_info
-
     if spark is None and choose_engine(engine, master, event_log_dir) == "processes":
         workers = local_cores(master) or 1
         result = process_map_reduce(items, fn, merge, workers, urls)
