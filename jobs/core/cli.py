@@ -8,14 +8,17 @@ import sys
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from jobs.core.errors import BadInputError, UsageError
+from jobs.core.errors import BadInputError, InfrastructureError, UsageError
+from jobs.core.spark import check_event_log_dir, check_master
+from jobs.core.storage import check_protocol
 
 __all__ = [
-    "BadInputError", "UsageError", "add_bad_file_arg", "add_engine_arg", "add_spark_args", "new_parser",
-    "parse_kv", "run", "spark_kwargs",
+    "BadInputError", "InfrastructureError", "UsageError", "add_bad_file_arg", "add_engine_arg",
+    "add_spark_args", "check_range", "check_url", "new_parser", "parse_kv", "run", "spark_kwargs",
 ]  # fmt: skip
 
 EXIT_BAD_INPUT = 2
+EXIT_INFRASTRUCTURE = 1  # what any uncaught exception gives too: Airflow retries it
 MESSAGE_LIMIT = 500  # characters of an error line
 
 
@@ -73,7 +76,10 @@ def add_engine_arg(parser: argparse.ArgumentParser) -> None:
 
 
 def spark_kwargs(args: argparse.Namespace) -> dict[str, Any]:
-    """The run() keyword arguments of the options add_spark_args defines."""
+    """The run() keyword arguments of the options add_spark_args defines, checked before any work: a
+    master Spark cannot use here, an event-log directory that cannot be one."""
+    check_master(args.master)
+    check_event_log_dir(args.event_log_dir)
     return {
         "master": args.master,
         "event_log_dir": args.event_log_dir,
@@ -90,6 +96,26 @@ def add_bad_file_arg(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def check_url(url: str, option: str) -> str:
+    """`url` (a path or an fsspec URL given as `option`) if its protocol is one this machine can use."""
+    check_protocol(url, f"{option} {url}")
+    return url
+
+
+# Upper bound of every partition/shard count option: far above any real job's task count, well below
+# what would fill a driver's memory with empty partitions (docs/errors.md).
+MAX_PARTITIONS = 100_000
+
+
+def check_range(value: float | None, option: str, low: float, high: float | None = None) -> None:
+    """Refuse, naming the option, a number below `low` (0 partitions mean nothing) or above `high`
+    (a size that would fill a disk or the memory); None (unset) passes."""
+    if value is None or (low <= value and (high is None or value <= high)):
+        return
+    bound = f">= {low}" if high is None else f"between {low} and {high}"
+    raise UsageError(f"{option} must be {bound}, got {value}")
+
+
 def parse_kv(pairs: Sequence[str], option: str) -> dict[str, str]:
     out = {}
     for item in pairs:
@@ -103,11 +129,31 @@ def parse_kv(pairs: Sequence[str], option: str) -> dict[str, str]:
 def run(main: Callable[[Sequence[str] | None], int | None], argv: Sequence[str] | None = None) -> int:
     """Run a stage's main; bad input or usage ends with a one-line message naming the culprit, exit 2."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    # font substitution notes, credential discovery and connection chatter are noise in a stage's log
-    for noisy in ("matplotlib", "botocore", "aiobotocore", "s3fs", "urllib3", "fsspec"):
+    # font substitution notes, credential discovery and connection chatter are noise in a stage's log;
+    # py4j's "Closing down clientserver connection" (INFO, at exit) would follow a stage's error line
+    for noisy in ("matplotlib", "botocore", "aiobotocore", "s3fs", "urllib3", "fsspec", "py4j"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
     try:
         return main(argv) or 0
     except (BadInputError, UsageError) as exc:
-        print(one_line(f"error: {exc}"), file=sys.stderr)
-        return EXIT_BAD_INPUT
+        return _fail(exc, EXIT_BAD_INPUT)
+    except InfrastructureError as exc:
+        return _fail(exc, EXIT_INFRASTRUCTURE)
+
+
+def _fail(exc: Exception, code: int) -> int:
+    """Print the error as the last line of stderr: after the Spark session (if any) has stopped, so
+    none of its shutdown lines follows it."""
+    _stop_spark()
+    print(one_line(f"error: {exc}"), file=sys.stderr)
+    return code
+
+
+def _stop_spark() -> None:
+    if "pyspark" not in sys.modules:
+        return
+    from pyspark.sql import SparkSession
+
+    session = SparkSession.getActiveSession()
+    if session is not None:
+        session.stop()

@@ -11,26 +11,24 @@ from __future__ import annotations
 import functools
 import multiprocessing
 import os
-import re
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from typing import Any, TypeVar
 
 from jobs.core.errors import UsageError
-from jobs.core.spark import builder_master, map_reduce, spark_info, spark_session
+from jobs.core.spark import LOCAL_MASTER, builder_master, map_reduce, spark_info, spark_session
 from jobs.core.storage import is_local
 
 T = TypeVar("T")
 C = TypeVar("C")
 
 ENGINES = ("auto", "spark", "processes")
-_LOCAL_MASTER = re.compile(r"local(?:\[(\*|\d+)(?:,\s*\d+)?\])?")
 
 
 def local_cores(master: str | None) -> int | None:
     """The cores of a local master (local = 1, local[N] = N, local[*] = this machine's); None for a
     cluster master."""
-    m = _LOCAL_MASTER.fullmatch(builder_master(master).strip())
+    m = LOCAL_MASTER.fullmatch(builder_master(master).strip())
     if not m:
         return None
     if m.group(1) is None:

@@ -14,3 +14,8 @@ class BadInputError(Exception):
 
 class UsageError(Exception):
     """A command-line parameter is invalid; the message names the parameter."""
+
+
+class InfrastructureError(Exception):
+    """A service the stage depends on failed (a store or gateway unreachable mid-run): not the input's
+    fault, so the stage exits 1 and Airflow retries it. The message names the service."""

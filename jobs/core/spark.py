@@ -5,13 +5,17 @@ from __future__ import annotations
 
 import functools
 import os
+import re
 import shutil
+import socket
 import sys
 import tempfile
+import urllib.parse
 from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
 
-from jobs.core.storage import is_local
+from jobs.core.errors import BadInputError, UsageError
+from jobs.core.storage import is_local, probe_store
 
 T = TypeVar("T")
 C = TypeVar("C")
@@ -33,6 +37,87 @@ def storage_env() -> dict[str, str]:
 
 def builder_master(master: str | None) -> str:
     return master or default_master()
+
+
+# The masters Spark accepts (SparkContext.createTaskScheduler): local, local[N], local[*], local[N,F],
+# local-cluster[N,C,M], spark://HOST:PORT[,HOST:PORT...], k8s://..., yarn.
+LOCAL_MASTER = re.compile(r"local(?:\[(\*|\d+)(?:\s*,\s*(\d+))?\])?")
+_LOCAL_CLUSTER = re.compile(r"local-cluster\[\s*(\d+)\s*,\s*(\d+)\s*,\s*(\d+)\s*\]")
+MASTER_FORMS = "local[N], local[*], spark://HOST:PORT, k8s://https://HOST:PORT or yarn"
+MASTER_PROBE_TIMEOUT_S = 4.0
+
+
+def check_master(master: str | None) -> str:
+    """The master a stage's Spark session gets (`master`, else $COLLIDERFLOW_SPARK_MASTER, else
+    local[*]), refused in one line naming where it came from when Spark could not use it here. Found
+    before any work and before a JVM starts: Spark itself reports a bad master as a Java stack trace,
+    and a standalone master that does not answer only after a minute of retries."""
+    value = builder_master(master).strip()
+    from_env = not master and bool(os.environ.get("COLLIDERFLOW_SPARK_MASTER"))
+    problem = _master_problem(value)
+    if problem:
+        raise UsageError(f"{'$COLLIDERFLOW_SPARK_MASTER' if from_env else '--master'} {value}: {problem}")
+    return value
+
+
+def _master_problem(value: str) -> str | None:
+    """Why Spark cannot use the master `value` here (None: it can, as far as one can tell early)."""
+    local = LOCAL_MASTER.fullmatch(value)
+    if local:
+        counts = [int(n) for n in local.groups() if n not in (None, "*")]
+        return "needs at least 1 core (local[N], N >= 1)" if min(counts, default=1) < 1 else None
+    if value.startswith("local-cluster"):
+        cluster = _LOCAL_CLUSTER.fullmatch(value)
+        if cluster and min(int(n) for n in cluster.groups()) >= 1:
+            return None
+        return "expected local-cluster[WORKERS,CORES,MEMORY_MB], each >= 1"
+    if value.startswith("spark://"):
+        return _standalone_problem(value.removeprefix("spark://"))
+    if value.startswith("k8s://"):  # the API server is the driver pod's to reach (in-cluster)
+        return None if value.removeprefix("k8s://").strip("/") else "expected k8s://https://HOST:PORT"
+    if value == "yarn":
+        if os.environ.get("HADOOP_CONF_DIR") or os.environ.get("YARN_CONF_DIR"):
+            return None
+        return "no YARN cluster is configured here (set HADOOP_CONF_DIR or YARN_CONF_DIR)"
+    return f"not a Spark master; use {MASTER_FORMS}"
+
+
+def _standalone_problem(hosts: str) -> str | None:
+    """A standalone master (several, comma-separated, for high availability) that does not accept a
+    TCP connection within MASTER_PROBE_TIMEOUT_S: None as soon as one does."""
+    seen = []
+    for item in hosts.split(","):
+        try:
+            parts = urllib.parse.urlsplit(f"spark://{item.strip()}")
+            host, port = parts.hostname, parts.port
+        except ValueError:
+            host, port = None, None
+        if not host or not port:
+            return f"expected spark://HOST:PORT, got a master without {'a port' if host else 'a host'}"
+        try:
+            socket.create_connection((host, port), timeout=MASTER_PROBE_TIMEOUT_S).close()
+            return None
+        except OSError as exc:
+            seen.append(f"{host}:{port} ({exc.strerror or type(exc).__name__})")
+    return f"no Spark master answers at {', '.join(seen)}"
+
+
+def check_event_log_dir(url: str | None) -> None:
+    """Refuse, before any work, an --event-log-dir that cannot become a directory: an existing file,
+    a file among its parents, an unknown protocol or a store that does not answer."""
+    if not url:
+        return
+    source = f"--event-log-dir {url}"
+    if not is_local(url):
+        probe_store(url, source=source)
+        return
+    path = os.path.abspath(url.removeprefix("file://"))
+    existing = path
+    while not os.path.exists(existing):
+        existing = os.path.dirname(existing)
+    if not os.path.isdir(existing):
+        where = "" if existing == path else f"{existing} "
+        raise BadInputError(source, f"{where}is a file, not a directory")
 
 
 def event_log_url(event_log_dir: str) -> str:
@@ -79,7 +164,7 @@ def spark_session(
     os.environ.setdefault("PYSPARK_DRIVER_PYTHON", sys.executable)
     builder = (
         SparkSession.builder.appName(app_name)
-        .master(builder_master(master))
+        .master(check_master(master))
         .config("spark.ui.enabled", os.environ.get("COLLIDERFLOW_SPARK_UI", "false"))
         .config("spark.sql.session.timeZone", "UTC")
         .config("spark.driver.memory", os.environ.get("COLLIDERFLOW_SPARK_DRIVER_MEMORY", "4g"))

@@ -103,9 +103,30 @@ def _xrootd_options() -> dict[str, Any]:
     return {}
 
 
+STORES_HINT = "use a local path, s3://, oci:// or root://"
+
+
+def check_protocol(url: str, source: str | None = None) -> None:
+    """Refuse, naming `source` (default: the URL), a URL whose protocol fsspec does not know or cannot
+    load here (its package is not installed): found before any work, not as a traceback from the
+    first listing."""
+    protocol = _protocol(url)
+    if protocol == "file":
+        return
+    if protocol not in fsspec.available_protocols():
+        raise BadInputError(source or url, f"unknown storage protocol {protocol}://; {STORES_HINT}")
+    try:
+        fsspec.get_filesystem_class(protocol)
+    except ImportError as exc:
+        raise BadInputError(
+            source or url, f"storage protocol {protocol}:// is not installed here ({_first_line(exc)})"
+        ) from None
+
+
 def filesystem(url: str) -> tuple[fsspec.AbstractFileSystem, str]:
     """The fsspec filesystem of a URL and the path inside it (credentials come from the environment;
     credentials embedded in a URL are refused, since URLs end up in logs and _metrics.json)."""
+    check_protocol(url)
     if "://" in url and urllib.parse.urlsplit(url).password is not None:
         raise UsageError(
             f"{url.split('://', 1)[0]}://...: credentials in a URL are refused; use the environment"
@@ -190,7 +211,9 @@ def probe_store(url: str, *, source: str | None = None, write: bool = False) -> 
     """Before any work: fail at once, in one line naming `source` (default: the URL), when an S3 URL's
     endpoint is unreachable, credentials are missing or refused, or the bucket does not exist; with
     `write`, also when an object cannot be written beside `url`. Other stores report such problems
-    from their first listing (through store_errors), which fails as fast."""
+    from their first listing (through store_errors), which fails as fast. Any URL: its protocol is
+    one fsspec knows (check_protocol)."""
+    check_protocol(url, source)
     if _protocol(url) not in ("s3", "s3a"):
         return
     filesystem(url)  # refuses credentials in the URL
@@ -206,6 +229,22 @@ def probe_store(url: str, *, source: str | None = None, write: bool = False) -> 
             probe = f"{path.rpartition('/')[0] or bucket}/.colliderflow-probe-{uuid.uuid4().hex[:12]}"
             fs.pipe_file(probe, b"")
             fs.rm_file(probe)
+
+
+def check_input_dir(url: str, option: str, expected: str = "") -> None:
+    """Before any work: the input directory `url` given as `option` exists and is a directory, on a
+    store that answers (probe_store). A file in its place (a 0-byte one included) is named as such,
+    not as a missing directory; `expected` (e.g. "the jobs.ingest output") says what belongs there."""
+    source = f"{option} {url}"
+    probe_store(url, source=source)
+    hint = f" (expected {expected})" if expected else ""
+    with store_errors(url, source):
+        fs, path = filesystem(url)
+        if fs.isdir(path):
+            return
+        if fs.exists(path):
+            raise BadInputError(source, f"is a file, not a directory{hint}")
+    raise BadInputError(source, f"no such directory{hint}")
 
 
 def _unstrip(fs: fsspec.AbstractFileSystem, path: str, template: str) -> str:

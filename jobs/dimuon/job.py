@@ -53,6 +53,7 @@ log = logging.getLogger("jobs.dimuon")
 
 MASS_RANGE = (0.25, 300.0)
 DEFAULT_MASS_BINS = 2000
+MAX_MASS_BINS = 100_000  # 50x the default; a billion bins would need 8 GB per histogram
 DEFAULT_CHUNK_ENTRIES = 2_000_000
 DEFAULT_TREES = ("Events", "events")
 
@@ -227,8 +228,9 @@ def run(
     """Run the reduction and write the output contract into `output` atomically; returns metrics."""
     if schema != "auto" and schema not in SCHEMA_BRANCHES:
         raise UsageError(f"--schema: unknown schema {schema!r} (choose auto, {', '.join(SCHEMA_BRANCHES)})")
-    if mass_bins < 1:
-        raise UsageError(f"--mass-bins must be >= 1, got {mass_bins}")
+    cli.check_range(mass_bins, "--mass-bins", 1, MAX_MASS_BINS)
+    cli.check_range(chunk_entries, "--chunk-entries", 1)
+    cli.check_range(partitions, "--partitions", 1, cli.MAX_PARTITIONS)
     if spark is None:
         choose_engine(engine, master, event_log_dir)  # a wrong combination fails before any work
     check_writable(output)

@@ -281,10 +281,9 @@ def run(
 ) -> dict:
     """Ingest the inputs (CLASS=URL items) into `output` atomically; returns the metrics. The tight
     muons come from collection `muon_branch` (None: MuonTight if the files hold it, else Muon)."""
-    if chunk_entries < 1:
-        raise UsageError(f"--chunk-entries must be >= 1, got {chunk_entries}")
-    if batch_entries < 1:
-        raise UsageError(f"--batch-entries must be >= 1, got {batch_entries}")
+    cli.check_range(chunk_entries, "--chunk-entries", 1)
+    cli.check_range(batch_entries, "--batch-entries", 1)
+    cli.check_range(partitions, "--partitions", 1, cli.MAX_PARTITIONS)
     check_writable(output)
     t0 = time.perf_counter()
     files = {

@@ -19,11 +19,10 @@ from collections.abc import Sequence
 from typing import Any
 
 from jobs.core import cli
-from jobs.core.errors import UsageError
-from jobs.core.storage import atomic_output_dir, check_writable, write_json
+from jobs.core.storage import atomic_output_dir, check_input_dir, check_writable, write_json
 from jobs.metrics.eventlog import read_applications
 from jobs.metrics.plots import stage_plots
-from jobs.metrics.pushgateway import push
+from jobs.metrics.pushgateway import check_gateway_url, push
 from jobs.metrics.report import render_html
 from jobs.metrics.summary import build_summary, find_stage_outputs, load_stage_times
 
@@ -39,12 +38,15 @@ def collect(
     stage_times: str | None = None,
     pushgateway: str | None = None,
 ) -> dict[str, Any]:
-    """Write report.html, the plots and summary.json into `output` (atomically); push if asked."""
+    """Write report.html, the plots and summary.json into `output` (atomically); push if asked. The
+    push comes before the commit: a gateway that cannot be reached (an InfrastructureError, retried)
+    leaves no report with _SUCCESS behind, so the retry redoes both."""
     t0 = time.perf_counter()
     times = load_stage_times(stage_times)
     dag_id = dag_id or times.get("dag_id") or "unknown"
     run_id = run_id or times.get("run_id") or run_dir.rstrip("/").rsplit("/", 1)[-1]
     output = output or f"{run_dir.rstrip('/')}/report"
+    check_input_dir(run_dir, "--run-dir")  # first: a file as --run-dir is not an --output problem
     check_writable(output)
     outputs = find_stage_outputs(run_dir)
     log_errors: list[dict[str, str]] = []
@@ -60,6 +62,8 @@ def collect(
         with open(os.path.join(staging, "report.html"), "w") as f:
             f.write(render_html(summary, plots, staging))
         write_json(os.path.join(staging, "summary.json"), summary)
+        if pushgateway:
+            push(summary, pushgateway)
     log.info(
         "report: %s/report.html (%d stages, %d Spark applications, %d plots)",
         output,
@@ -67,8 +71,6 @@ def collect(
         len(apps),
         len(plots),
     )
-    if pushgateway:
-        push(summary, pushgateway)
     return summary
 
 
@@ -98,8 +100,8 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     args.pushgateway = (args.pushgateway or "").strip() or os.environ.get("COLLIDERFLOW_PUSHGATEWAY") or None
-    if args.pushgateway and "://" not in args.pushgateway:
-        raise UsageError(f"--pushgateway: expected a URL like http://host:9091, got {args.pushgateway!r}")
+    if args.pushgateway:
+        check_gateway_url(args.pushgateway)
     collect(
         args.run_dir,
         args.output,

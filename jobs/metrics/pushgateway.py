@@ -4,10 +4,12 @@ rerun replaces its series. The metric names are a contract with the dashboards (
 from __future__ import annotations
 
 import logging
+import urllib.error
+import urllib.parse
 from collections.abc import Sequence
 from typing import Any
 
-from jobs.core.errors import BadInputError
+from jobs.core.errors import BadInputError, InfrastructureError, UsageError
 
 log = logging.getLogger("jobs.metrics")
 
@@ -90,8 +92,17 @@ def prometheus_registry(summary: dict[str, Any]):
     return reg
 
 
+def check_gateway_url(url: str) -> None:
+    """Refuse, before any work, a --pushgateway that is not an http(s)://HOST[:PORT] URL."""
+    parts = urllib.parse.urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.netloc:
+        raise UsageError(f"--pushgateway: expected a URL like http://host:9091, got {url!r}")
+
+
 def push(summary: dict[str, Any], url: str, timeout: float = 10.0) -> None:
-    """Replace this run's group (job=colliderflow, dag, run) on the Pushgateway: a rerun overwrites."""
+    """Replace this run's group (job=colliderflow, dag, run) on the Pushgateway: a rerun overwrites.
+    A gateway that refuses the push as malformed (HTTP 4xx: a wrong URL path) is the setting's fault
+    (BadInputError); one that cannot be reached or fails (5xx) is an outage (InfrastructureError)."""
     from prometheus_client import push_to_gateway
 
     grouping = {"dag": summary["dag_id"], "run": summary["run_id"]}
@@ -99,6 +110,14 @@ def push(summary: dict[str, Any], url: str, timeout: float = 10.0) -> None:
         push_to_gateway(
             url, job=PUSH_JOB, registry=prometheus_registry(summary), grouping_key=grouping, timeout=timeout
         )
+    except urllib.error.HTTPError as exc:
+        problem = f"the Pushgateway refused the push (HTTP {exc.code} {exc.reason})"
+        if exc.code < 500:
+            raise BadInputError(f"--pushgateway {url}", problem) from None
+        raise InfrastructureError(f"--pushgateway {url}: {problem}") from None
     except OSError as exc:
-        raise BadInputError(url, f"--pushgateway: push failed ({exc})") from None
+        reason = getattr(exc, "reason", None) or exc
+        raise InfrastructureError(
+            f"--pushgateway {url}: cannot reach the Pushgateway ({reason}); the report was not committed"
+        ) from None
     log.info("pushed run metrics to %s (job=%s, dag=%s, run=%s)", url, PUSH_JOB, *grouping.values())

@@ -10,7 +10,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from jobs.core.errors import BadInputError
-from jobs.core.storage import METRICS_FILE, filesystem
+from jobs.core.storage import METRICS_FILE, check_input_dir, filesystem
 from jobs.metrics.eventlog import ApplicationSummary
 
 SKIP_DIRS = {"report", "spark-events", "checkpoints", "tensorboard", "model.keras"}
@@ -58,9 +58,8 @@ def _read_json(fs, path: str) -> Any:
 def find_stage_outputs(run_dir: str) -> dict[str, dict[str, Any]]:
     """Output directories below the run directory holding a _metrics.json or history.json, keyed by
     their path relative to the run directory; with the parsed files and the PNGs found there."""
+    check_input_dir(run_dir, "--run-dir")
     fs, root = filesystem(run_dir)
-    if not fs.isdir(root):
-        raise BadInputError(run_dir, "--run-dir: no such directory")
     root = root.rstrip("/")
     out: dict[str, dict[str, Any]] = {}
     for path in sorted(fs.find(root)):

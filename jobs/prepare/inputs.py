@@ -10,7 +10,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 from jobs.core.errors import BadInputError
-from jobs.core.storage import check_complete, filesystem, is_local
+from jobs.core.storage import check_complete, check_input_dir, filesystem, is_local
 from jobs.dltrigger_schema import (
     CLASS_TITLES,
     ENTRY_COLUMN,
@@ -123,10 +123,9 @@ def _footer(fs, path: str, url: str) -> tuple[int, bool]:
 
 def list_inputs(url: str) -> list[InputFile]:
     """Every Parquet file under the ingestion output `url`, planned and checked (see the module)."""
+    check_input_dir(url, "--input", "the jobs.ingest output")
     fs, root = filesystem(url)
     root = root.rstrip("/")
-    if not fs.isdir(root):
-        raise BadInputError(url, "no such directory (expected the jobs.ingest output)")
     paths = sorted(
         p for p in fs.find(root)
         if p.endswith(".parquet") and not p.rsplit("/", 1)[-1].startswith((".", "_"))

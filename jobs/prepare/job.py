@@ -143,8 +143,7 @@ def run(
         raise UsageError(
             f"--particle-scaling: choose {' or '.join(PARTICLE_SCALINGS)}, got {particle_scaling!r}"
         )
-    if shuffle_partitions is not None and shuffle_partitions < 1:
-        raise UsageError(f"--shuffle-partitions must be >= 1, got {shuffle_partitions}")
+    cli.check_range(shuffle_partitions, "--shuffle-partitions", 1, cli.MAX_PARTITIONS)
     layout = resolve_layout(layout, particle_scaling)
     check_writable(output)
     t0 = time.perf_counter()

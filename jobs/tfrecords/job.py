@@ -37,6 +37,7 @@ from jobs.core.storage import (
     IOStats,
     atomic_output_dir,
     check_complete,
+    check_input_dir,
     check_writable,
     filesystem,
     merge_io,
@@ -160,9 +161,8 @@ def plan(input_url: str, compression: str) -> tuple[list[ShardTask], str]:
     part file of every split present, checked for the contract's columns on the driver (footers
     only, read in parallel), in sorted order so shard k is file k; and the set's particle layout
     (every file must agree)."""
+    check_input_dir(input_url, "--input", "a jobs.prepare output")
     fs, root = filesystem(input_url)
-    if not fs.isdir(root):
-        raise BadInputError(input_url, "no such directory (expected a jobs.prepare output)")
     suffix = ".tfrecord.gz" if compression == "gzip" else ".tfrecord"
     tasks: list[ShardTask] = []
     for split in SPLITS:
