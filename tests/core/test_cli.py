@@ -5,17 +5,22 @@ found before any computation. Real subprocesses (`python -m jobs.<stage>`) on re
 from __future__ import annotations
 
 import importlib
+import logging
 import multiprocessing
 import os
 import re
+import socket
 import subprocess
 import sys
+import time
 
 import pytest
 
 from jobs.core import storage
-from jobs.core.cli import MESSAGE_LIMIT, one_line
-from jobs.core.errors import BadInputError
+from jobs.core.cli import MESSAGE_LIMIT, check_range, check_url, one_line, run
+from jobs.core.errors import BadInputError, InfrastructureError, UsageError
+from jobs.core.spark import MASTER_PROBE_TIMEOUT_S, check_event_log_dir, check_master
+from jobs.core.storage import STORES_HINT
 from tests.conftest import ROOT
 
 STAGES = ("dimuon", "ingest", "prepare", "tfrecords", "train", "evaluate", "metrics", "generate")
@@ -196,3 +201,128 @@ def test_a_lost_commit_race_is_one_clear_line(tmp_path):
     assert files == sorted(["_SUCCESS", *(f"part-{k}" for k in range(20))])
     assert len({open(os.path.join(url, f"part-{k}")).read() for k in range(20)}) == 1
     assert os.listdir(tmp_path) == ["shared-output"]
+
+
+# --- checks before any work: the Spark master, the event-log directory, URLs, input dirs, bounds -------
+
+
+def closed_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]  # nothing listens once it is closed
+
+
+@pytest.mark.parametrize(
+    "master", ["local", "local[1]", "local[*]", "local[2,3]", "local-cluster[2,1,512]", "k8s://https://k:443"]
+)
+def test_usable_masters_pass(master):
+    assert check_master(master) == master
+
+
+@pytest.mark.parametrize(
+    ("master", "problem"),
+    [
+        ("bogus://nowhere", "not a Spark master; use local[N]"),
+        ("yarn", "no YARN cluster is configured here"),
+        ("local[0]", "needs at least 1 core"),
+        ("local[2,0]", "needs at least 1 core"),
+        ("local-cluster[0,1,512]", "expected local-cluster[WORKERS,CORES,MEMORY_MB]"),
+        ("spark://127.0.0.1", "expected spark://HOST:PORT, got a master without a port"),
+        ("k8s://", "expected k8s://https://HOST:PORT"),
+    ],
+)
+def test_unusable_masters_are_named(master, problem, monkeypatch):
+    monkeypatch.delenv("HADOOP_CONF_DIR", raising=False)
+    monkeypatch.delenv("YARN_CONF_DIR", raising=False)
+    with pytest.raises(UsageError) as err:
+        check_master(master)
+    assert str(err.value).startswith(f"--master {master}: ") and problem in str(err.value)
+
+
+def test_yarn_is_accepted_once_configured(monkeypatch, tmp_path):
+    monkeypatch.setenv("YARN_CONF_DIR", str(tmp_path))
+    assert check_master("yarn") == "yarn"
+
+
+def test_a_standalone_master_that_does_not_answer_is_found_in_seconds():
+    port, other = closed_port(), closed_port()
+    t0 = time.perf_counter()
+    with pytest.raises(UsageError, match=f"no Spark master answers at 127.0.0.1:{port} .*127.0.0.1:{other}"):
+        check_master(f"spark://127.0.0.1:{port},127.0.0.1:{other}")
+    assert time.perf_counter() - t0 < 2 * MASTER_PROBE_TIMEOUT_S
+    with socket.socket() as listening:  # one live master of an HA list is enough
+        listening.bind(("127.0.0.1", 0))
+        listening.listen()
+        live = f"spark://127.0.0.1:{port},127.0.0.1:{listening.getsockname()[1]}"
+        assert check_master(live) == live
+
+
+def test_a_master_from_the_environment_is_named_as_such(monkeypatch):
+    monkeypatch.setenv("COLLIDERFLOW_SPARK_MASTER", "local[0]")
+    with pytest.raises(UsageError, match=r"^\$COLLIDERFLOW_SPARK_MASTER local\[0\]: "):
+        check_master(None)
+    with pytest.raises(UsageError, match=r"^--master bogus: "):  # the option wins over the variable
+        check_master("bogus")
+
+
+def test_event_log_dir_must_be_able_to_become_a_directory(not_a_dir, tmp_path):
+    check_event_log_dir(None)
+    check_event_log_dir(str(tmp_path / "new" / "events"))  # created by Spark later, not here
+    assert not (tmp_path / "new").exists()
+    with pytest.raises(BadInputError, match=f"^--event-log-dir {not_a_dir}: is a file, not a directory$"):
+        check_event_log_dir(str(not_a_dir))
+    with pytest.raises(BadInputError, match=f"{not_a_dir} is a file, not a directory$"):
+        check_event_log_dir(str(not_a_dir / "events"))
+    with pytest.raises(BadInputError, match="unknown storage protocol foo://"):
+        check_event_log_dir("foo://bucket/events")
+
+
+def test_unknown_storage_protocols_are_refused_naming_the_option(tmp_path):
+    for url in ("foo://x/y", "bogus://"):
+        with pytest.raises(BadInputError) as err:
+            storage.filesystem(url)
+        assert str(err.value) == f"{url}: unknown storage protocol {url.split(':')[0]}://; {STORES_HINT}"
+        with pytest.raises(BadInputError, match=rf"^--input {url}: unknown storage protocol"):
+            check_url(url, "--input")
+    for url in (str(tmp_path), f"file://{tmp_path}", "s3://bucket/key", "root://host//path"):
+        assert check_url(url, "--input") == url
+
+
+def test_input_dir_is_a_directory_not_a_file(tmp_path):
+    zero = tmp_path / "zero"
+    zero.write_bytes(b"")
+    storage.check_input_dir(str(tmp_path), "--input")
+    with pytest.raises(BadInputError, match=f"^--input {zero}: is a file, not a directory \\(expected X\\)$"):
+        storage.check_input_dir(str(zero), "--input", "X")
+    with pytest.raises(BadInputError, match=f"^--run-dir {tmp_path}/nope: no such directory$"):
+        storage.check_input_dir(str(tmp_path / "nope"), "--run-dir")
+
+
+def test_check_range():
+    check_range(None, "--partitions", 1, 10)
+    check_range(10, "--partitions", 1, 10)
+    with pytest.raises(UsageError, match=r"^--partitions must be between 1 and 10, got -3$"):
+        check_range(-3, "--partitions", 1, 10)
+    with pytest.raises(UsageError, match=r"^--mass-bins must be >= 1, got 0$"):
+        check_range(0, "--mass-bins", 1)
+
+
+# --- the exit code tells bad input (2, not retried) from an infrastructure fault (1, retried) ----------
+
+
+@pytest.mark.parametrize(
+    ("error", "code"),
+    [
+        (BadInputError("--input x", "no such directory"), 2),
+        (UsageError("--partitions must be >= 1, got 0"), 2),
+        (InfrastructureError("--pushgateway http://h:9091: cannot reach the Pushgateway"), 1),
+    ],
+)
+def test_run_prints_one_last_line_and_the_exit_code(error, code, capsys):
+    def main(argv):
+        raise error
+
+    assert run(main, []) == code
+    assert capsys.readouterr().err.splitlines()[-1] == f"error: {error}"
+    # py4j's "Closing down clientserver connection" (INFO, at interpreter exit) cannot follow it
+    assert not logging.getLogger("py4j.clientserver").isEnabledFor(logging.INFO)

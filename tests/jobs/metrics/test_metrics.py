@@ -3,12 +3,15 @@ generated NanoAOD sample, the job's _metrics.json and spectrum, and a real Prome
 
 from __future__ import annotations
 
+import http.server
 import json
 import os
+import re
 import shutil
 import socket
 import subprocess
 import sys
+import threading
 import time
 import urllib.request
 
@@ -16,7 +19,8 @@ import numpy as np
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from jobs.core.errors import BadInputError
+from jobs.core import cli
+from jobs.core.errors import BadInputError, InfrastructureError
 from jobs.metrics import job as metrics_job
 from jobs.metrics.eventlog import read_applications
 from jobs.metrics.pushgateway import prometheus_registry
@@ -343,3 +347,63 @@ def test_report_from_a_run_on_object_storage(dimuon_run, bucket):  # noqa: F811 
     written = {p.rsplit("/", 1)[1] for p in fs.find(f"{bucket}/runs/r1/report")}
     assert {"report.html", "summary.json", "_SUCCESS", *summary["plots"]} <= written
     # (an event log aimed at an object store is written locally and copied: tests/core/test_spark.py)
+
+
+# --- the gateway: a bad URL is bad input (exit 2, before any work), an outage an infrastructure fault ---
+
+
+class _Gateway(http.server.BaseHTTPRequestHandler):
+    """A Pushgateway stand-in that answers every push with the status its server was given."""
+
+    def do_PUT(self):
+        self.send_error(self.server.status)
+
+    do_POST = do_PUT
+
+    def log_message(self, *args):
+        pass
+
+
+@pytest.fixture
+def failing_gateway():
+    """Start a gateway answering `status`; yields a function status -> its URL."""
+    servers = []
+
+    def start(status: int) -> str:
+        server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Gateway)
+        server.status = status
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+        servers.append(server)
+        return f"http://127.0.0.1:{server.server_address[1]}"
+
+    yield start
+    for server in servers:
+        server.shutdown()
+
+
+def test_an_unreachable_gateway_is_retried_and_commits_nothing(tmp_path, failing_gateway):
+    run_dir, report = tmp_path / "run", tmp_path / "run" / "report"
+    run_dir.mkdir()
+    for gateway, error, problem in (
+        (f"http://127.0.0.1:{_free_port()}", InfrastructureError, "cannot reach the Pushgateway"),
+        (failing_gateway(503), InfrastructureError, "refused the push (HTTP 503"),
+        (failing_gateway(404), BadInputError, "refused the push (HTTP 404"),
+    ):
+        with pytest.raises(error, match=f"^--pushgateway {gateway}: .*{re.escape(problem)}"):
+            metrics_job.collect(str(run_dir), pushgateway=gateway)
+        assert os.listdir(run_dir) == []  # no report, no staging: the retry redoes both
+    metrics_job.collect(str(run_dir))  # the same run without a gateway commits its report
+    assert (report / "_SUCCESS").exists()
+
+
+def test_the_command_line_exit_codes_of_the_gateway(tmp_path, capsys):
+    for gateway, code, text in (
+        ("foo://x", 2, "--pushgateway: expected a URL like http://host:9091, got 'foo://x'"),
+        ("http://", 2, "--pushgateway: expected a URL like http://host:9091"),
+        (f"http://127.0.0.1:{_free_port()}", 1, "cannot reach the Pushgateway"),
+    ):
+        argv = ["--run-dir", str(tmp_path), "--pushgateway", gateway]
+        assert cli.run(metrics_job.main, argv) == code
+        last = capsys.readouterr().err.splitlines()[-1]
+        assert last.startswith("error: ") and text in last, last
+        assert os.listdir(tmp_path) == []
