@@ -12,14 +12,21 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import tempfile
 from collections.abc import Sequence
 
 from jobs.core import cli
+from jobs.core.commit import check_free_space
+from jobs.core.storage import check_writable, is_local
 
 KINDS = {
     "nanoaod": "jobs.generate.nanoaod",
     "delphes": "jobs.generate.delphes",
 }
+# Bounds on what one command may ask for: a mistyped --events (10^12 filled 3.2 GB a minute) is
+# refused at once; within them the free space is checked against the generator's BYTES_PER_EVENT.
+MAX_EVENTS = 1_000_000_000
+MAX_FILES = 10_000
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -51,11 +58,15 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    if args.events < 1:
-        raise cli.UsageError(f"--events must be >= 1, got {args.events}")
-    if args.files < 1 or args.files > args.events:
+    cli.check_range(args.events, "--events", 1, MAX_EVENTS)
+    cli.check_range(args.files, "--files", 1, MAX_FILES)
+    if args.files > args.events:
         raise cli.UsageError(f"--files must be between 1 and --events, got {args.files}")
+    check_writable(args.output)  # on a store: reachable, bucket there, writable; before any event
     generator = importlib.import_module(args.module)
+    # the files are written beside a local output, or into a local staging directory for a store
+    staging = args.output if is_local(args.output) else tempfile.gettempdir()
+    check_free_space(staging, args.events * generator.BYTES_PER_EVENT, f"--events {args.events}")
     extra = {"muon_branch": args.muon_branch} if args.kind == "delphes" else {}
     generator.generate(events=args.events, output=args.output, files=args.files, seed=args.seed, **extra)
     return 0

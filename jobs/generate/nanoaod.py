@@ -38,6 +38,7 @@ N_MUON_PROBS = np.array([0.04, 0.36, 0.50, 0.07, 0.03])  # P(nMuon = 0..4)
 DECAY_PAIR_PROB = 0.6  # else the two leading muons are unrelated, with random charges
 PT_RESOLUTION = 0.012  # relative muon pT resolution (sigma/pT)
 EVENTS_PER_BASKET = 500_000
+BYTES_PER_EVENT = 45  # on disk (LZ4); 43.4 measured on 200k events, for the free-space check
 
 
 def _continuum_mass(rng: np.random.Generator, n: int) -> np.ndarray:
