@@ -55,6 +55,7 @@ MASS_RANGE = (0.25, 300.0)
 DEFAULT_MASS_BINS = 2000
 MAX_MASS_BINS = 100_000  # 50x the default; a billion bins would need 8 GB per histogram
 DEFAULT_CHUNK_ENTRIES = 2_000_000
+MAX_CHUNK_ENTRIES = 100_000_000  # a task holds one chunk in memory: a few GB at this bound
 DEFAULT_TREES = ("Events", "events")
 
 
@@ -229,7 +230,7 @@ def run(
     if schema != "auto" and schema not in SCHEMA_BRANCHES:
         raise UsageError(f"--schema: unknown schema {schema!r} (choose auto, {', '.join(SCHEMA_BRANCHES)})")
     cli.check_range(mass_bins, "--mass-bins", 1, MAX_MASS_BINS)
-    cli.check_range(chunk_entries, "--chunk-entries", 1)
+    cli.check_range(chunk_entries, "--chunk-entries", 1, MAX_CHUNK_ENTRIES)
     cli.check_range(partitions, "--partitions", 1, cli.MAX_PARTITIONS)
     if spark is None:
         choose_engine(engine, master, event_log_dir)  # a wrong combination fails before any work

@@ -67,6 +67,9 @@ log = logging.getLogger("jobs.ingest")
 
 DEFAULT_CHUNK_ENTRIES = 10_000
 DEFAULT_BATCH_ENTRIES = 1_000
+# A task holds a chunk's input and a batch's features (801 x 19 floats, 61 kB, per event) in memory.
+MAX_CHUNK_ENTRIES = 1_000_000
+MAX_BATCH_ENTRIES = 100_000
 COMPRESSION = "zstd"
 # Parquet writer settings: the dense particle list is 15,219 floats per event, so encoding it in
 # batches of 1 M values (not 1,024) and 4 MB pages cuts the per-batch overhead (≈ 1.15× faster, same bytes)
@@ -281,8 +284,8 @@ def run(
 ) -> dict:
     """Ingest the inputs (CLASS=URL items) into `output` atomically; returns the metrics. The tight
     muons come from collection `muon_branch` (None: MuonTight if the files hold it, else Muon)."""
-    cli.check_range(chunk_entries, "--chunk-entries", 1)
-    cli.check_range(batch_entries, "--batch-entries", 1)
+    cli.check_range(chunk_entries, "--chunk-entries", 1, MAX_CHUNK_ENTRIES)
+    cli.check_range(batch_entries, "--batch-entries", 1, MAX_BATCH_ENTRIES)
     cli.check_range(partitions, "--partitions", 1, cli.MAX_PARTITIONS)
     check_writable(output)
     t0 = time.perf_counter()
