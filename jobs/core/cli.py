@@ -10,11 +10,10 @@ from typing import Any
 
 from jobs.core.errors import BadInputError, InfrastructureError, UsageError
 from jobs.core.spark import check_event_log_dir, check_master
-from jobs.core.storage import check_protocol
 
 __all__ = [
     "BadInputError", "InfrastructureError", "UsageError", "add_bad_file_arg", "add_engine_arg",
-    "add_spark_args", "check_range", "check_url", "new_parser", "parse_kv", "run", "spark_kwargs",
+    "add_spark_args", "check_range", "new_parser", "parse_kv", "run", "spark_kwargs",
 ]  # fmt: skip
 
 EXIT_BAD_INPUT = 2
@@ -94,12 +93,6 @@ def add_bad_file_arg(parser: argparse.ArgumentParser) -> None:
         default="fail",
         help="fail: a bad input file stops the job; skip: leave it out and list it in the outputs",
     )
-
-
-def check_url(url: str, option: str) -> str:
-    """`url` (a path or an fsspec URL given as `option`) if its protocol is one this machine can use."""
-    check_protocol(url, f"{option} {url}")
-    return url
 
 
 # Upper bound of every partition/shard count option: far above any real job's task count, well below

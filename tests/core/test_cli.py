@@ -17,7 +17,7 @@ import time
 import pytest
 
 from jobs.core import storage
-from jobs.core.cli import MESSAGE_LIMIT, check_range, check_url, one_line, run
+from jobs.core.cli import MESSAGE_LIMIT, check_range, one_line, run
 from jobs.core.errors import BadInputError, InfrastructureError, UsageError
 from jobs.core.spark import MASTER_PROBE_TIMEOUT_S, check_event_log_dir, check_master
 from jobs.core.storage import STORES_HINT
@@ -283,9 +283,9 @@ def test_unknown_storage_protocols_are_refused_naming_the_option(tmp_path):
             storage.filesystem(url)
         assert str(err.value) == f"{url}: unknown storage protocol {url.split(':')[0]}://; {STORES_HINT}"
         with pytest.raises(BadInputError, match=rf"^--input {url}: unknown storage protocol"):
-            check_url(url, "--input")
+            storage.check_protocol(url, f"--input {url}")
     for url in (str(tmp_path), f"file://{tmp_path}", "s3://bucket/key", "root://host//path"):
-        assert check_url(url, "--input") == url
+        storage.check_protocol(url, f"--input {url}")
 
 
 def test_input_dir_is_a_directory_not_a_file(tmp_path):
