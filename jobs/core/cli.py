@@ -9,7 +9,6 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from jobs.core.errors import BadInputError, InfrastructureError, UsageError
-from jobs.core.spark import check_event_log_dir, check_master
 
 __all__ = [
     "BadInputError", "InfrastructureError", "UsageError", "add_bad_file_arg", "add_engine_arg",
@@ -77,6 +76,10 @@ def add_engine_arg(parser: argparse.ArgumentParser) -> None:
 def spark_kwargs(args: argparse.Namespace) -> dict[str, Any]:
     """The run() keyword arguments of the options add_spark_args defines, checked before any work: a
     master Spark cannot use here, an event-log directory that cannot be one."""
+    # imported here: the Airflow plugins import this module (EXIT_BAD_INPUT) at every DAG parse, and
+    # jobs.core.spark brings numpy and fsspec
+    from jobs.core.spark import check_event_log_dir, check_master
+
     check_master(args.master)
     check_event_log_dir(args.event_log_dir)
     return {
