@@ -129,27 +129,29 @@ def run(main: Callable[[Sequence[str] | None], int | None], argv: Sequence[str] 
     # py4j's "Closing down clientserver connection" (INFO, at exit) would follow a stage's error line
     for noisy in ("matplotlib", "botocore", "aiobotocore", "s3fs", "urllib3", "fsspec", "py4j"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
+    caller_session = _active_spark()
     try:
         return main(argv) or 0
     except (BadInputError, UsageError) as exc:
-        return _fail(exc, EXIT_BAD_INPUT)
+        return _fail(exc, EXIT_BAD_INPUT, caller_session)
     except InfrastructureError as exc:
-        return _fail(exc, EXIT_INFRASTRUCTURE)
+        return _fail(exc, EXIT_INFRASTRUCTURE, caller_session)
 
 
-def _fail(exc: Exception, code: int) -> int:
-    """Print the error as the last line of stderr: after the Spark session (if any) has stopped, so
-    none of its shutdown lines follows it."""
-    _stop_spark()
+def _fail(exc: Exception, code: int, caller_session: object) -> int:
+    """Print the error as the last line of stderr: after the Spark session the stage started (if any)
+    has stopped, so none of its shutdown lines follows it. A session the caller already held (an
+    in-process caller's) is theirs and left running."""
+    session = _active_spark()
+    if session is not None and session is not caller_session:
+        session.stop()
     print(one_line(f"error: {exc}"), file=sys.stderr)
     return code
 
 
-def _stop_spark() -> None:
+def _active_spark() -> object:
     if "pyspark" not in sys.modules:
-        return
+        return None
     from pyspark.sql import SparkSession
 
-    session = SparkSession.getActiveSession()
-    if session is not None:
-        session.stop()
+    return SparkSession.getActiveSession()

@@ -341,6 +341,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     inputs = [url for item in args.input for url in item.split()]  # one templated string may hold several
+    choose_engine(args.engine, args.master, args.event_log_dir)  # the static check before the master probe
     run(
         inputs,
         args.output,
