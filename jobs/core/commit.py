@@ -1,24 +1,413 @@
-"""How a stage's output gets written: checks before writing (free space).
-
-(Started by helper C with check_free_space only; helper A moves the commit functions of
-jobs/core/storage.py here.)
+"""How a stage's output gets written: which output it may claim (never an input, never a folder it
+did not write), how the output replaces a previous one (atomic at every instant), and how the
+leftovers of writers that died are reclaimed. docs/outputs.md tells the whole story.
 """
 
 from __future__ import annotations
 
+import contextlib
+import ctypes
+import datetime
+import errno
+import json
+import logging
 import os
+import posixpath
 import shutil
+import socket
+import tempfile
+import time
+import uuid
+from collections.abc import Iterable, Iterator
+from importlib import metadata
 
-from jobs.core.errors import BadInputError
-from jobs.core.storage import is_local
+import fsspec
+
+from jobs.core.errors import BadInputError, UsageError
+from jobs.core.storage import (
+    COMMITTING_MARKER,
+    GLOB_CHARS,
+    SUCCESS_MARKER,
+    filesystem,
+    is_local,
+    probe_store,
+    write_json,
+)
+
+log = logging.getLogger(__name__)
+
+# Written into every output before _SUCCESS: a folder holding it was written by a colliderflow stage,
+# so a later run may replace it. A non-empty folder without it is never replaced.
+OWNER_MARKER = "_COLLIDERFLOW"
+# A staging or old folder of a writer on another machine (whose process cannot be checked from here),
+# or one of a version that did not record its writer, is reclaimed once it is this old.
+LEFTOVER_AGE_S = 24 * 3600
 
 
-def _size(nbytes: float) -> str:
-    for unit in ("B", "KB", "MB", "GB", "TB"):
-        if nbytes < 1000 or unit == "TB":
-            return f"{nbytes:.1f} {unit}" if unit != "B" else f"{int(nbytes)} B"
-        nbytes /= 1000
-    raise AssertionError("unreachable")
+# --- which output a stage may claim --------------------------------------------------------------------
+
+
+def claim_output(
+    output: str, inputs: Iterable[str], option: str = "--output", *, inside: bool = False
+) -> None:
+    """Refuse, before any work, an output that cannot be written, that is, contains or lies inside one
+    of `inputs` (after symlinks and `..`; for URLs the same store, bucket and prefix; a glob input by
+    the folder its pattern starts in), or that is an existing non-empty folder no colliderflow stage
+    wrote. `inside`: the output folder itself is written into (train's model folder)."""
+    check_writable(output, option, inside=inside)
+    for source in inputs:
+        how = relation(output, source)
+        if how:
+            raise BadInputError(
+                f"{option} {output}", f"{how} the input {source}; a stage never writes over its inputs: "
+                f"choose another {option}"
+            )  # fmt: skip
+    check_owned(output, option)
+
+
+def check_contained(output: str, container: str, option: str, container_option: str) -> None:
+    """Refuse an output that is `container` or contains it (an output inside it is fine): jobs.metrics'
+    report lives in the run directory whose stage outputs it reads."""
+    how = relation(output, container)
+    if how and how != "lies inside":
+        raise BadInputError(
+            f"{option} {output}",
+            f"{how} {container_option} {container}: choose a folder inside it or elsewhere",
+        )
+
+
+def check_owned(output: str, option: str = "--output") -> None:
+    """Refuse an existing non-empty output folder without OWNER_MARKER (or, on a store, without the
+    `_COMMITTING` claim of a colliderflow run that failed): it holds someone else's files."""
+    fs, path = filesystem(output)
+    path = path.rstrip("/")
+    fs.invalidate_cache(path)
+    if not fs.isdir(path):
+        return
+    names = {p.rstrip("/").rsplit("/", 1)[-1] for p in fs.ls(path, detail=False)}
+    if not names or names & {OWNER_MARKER, COMMITTING_MARKER}:
+        return
+    raise BadInputError(
+        f"{option} {output}",
+        f"an existing folder that no colliderflow stage wrote (no {OWNER_MARKER} marker); "
+        "it is never replaced: choose a new or empty folder",
+    )
+
+
+def relation(output: str, source: str) -> str:
+    """How `output` sits relative to `source`: 'is the same folder as', 'contains', 'lies inside' or ''."""
+    out_store, out_path = _location(output)
+    in_store, in_path = _location(source)
+    if out_store != in_store:
+        return ""
+    if out_path == in_path:
+        return "is the same folder as"
+    if in_path.startswith(out_path.rstrip("/") + "/"):
+        return "contains"
+    if out_path.startswith(in_path.rstrip("/") + "/"):
+        return "lies inside"
+    return ""
+
+
+def _location(url: str) -> tuple[str, str]:
+    """(store, normalised path) of a URL or path: a local path with its symlinks and `..` resolved, a
+    URL's path normalised; a glob stands for the folder where its pattern starts."""
+    if is_local(url):
+        path = _before_glob(url.removeprefix("file://"), os.sep)
+        return "file", os.path.realpath(path or ".")
+    protocol, _, rest = url.partition("://")
+    return protocol.lower(), posixpath.normpath("/" + _before_glob(rest, "/")).rstrip("/") or "/"
+
+
+def _before_glob(path: str, sep: str) -> str:
+    parts = path.split(sep)
+    for i, part in enumerate(parts):
+        if GLOB_CHARS & set(part):
+            return sep.join(parts[:i])
+    return path
+
+
+def check_writable(url: str, option: str = "--output", *, inside: bool = False) -> None:
+    """Fail at once, naming the option, when `url` cannot become an output directory (checked before
+    any computation, not found out at the end of it): the path is a file, a parent is a file, or the
+    directory it would be created in (`inside`: the directory itself, when it exists) refuses a
+    write. On an object store: the endpoint answers, the credentials work, the bucket exists and
+    takes an object beside the output (probe_store)."""
+    if not is_local(url):
+        probe_store(url, source=f"{option} {url}", write=True)
+        return
+    path = os.path.abspath(fsspec.core.url_to_fs(url)[1])
+    if os.path.exists(path) and not os.path.isdir(path):
+        raise BadInputError(f"{option} {url}", "exists and is not a directory")
+    target = path if inside and os.path.isdir(path) else os.path.dirname(path)
+    while not os.path.exists(target):
+        target = os.path.dirname(target)
+    if not os.path.isdir(target):
+        raise BadInputError(f"{option} {url}", f"{target} is a file, not a directory")
+    try:
+        os.rmdir(tempfile.mkdtemp(prefix=".colliderflow-probe-", dir=target))
+    except OSError as exc:
+        raise BadInputError(f"{option} {url}", f"cannot write into {target} ({exc.strerror})") from None
+
+
+def mark_output(directory: str, stage: str | None = None) -> None:
+    """Write OWNER_MARKER into an output folder (a local path or a URL): who wrote it and when."""
+    if is_local(directory):
+        os.makedirs(directory.removeprefix("file://"), exist_ok=True)
+    write_json(f"{directory.rstrip('/')}/{OWNER_MARKER}", _owner_record(stage))
+
+
+def _owner_record(stage: str | None = None) -> dict[str, str]:
+    return {
+        "stage": stage or _stage_name(),
+        "written_at": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
+        "version": _version(),
+    }
+
+
+def _stage_name() -> str:
+    import sys
+
+    spec = getattr(sys.modules.get("__main__"), "__spec__", None)
+    return spec.name.removesuffix(".__main__") if spec else "colliderflow"
+
+
+def _version() -> str:
+    try:
+        return metadata.version("colliderflow")
+    except metadata.PackageNotFoundError:
+        return "unknown"
+
+
+# --- leftovers of writers that died --------------------------------------------------------------------
+
+
+def _start_time(pid: int) -> str:
+    """The start time of process `pid` (field 22 of /proc/PID/stat, in clock ticks since boot), which
+    tells a live writer from a later process that reuses its pid; '' when there is no such process."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[19]
+    except (OSError, IndexError):
+        return ""
+
+
+def _host() -> str:
+    return "".join(c if c.isalnum() or c in ".-" else "-" for c in socket.gethostname()) or "host"
+
+
+def _owned_name(final: str, kind: str) -> str:
+    """`.<name>.<kind>-<pid>-<start>-<random>@<host>`: the writer is in the name, nothing inside the
+    folder (which becomes the output)."""
+    pid = os.getpid()
+    return f".{os.path.basename(final)}.{kind}-{pid}-{_start_time(pid) or 0}-{uuid.uuid4().hex[:8]}@{_host()}"
+
+
+def _writer_is_gone(name: str, mtime: float) -> bool:
+    """Whether the writer of a leftover named by _owned_name is dead: its process is gone or is a later
+    one with the same pid (same machine), or the folder is older than LEFTOVER_AGE_S (another machine,
+    or a name without a writer, from an older version)."""
+    stem, at, host = name.rpartition("@")
+    fields = stem.rsplit("-", 3)
+    if not (at and host == _host() and len(fields) == 4 and fields[1].isdigit()):
+        return time.time() - mtime > LEFTOVER_AGE_S
+    started = _start_time(int(fields[1]))
+    return not started or fields[2] not in ("0", started)
+
+
+def reclaim_leftovers(final: str) -> list[str]:
+    """Remove the staging and old folders beside a local output whose writers are gone (killed mid-run
+    or mid-commit); those of a live writer are left alone. Returns what was removed."""
+    parent = os.path.dirname(os.path.abspath(final)) or "."
+    prefixes = tuple(f".{os.path.basename(final)}.{kind}-" for kind in ("staging", "old"))
+    removed = []
+    with contextlib.suppress(FileNotFoundError):
+        for entry in os.scandir(parent):
+            if not entry.name.startswith(prefixes) or not entry.is_dir(follow_symlinks=False):
+                continue
+            with contextlib.suppress(FileNotFoundError):
+                if _writer_is_gone(entry.name, entry.stat(follow_symlinks=False).st_mtime):
+                    shutil.rmtree(entry.path, ignore_errors=True)
+                    removed.append(entry.path)
+    for path in removed:
+        log.info("removed %s, left by a writer that is gone", path)
+    return removed
+
+
+# --- replacing a local output --------------------------------------------------------------------------
+
+_RENAME_NOREPLACE, _RENAME_EXCHANGE = 1, 2
+_AT_FDCWD = -100
+_LIBC = ctypes.CDLL(None, use_errno=True)
+_renameat2 = getattr(_LIBC, "renameat2", None)
+
+
+def _rename2(src: str, dst: str, flags: int) -> None:
+    if _renameat2 is None:
+        raise OSError(errno.ENOSYS, "renameat2 is not available")
+    if _renameat2(_AT_FDCWD, os.fsencode(src), _AT_FDCWD, os.fsencode(dst), ctypes.c_uint(flags)) != 0:
+        code = ctypes.get_errno()
+        raise OSError(code, os.strerror(code), src, None, dst)
+
+
+def _swap_into_place(staging: str, final: str) -> None:
+    """Put a finished staging folder at `final` in one step: renamed if nothing is there, else
+    exchanged with the previous output (renameat2 RENAME_EXCHANGE), which then sits at the staging
+    path, to be removed. No instant without a complete output at `final`. Where the kernel or the
+    filesystem cannot exchange, two renames (with a short window; docs/outputs.md)."""
+    try:
+        _rename2(staging, final, _RENAME_NOREPLACE)
+        return
+    except FileExistsError:
+        pass
+    except OSError as exc:
+        if exc.errno not in (errno.ENOSYS, errno.EINVAL):
+            raise
+        return _replace_by_two_renames(staging, final)
+    _rename2(staging, final, _RENAME_EXCHANGE)
+
+
+def _replace_by_two_renames(staging: str, final: str) -> None:
+    """The fallback: the old output moved aside, the new one renamed in, the old one removed."""
+    old: str | None = os.path.join(os.path.dirname(os.path.abspath(final)), _owned_name(final, "old"))
+    try:
+        os.replace(final, old)
+    except FileNotFoundError:  # no previous output (or another run just moved it aside)
+        old = None
+    try:
+        os.replace(staging, final)
+    except OSError as exc:
+        if exc.errno not in (errno.ENOTEMPTY, errno.EEXIST):
+            raise
+        raise BadInputError(
+            final, "another run committed this output at the same moment; it is in place, this run's "
+            "result was discarded"
+        ) from None  # fmt: skip
+    finally:
+        if old:
+            shutil.rmtree(old, ignore_errors=True)
+
+
+def _local_staging(final: str) -> str:
+    parent = os.path.dirname(os.path.abspath(final)) or "."
+    os.makedirs(parent, exist_ok=True)
+    reclaim_leftovers(final)
+    staging = os.path.join(parent, _owned_name(final, "staging"))
+    umask = os.umask(0)
+    os.umask(umask)
+    os.mkdir(staging, 0o777 & ~umask)
+    return staging
+
+
+def _seal(directory: str) -> None:
+    """The owner marker, then _SUCCESS last of all."""
+    mark_output(directory)
+    with open(os.path.join(directory, SUCCESS_MARKER), "w"):
+        pass
+
+
+# --- committing to an object store ---------------------------------------------------------------------
+
+
+def _remote_target(url: str) -> tuple[fsspec.AbstractFileSystem, str]:
+    """The filesystem and the output path inside it (a prefix inside a bucket, not a bucket root)."""
+    fs, path = filesystem(url)
+    path = path.rstrip("/")
+    parent, _, name = path.rpartition("/")
+    if not parent or not name:
+        raise UsageError(f"{url}: an output must be a prefix inside a bucket, not a bucket root")
+    return fs, path
+
+
+def _begin_remote(fs: fsspec.AbstractFileSystem, path: str) -> None:
+    """Claim an object-store output for writing in place: put `_COMMITTING` first, then delete a
+    previous `_SUCCESS` before any other old object, then the rest of a previous output (run
+    directories are unique per run, so there is normally none; a rerun of the same task replaces it).
+    From here until `_publish_remote` every reader refuses the directory."""
+    fs.pipe_file(f"{path}/{COMMITTING_MARKER}", b"")
+    fs.invalidate_cache(path)
+    if fs.exists(f"{path}/{SUCCESS_MARKER}"):
+        fs.rm_file(f"{path}/{SUCCESS_MARKER}")
+    old = [p for p in fs.find(path) if p.rsplit("/", 1)[-1] != COMMITTING_MARKER]
+    if old:
+        fs.rm(old)
+
+
+def _publish_remote(fs: fsspec.AbstractFileSystem, path: str) -> None:
+    """Mark a complete in-place output: the owner marker, `_SUCCESS` written last of all the data,
+    then the `_COMMITTING` claim removed. Nothing is copied: the parts already are where readers
+    find them."""
+    fs.pipe_file(f"{path}/{OWNER_MARKER}", (json.dumps(_owner_record(), indent=2) + "\n").encode())
+    fs.pipe_file(f"{path}/{SUCCESS_MARKER}", b"")
+    fs.rm_file(f"{path}/{COMMITTING_MARKER}")
+    fs.invalidate_cache(path)
+
+
+def _drop_remote(fs: fsspec.AbstractFileSystem, path: str) -> None:
+    """Remove what a failed run wrote in place, `_COMMITTING` last. If the cleanup itself fails (the
+    store went away, often why the run failed) the claim stays, readers keep refusing the directory,
+    and the run's own error is the one reported."""
+    with contextlib.suppress(Exception):
+        fs.invalidate_cache(path)
+        rest = [p for p in fs.find(path) if p.rsplit("/", 1)[-1] != COMMITTING_MARKER]
+        if rest:
+            fs.rm(rest)
+        fs.rm_file(f"{path}/{COMMITTING_MARKER}")
+    fs.invalidate_cache(path)
+
+
+@contextlib.contextmanager
+def _remote_in_place(url: str) -> Iterator[tuple[fsspec.AbstractFileSystem, str]]:
+    """Claim, then publish (or, on failure, drop) an object-store output written in place."""
+    fs, path = _remote_target(url)
+    _begin_remote(fs, path)
+    try:
+        yield fs, path
+        _publish_remote(fs, path)
+    except BaseException:
+        _drop_remote(fs, path)
+        raise
+
+
+# --- the one way an output gets written ------------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def atomic_output_dir(url: str, *, shared: bool = False) -> Iterator[str]:
+    """Yield the directory to write an output into; on success it is complete under `url` with
+    OWNER_MARKER and `_SUCCESS` (replacing a previous output), on failure nothing under `url` reads
+    as complete.
+
+    Local `url`: a hidden staging folder beside it (its name says which process writes it), swapped
+    into place in one step (_swap_into_place); the leftovers of dead writers are reclaimed first.
+    Object store: there is no rename, but run directories are unique per run, so the output is
+    written in place: `_COMMITTING` first, parts at their final keys, `_SUCCESS` last (readers refuse
+    the directory until then, see check_complete; a failure removes what was written). By default
+    the yielded directory is a local one, uploaded once at the end; with `shared=True` it is the
+    output URL itself, for outputs that Spark executors on other machines write into through
+    `filesystem()`/fsspec. Either way every byte crosses to the store once, with no server-side copy."""
+    if shared and not is_local(url):
+        with _remote_in_place(url) as (_, path):
+            yield f"{url.split('://', 1)[0]}://{path}"
+        return
+    if is_local(url):
+        check_writable(url)
+        final = fsspec.core.url_to_fs(url)[1]
+        staging = _local_staging(final)
+    else:
+        _remote_target(url)  # a bucket root is refused before any work
+        staging = tempfile.mkdtemp(prefix="colliderflow-staging-")
+    try:
+        yield staging
+        if is_local(url):
+            _seal(staging)
+            _swap_into_place(staging, final)
+        else:
+            with _remote_in_place(url) as (fs, path):
+                fs.put(staging.rstrip("/") + "/", path + "/", recursive=True)
+    finally:
+        if os.path.exists(staging):  # the failed run's files, or the previous output swapped out
+            shutil.rmtree(staging, ignore_errors=True)
 
 
 def check_free_space(url: str, needed_bytes: int, option: str) -> None:
@@ -33,3 +422,11 @@ def check_free_space(url: str, needed_bytes: int, option: str) -> None:
     free = shutil.disk_usage(path).free
     if needed_bytes > free:
         raise BadInputError(option, f"needs ~{_size(needed_bytes)} at {path}, only {_size(free)} free")
+
+
+def _size(nbytes: float) -> str:
+    for unit in ("B", "KB", "MB", "GB", "TB"):
+        if nbytes < 1000 or unit == "TB":
+            return f"{nbytes:.1f} {unit}" if unit != "B" else f"{int(nbytes)} B"
+        nbytes /= 1000
+    raise AssertionError("unreachable")

@@ -1,15 +1,13 @@
-"""One storage layer for every stage: fsspec URLs in (local, s3://, oci://), atomic outputs out, and
-per-file I/O accounting (bytes, read calls, latency) so that storage latency is a measured quantity.
+"""One storage layer for every stage: fsspec URLs in (local, s3://, oci://, root://), how a reader
+knows an output is complete, and per-file I/O accounting (bytes, read calls, latency) so that
+storage latency is a measured quantity. How outputs get written: jobs.core.commit.
 """
 
 from __future__ import annotations
 
 import contextlib
-import errno
 import json
 import os
-import shutil
-import tempfile
 import threading
 import time
 import urllib.parse
@@ -459,112 +457,6 @@ def write_json(path: str, obj: Any) -> None:
     os.replace(tmp, path)
 
 
-def check_writable(url: str, option: str = "--output", *, inside: bool = False) -> None:
-    """Fail at once, naming the option, when `url` cannot become an output directory (checked before
-    any computation, not found out at the end of it): the path is a file, a parent is a file, or the
-    directory it would be created in (`inside`: the directory itself, when it exists) refuses a
-    write. On an object store: the endpoint answers, the credentials work, the bucket exists and
-    takes an object beside the output (probe_store)."""
-    if not is_local(url):
-        probe_store(url, source=f"{option} {url}", write=True)
-        return
-    path = os.path.abspath(fsspec.core.url_to_fs(url)[1])
-    if os.path.exists(path) and not os.path.isdir(path):
-        raise BadInputError(f"{option} {url}", "exists and is not a directory")
-    target = path if inside and os.path.isdir(path) else os.path.dirname(path)
-    while not os.path.exists(target):
-        target = os.path.dirname(target)
-    if not os.path.isdir(target):
-        raise BadInputError(f"{option} {url}", f"{target} is a file, not a directory")
-    try:
-        os.rmdir(tempfile.mkdtemp(prefix=".colliderflow-probe-", dir=target))
-    except OSError as exc:
-        raise BadInputError(f"{option} {url}", f"cannot write into {target} ({exc.strerror})") from None
-
-
-def _replace_local_dir(staging: str, final: str) -> None:
-    """Swap a finished staging directory into place; the old output is removed only afterwards. Two
-    runs committing the same output at the same moment: one wins, the other gets a one-line error
-    (its rename finds the winner's output in place)."""
-    parent = os.path.dirname(os.path.abspath(final)) or "."
-    os.makedirs(parent, exist_ok=True)
-    old: str | None = os.path.join(parent, f".{os.path.basename(final)}.old-{uuid.uuid4().hex[:8]}")
-    try:
-        os.replace(final, old)
-    except FileNotFoundError:  # no previous output (or another run just moved it aside)
-        old = None
-    try:
-        os.replace(staging, final)
-    except OSError as exc:
-        if exc.errno not in (errno.ENOTEMPTY, errno.EEXIST):
-            raise
-        raise BadInputError(
-            final, "another run committed this output at the same moment; it is in place, this run's "
-            "result was discarded"
-        ) from None  # fmt: skip
-    finally:
-        if old:
-            shutil.rmtree(old, ignore_errors=True)
-
-
-def _remote_target(url: str) -> tuple[fsspec.AbstractFileSystem, str]:
-    """The filesystem and the output path inside it (a prefix inside a bucket, not a bucket root)."""
-    fs, path = filesystem(url)
-    path = path.rstrip("/")
-    parent, _, name = path.rpartition("/")
-    if not parent or not name:
-        raise UsageError(f"{url}: an output must be a prefix inside a bucket, not a bucket root")
-    return fs, path
-
-
-def _begin_remote(fs: fsspec.AbstractFileSystem, path: str) -> None:
-    """Claim an object-store output for writing in place: put `_COMMITTING` first, then delete a
-    previous `_SUCCESS` before any other old object, then the rest of a previous output (run
-    directories are unique per run, so there is normally none; a rerun of the same task replaces it).
-    From here until `_publish_remote` every reader refuses the directory."""
-    fs.pipe_file(f"{path}/{COMMITTING_MARKER}", b"")
-    fs.invalidate_cache(path)
-    if fs.exists(f"{path}/{SUCCESS_MARKER}"):
-        fs.rm_file(f"{path}/{SUCCESS_MARKER}")
-    old = [p for p in fs.find(path) if p.rsplit("/", 1)[-1] != COMMITTING_MARKER]
-    if old:
-        fs.rm(old)
-
-
-def _publish_remote(fs: fsspec.AbstractFileSystem, path: str) -> None:
-    """Mark a complete in-place output: `_SUCCESS` written last of all the data, then the
-    `_COMMITTING` claim removed. Nothing is copied: the parts already are where readers find them."""
-    fs.pipe_file(f"{path}/{SUCCESS_MARKER}", b"")
-    fs.rm_file(f"{path}/{COMMITTING_MARKER}")
-    fs.invalidate_cache(path)
-
-
-def _drop_remote(fs: fsspec.AbstractFileSystem, path: str) -> None:
-    """Remove what a failed run wrote in place, `_COMMITTING` last. If the cleanup itself fails (the
-    store went away, often why the run failed) the claim stays, readers keep refusing the directory,
-    and the run's own error is the one reported."""
-    with contextlib.suppress(Exception):
-        fs.invalidate_cache(path)
-        rest = [p for p in fs.find(path) if p.rsplit("/", 1)[-1] != COMMITTING_MARKER]
-        if rest:
-            fs.rm(rest)
-        fs.rm_file(f"{path}/{COMMITTING_MARKER}")
-    fs.invalidate_cache(path)
-
-
-def _commit_remote_dir(local_dir: str, url: str) -> None:
-    """Commit a finished local directory to an object store: claim the target, upload every file once
-    straight to its final key, then `_SUCCESS` (no staging prefix, no server-side copy)."""
-    fs, path = _remote_target(url)
-    _begin_remote(fs, path)
-    try:
-        fs.put(local_dir.rstrip("/") + "/", path + "/", recursive=True)
-        _publish_remote(fs, path)
-    except BaseException:
-        _drop_remote(fs, path)
-        raise
-
-
 def check_complete(url: str, *, required: bool = False) -> None:
     """Refuse a directory that a running or failed object-store write holds (`_COMMITTING` present)
     and, with `required` (a stage reading another stage's output), one without `_SUCCESS`, the
@@ -581,50 +473,3 @@ def check_complete(url: str, *, required: bool = False) -> None:
         raise BadInputError(
             url, f"incomplete output (no {SUCCESS_MARKER}: its writer is running or failed; rerun it)"
         )
-
-
-@contextlib.contextmanager
-def atomic_output_dir(url: str, *, shared: bool = False) -> Iterator[str]:
-    """Yield the directory to write an output into; on success it is complete under `url` with
-    `_SUCCESS` (replacing a previous output), on failure nothing under `url` reads as complete.
-
-    Local `url`: a hidden staging directory beside it, renamed into place (atomic). Object store:
-    there is no rename, but run directories are unique per run, so the output is written in place:
-    `_COMMITTING` first, parts at their final keys, `_SUCCESS` last (readers refuse the directory
-    until then, see check_complete; a failure removes what was written). By default the yielded
-    directory is a local one, uploaded once at the end; with `shared=True` it is the output URL
-    itself, for outputs that Spark executors on other machines write into through
-    `filesystem()`/fsspec. Either way every byte crosses to the store once, with no server-side copy."""
-    if shared and not is_local(url):
-        fs, path = _remote_target(url)
-        _begin_remote(fs, path)
-        try:
-            yield f"{url.split('://', 1)[0]}://{path}"
-            _publish_remote(fs, path)
-        except BaseException:
-            _drop_remote(fs, path)
-            raise
-        return
-    if is_local(url):
-        check_writable(url)
-        final = fsspec.core.url_to_fs(url)[1]
-        parent = os.path.dirname(os.path.abspath(final)) or "."
-        os.makedirs(parent, exist_ok=True)
-        staging = tempfile.mkdtemp(prefix=f".{os.path.basename(final)}.staging-", dir=parent)
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(staging, 0o777 & ~umask)  # mkdtemp's 0700 would make the output private
-    else:
-        _remote_target(url)  # a bucket root is refused before any work
-        staging = tempfile.mkdtemp(prefix="colliderflow-staging-")
-    try:
-        yield staging
-        if is_local(url):
-            with open(os.path.join(staging, SUCCESS_MARKER), "w"):
-                pass
-            _replace_local_dir(staging, final)
-        else:
-            _commit_remote_dir(staging, url)
-    finally:
-        if os.path.exists(staging):
-            shutil.rmtree(staging, ignore_errors=True)

@@ -23,6 +23,7 @@ import uproot
 
 from jobs.core import cli
 from jobs.core.chunks import Partial, fold_good, merger, plan_files, run_chunk, warn_skipped
+from jobs.core.commit import atomic_output_dir, claim_output
 from jobs.core.engine import choose_engine, run_map_reduce
 from jobs.core.errors import BadInputError, UsageError
 from jobs.core.job_metrics import job_metrics
@@ -40,8 +41,6 @@ from jobs.core.rootio import (
 from jobs.core.storage import (
     METRICS_FILE,
     IOStats,
-    atomic_output_dir,
-    check_writable,
     expand_inputs,
     merge_io,
     select_subset,
@@ -234,7 +233,7 @@ def run(
     cli.check_range(partitions, "--partitions", 1, cli.MAX_PARTITIONS)
     if spark is None:
         choose_engine(engine, master, event_log_dir)  # a wrong combination fails before any work
-    check_writable(output)
+    claim_output(output, inputs)
     t0 = time.perf_counter()
     urls = select_subset(expand_inputs(list(inputs), ".root", missing_ok=on_bad_file == "skip"), subset)
     p = plan(urls, schema, tree, chunk_entries, on_bad_file)

@@ -25,11 +25,10 @@ from collections.abc import Sequence
 import numpy as np
 
 from jobs.core import cli
+from jobs.core.commit import atomic_output_dir, claim_output
 from jobs.core.errors import BadInputError, UsageError
 from jobs.core.storage import (
     METRICS_FILE,
-    atomic_output_dir,
-    check_writable,
     filesystem,
     is_local,
     write_json,
@@ -212,7 +211,7 @@ def plot_rejection(curves: dict[str, tuple[np.ndarray, np.ndarray]], path: str) 
 def evaluate(args: argparse.Namespace) -> dict:
     if args.batch_size < 1:
         raise UsageError(f"--batch-size must be positive, got {args.batch_size}")
-    check_writable(args.output)
+    claim_output(args.output, [args.model, args.test])
     scratch = tempfile.mkdtemp(prefix="colliderflow-evaluate-")  # staged test set, model copy
     try:
         return _evaluate(args, scratch)

@@ -21,7 +21,7 @@ import awkward as ak
 import numpy as np
 import uproot
 
-from jobs.core.storage import atomic_output_dir
+from jobs.core.commit import atomic_output_dir
 from jobs.dltrigger_schema import CLASSES, SAMPLES, TREE
 from jobs.generate.nanoaod import _file_events, two_body_decay
 

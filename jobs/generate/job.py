@@ -16,8 +16,8 @@ import tempfile
 from collections.abc import Sequence
 
 from jobs.core import cli
-from jobs.core.commit import check_free_space
-from jobs.core.storage import check_writable, is_local
+from jobs.core.commit import check_free_space, claim_output
+from jobs.core.storage import is_local
 
 KINDS = {
     "nanoaod": "jobs.generate.nanoaod",
@@ -62,7 +62,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     cli.check_range(args.files, "--files", 1, MAX_FILES)
     if args.files > args.events:
         raise cli.UsageError(f"--files must be between 1 and --events, got {args.files}")
-    check_writable(args.output)  # on a store: reachable, bucket there, writable; before any event
+    claim_output(args.output, [])  # on a store: reachable, bucket there, writable; before any event
     generator = importlib.import_module(args.module)
     # the files are written beside a local output, or into a local staging directory for a store
     staging = args.output if is_local(args.output) else tempfile.gettempdir()

@@ -13,7 +13,7 @@ import numpy as np
 import uproot
 
 from jobs.core import physics
-from jobs.core.storage import atomic_output_dir
+from jobs.core.commit import atomic_output_dir
 
 log = logging.getLogger(__name__)
 

@@ -23,6 +23,7 @@ import pyarrow.parquet as pq
 
 from jobs.core import cli
 from jobs.core.chunks import Partial, merger, plan_files, run_chunk, warn_skipped
+from jobs.core.commit import atomic_output_dir, claim_output
 from jobs.core.errors import BadInputError, UsageError
 from jobs.core.job_metrics import job_metrics
 from jobs.core.part_files import PartFile
@@ -32,8 +33,6 @@ from jobs.core.storage import (
     METRICS_FILE,
     SUMMARY_FILE,
     IOStats,
-    atomic_output_dir,
-    check_writable,
     expand_inputs,
     filesystem,
     merge_io,
@@ -287,11 +286,11 @@ def run(
     cli.check_range(chunk_entries, "--chunk-entries", 1, MAX_CHUNK_ENTRIES)
     cli.check_range(batch_entries, "--batch-entries", 1, MAX_BATCH_ENTRIES)
     cli.check_range(partitions, "--partitions", 1, cli.MAX_PARTITIONS)
-    check_writable(output)
+    patterns = parse_inputs(inputs)
+    claim_output(output, [url for urls in patterns.values() for url in urls])
     t0 = time.perf_counter()
     files = {
-        name: select_subset(expand_inputs(patterns, suffix=".root"), subset)
-        for name, patterns in parse_inputs(inputs).items()
+        name: select_subset(expand_inputs(urls, suffix=".root"), subset) for name, urls in patterns.items()
     }
     with atomic_output_dir(output, shared=True) as staging:  # executors write parts straight into it
         p = plan(files, staging, options, chunk_entries, batch_entries, on_bad_file, muon_branch)

@@ -19,7 +19,8 @@ from collections.abc import Sequence
 from typing import Any
 
 from jobs.core import cli
-from jobs.core.storage import atomic_output_dir, check_input_dir, check_writable, write_json
+from jobs.core.commit import atomic_output_dir, check_contained, claim_output
+from jobs.core.storage import check_input_dir, write_json
 from jobs.metrics.eventlog import read_applications
 from jobs.metrics.plots import stage_plots
 from jobs.metrics.pushgateway import check_gateway_url, push
@@ -47,8 +48,9 @@ def collect(
     run_id = run_id or times.get("run_id") or run_dir.rstrip("/").rsplit("/", 1)[-1]
     output = output or f"{run_dir.rstrip('/')}/report"
     check_input_dir(run_dir, "--run-dir")  # first: a file as --run-dir is not an --output problem
-    check_writable(output)
+    check_contained(output, run_dir, "--output", "--run-dir")
     outputs = find_stage_outputs(run_dir)
+    claim_output(output, [f"{run_dir.rstrip('/')}/{key}" for key in outputs if key != "."])
     log_errors: list[dict[str, str]] = []
     apps = read_applications(run_dir.rstrip("/"), errors=log_errors)
     for err in log_errors:

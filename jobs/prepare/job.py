@@ -17,7 +17,7 @@ into the output and hand the training events to Spark's shuffle as packed float3
 last mapInArrow stage writes in shuffled order into the output (jobs.prepare.tasks). Only counts
 come back to the driver. The output (DIR/train/, DIR/test/ and the sidecars _scaler.json,
 _summary.json, _metrics.json, which Parquet readers skip) is complete when _SUCCESS appears
-(jobs.core.storage.atomic_output_dir). Semantics and options: docs/dl-trigger-preparation.md.
+(jobs.core.commit.atomic_output_dir). Semantics and options: docs/dl-trigger-preparation.md.
 """
 
 from __future__ import annotations
@@ -31,14 +31,13 @@ from collections.abc import Sequence
 import numpy as np
 
 from jobs.core import cli
+from jobs.core.commit import atomic_output_dir, claim_output
 from jobs.core.errors import BadInputError, UsageError
 from jobs.core.job_metrics import job_metrics
 from jobs.core.spark import spark_info, spark_session
 from jobs.core.storage import (
     METRICS_FILE,
     SUMMARY_FILE,
-    atomic_output_dir,
-    check_writable,
     filesystem,
     write_json,
 )
@@ -145,7 +144,7 @@ def run(
         )
     cli.check_range(shuffle_partitions, "--shuffle-partitions", 1, cli.MAX_PARTITIONS)
     layout = resolve_layout(layout, particle_scaling)
-    check_writable(output)
+    claim_output(output, [input_url])
     t0 = time.perf_counter()
     files = list_inputs(input_url)
     counts = class_counts(files, input_url)

@@ -13,7 +13,7 @@ driver nor the tasks import TensorFlow. Shaped for a cluster without a shared di
 storage layer reads: the driver plans (file list, footers checked in parallel) and commits; each task
 reads its Parquet file with pyarrow through fsspec and writes its shard straight into the output
 location, visible only when complete; the output is complete when _SUCCESS appears
-(jobs.core.storage.atomic_output_dir). Read it back with jobs.core.tf_readers.read_tfrecords.
+(jobs.core.commit.atomic_output_dir). Read it back with jobs.core.tf_readers.read_tfrecords.
 """
 
 from __future__ import annotations
@@ -28,6 +28,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from jobs.core import cli
+from jobs.core.commit import atomic_output_dir, claim_output
 from jobs.core.errors import BadInputError, UsageError
 from jobs.core.job_metrics import job_metrics
 from jobs.core.spark import map_reduce, spark_info, spark_session
@@ -35,10 +36,8 @@ from jobs.core.storage import (
     METRICS_FILE,
     SUMMARY_FILE,
     IOStats,
-    atomic_output_dir,
     check_complete,
     check_input_dir,
-    check_writable,
     filesystem,
     merge_io,
     write_json,
@@ -211,7 +210,7 @@ def run(
     """Convert every split of a prepared set into TFRecord shards under `output`; returns metrics."""
     if compression not in COMPRESSIONS:
         raise UsageError(f"--compression: choose {' or '.join(COMPRESSIONS)}, got {compression!r}")
-    check_writable(output)
+    claim_output(output, [input_url])
     t0 = time.perf_counter()
     planned, layout = plan(input_url, compression)
     with atomic_output_dir(output, shared=True) as out:  # executors write their shards into it

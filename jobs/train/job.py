@@ -23,12 +23,12 @@ import time
 from collections.abc import Sequence
 
 from jobs.core import cli
+from jobs.core.commit import claim_output, mark_output
 from jobs.core.errors import BadInputError, UsageError
 from jobs.core.storage import (
     GLOB_CHARS,
     METRICS_FILE,
     SUCCESS_MARKER,
-    check_writable,
     filesystem,
     is_local,
     write_json,
@@ -132,7 +132,7 @@ def _check_args(args: argparse.Namespace) -> None:
         raise UsageError(f"--lr must be positive, got {args.lr}")
     if args.checkpoint_every_steps is not None and args.checkpoint_every_steps < 1:
         raise UsageError(f"--checkpoint-every-steps must be >= 1, got {args.checkpoint_every_steps}")
-    check_writable(args.output, inside=True)
+    claim_output(args.output, [args.train, args.test], inside=True)
     parse_lr_after(args.lr_after)
     for option, url in (("--train", args.train), ("--test", args.test)):
         fs, path = filesystem(url)
@@ -231,6 +231,8 @@ def _train(args: argparse.Namespace, cluster: ClusterInfo, scratch: str) -> dict
             check_bucketing_input(local, fmt) if args.bucketing else probe(local, fmt)
         inputs[name] = {"url": url, "fmt": fmt, "local": local, "shard": shard, "staged": staged}
     train_fmt, test_fmt = inputs["train"]["fmt"], inputs["test"]["fmt"]
+    if cluster.is_chief:
+        mark_output(args.output)  # the model folder is a colliderflow output from here on
     if mirror and cluster.is_chief:
         mirror.remove(SUCCESS_MARKER)  # the inputs are good: the output changes from here on
 

@@ -16,7 +16,7 @@ import time
 
 import pytest
 
-from jobs.core import storage
+from jobs.core import commit, storage
 from jobs.core.cli import MESSAGE_LIMIT, check_range, one_line, run
 from jobs.core.errors import BadInputError, InfrastructureError, UsageError
 from jobs.core.spark import MASTER_PROBE_TIMEOUT_S, check_event_log_dir, check_master
@@ -173,7 +173,7 @@ def _commit_many(args) -> list[str]:
     for i in range(rounds):
         barrier.wait()
         try:
-            with storage.atomic_output_dir(url) as staging:
+            with commit.atomic_output_dir(url) as staging:
                 for n in range(20):
                     with open(os.path.join(staging, f"part-{n}"), "w") as f:
                         f.write(f"{tag}-{i}")
@@ -198,7 +198,7 @@ def test_a_lost_commit_race_is_one_clear_line(tmp_path):
         assert "another run committed this output at the same moment" in e and url in e and "\n" not in e
     # whatever won, the output is one run's complete output, and no staging or old copy is left
     files = sorted(os.listdir(url))
-    assert files == sorted(["_SUCCESS", *(f"part-{k}" for k in range(20))])
+    assert files == sorted(["_COLLIDERFLOW", "_SUCCESS", *(f"part-{k}" for k in range(20))])
     assert len({open(os.path.join(url, f"part-{k}")).read() for k in range(20)}) == 1
     assert os.listdir(tmp_path) == ["shared-output"]
 

@@ -110,7 +110,7 @@ def test_output_contract(spark, testdata, tmp_path):
     out = str(tmp_path / "out")
     dimuon.run([testdata("uproot-HZZ.root")], out, spark=spark)
     assert sorted(os.listdir(out)) == [
-        "_SUCCESS", "_metrics.json", "cutflow.json", "dimuon_mass.png", "histograms.root",
+        "_COLLIDERFLOW", "_SUCCESS", "_metrics.json", "cutflow.json", "dimuon_mass.png", "histograms.root",
     ]  # fmt: skip
     f = uproot.open(f"{out}/histograms.root")
     h = f["dimuon_mass"]

@@ -40,7 +40,8 @@ def test_output_contract(trained, tmp_path):
             "--history", trained["history"], "--bucketing"]  # fmt: skip
     assert _run(argv) == 0
     assert sorted(os.listdir(out)) == [
-        "_SUCCESS", "_metrics.json", "loss.png", "predictions.npz", "roc.png", "roc_rejection.png",
+        "_COLLIDERFLOW", "_SUCCESS", "_metrics.json", "loss.png", "predictions.npz", "roc.png",
+        "roc_rejection.png",
     ]  # fmt: skip
     for png in ("loss.png", "roc.png", "roc_rejection.png"):
         assert (out / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

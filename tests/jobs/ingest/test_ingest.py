@@ -241,6 +241,7 @@ def test_hand_cutflow_and_labels(hand):
     assert sorted(e for (f, e) in rows if f == paths["qcd"]) == [0, 1, 5, 6]
     assert {rows[(paths[n], 0)][0] for n in CLASSES} == {0, 1, 2}
     assert sorted(os.listdir(out)) == [
+        "_COLLIDERFLOW",
         "_SUCCESS",
         "_metrics.json",
         "_summary.json",

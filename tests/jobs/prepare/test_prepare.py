@@ -122,7 +122,7 @@ def test_undersampling_exact_and_summary(runs):
     kept = np.bincount(np.concatenate([train["label"], test["label"]]).argmax(axis=1), minlength=3)
     assert kept.tolist() == [N_MIN] * 3
     assert sorted(os.listdir(runs["a"])) == [
-        "_SUCCESS", "_metrics.json", "_scaler.json", "_summary.json", "test", "train",
+        "_COLLIDERFLOW", "_SUCCESS", "_metrics.json", "_scaler.json", "_summary.json", "test", "train",
     ]  # fmt: skip
     with open(os.path.join(runs["a"], "_metrics.json")) as f:
         m = json.load(f)

@@ -100,7 +100,7 @@ def test_prepare_and_tfrecords_on_s3_equal_a_local_run(spark, bucket, s3_env, tm
         for key in ("hlf", "gru", "label", "n"):
             np.testing.assert_array_equal(a[key], b[key], err_msg=f"{split}/{key}")
     assert sorted(os.listdir(remote)) == [
-        "_SUCCESS", "_metrics.json", "_scaler.json", "_summary.json", "test", "train",
+        "_COLLIDERFLOW", "_SUCCESS", "_metrics.json", "_scaler.json", "_summary.json", "test", "train",
     ]  # fmt: skip
 
     shards = download(f"{s3_root}/tfr", tmp_path / "remote-tfr")
