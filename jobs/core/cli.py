@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
+import signal
 import sys
+import threading
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -130,12 +133,31 @@ def run(main: Callable[[Sequence[str] | None], int | None], argv: Sequence[str] 
     for noisy in ("matplotlib", "botocore", "aiobotocore", "s3fs", "urllib3", "fsspec", "py4j"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
     caller_session = _active_spark()
+    with _sigterm_unwinds():
+        try:
+            return main(argv) or 0
+        except (BadInputError, UsageError) as exc:
+            return _fail(exc, EXIT_BAD_INPUT, caller_session)
+        except InfrastructureError as exc:
+            return _fail(exc, EXIT_INFRASTRUCTURE, caller_session)
+
+
+@contextlib.contextmanager
+def _sigterm_unwinds():
+    """SIGTERM (Airflow stopping a task, Kubernetes evicting a pod) raises SystemExit(143) instead of
+    killing the process outright, so every `finally` runs: a staging folder is removed, not left."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGTERM, _exit_on_sigterm)
     try:
-        return main(argv) or 0
-    except (BadInputError, UsageError) as exc:
-        return _fail(exc, EXIT_BAD_INPUT, caller_session)
-    except InfrastructureError as exc:
-        return _fail(exc, EXIT_INFRASTRUCTURE, caller_session)
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _exit_on_sigterm(signum: int, frame: object) -> None:
+    raise SystemExit(128 + signum)
 
 
 def _fail(exc: Exception, code: int, caller_session: object) -> int:

@@ -145,9 +145,21 @@ def check_writable(url: str, option: str = "--output", *, inside: bool = False) 
     if not os.path.isdir(target):
         raise BadInputError(f"{option} {url}", f"{target} is a file, not a directory")
     try:
-        os.rmdir(tempfile.mkdtemp(prefix=".colliderflow-probe-", dir=target))
+        _probe_write(target)
     except OSError as exc:
         raise BadInputError(f"{option} {url}", f"cannot write into {target} ({exc.strerror})") from None
+
+
+def _probe_write(directory: str) -> None:
+    """Create something in `directory` and remove it: an unnamed file (O_TMPFILE), which a writer
+    killed at this point cannot leave behind; a probe folder where the filesystem has no O_TMPFILE."""
+    try:
+        os.close(os.open(directory, os.O_TMPFILE | os.O_WRONLY, 0o600))
+        return
+    except OSError as exc:
+        if exc.errno not in (errno.EOPNOTSUPP, errno.EISDIR, errno.EINVAL):
+            raise
+    os.rmdir(tempfile.mkdtemp(prefix=".colliderflow-probe-", dir=directory))
 
 
 def mark_output(directory: str, stage: str | None = None) -> None:

@@ -3,7 +3,15 @@ killing the writer at each step of its commit), leftovers of dead writers, the o
 
 from __future__ import annotations
 
+import concurrent.futures
+import json
 import os
+import pathlib
+import shutil
+import signal
+import subprocess
+import sys
+import time
 
 import pytest
 
@@ -11,6 +19,8 @@ from jobs.core import commit, storage
 from jobs.core.errors import BadInputError, UsageError
 from tests.core.test_storage import executor_env, keys, write_files
 from tests.s3_recording import copies, recorded_requests, uploaded_bytes
+
+ROOT = pathlib.Path(__file__).resolve().parents[2]
 
 # --- atomic commit to the object store ----------------------------------------------------------------
 
@@ -214,3 +224,186 @@ def test_spark_executors_write_into_shared_staging(spark, bucket, s3_env):
 def test_bucket_root_is_not_an_output(bucket):
     with pytest.raises(UsageError, match="not a bucket root"), commit.atomic_output_dir(f"s3://{bucket}"):
         pass
+
+
+# --- a local replace is atomic at every instant: the writer killed at each step of its commit ---------
+
+WRITER = """
+import os, sys
+from jobs.core import commit
+out, tag, begin = sys.argv[1:4]
+open(begin, "w").close()
+with commit.atomic_output_dir(out) as d:
+    for n in range(3):
+        with open(os.path.join(d, f"part-{n}"), "w") as f:
+            f.write(tag)
+"""
+TRACED = "rename,renameat,renameat2,unlink,unlinkat,rmdir,openat,mkdir,mkdirat"
+STRACE = shutil.which("strace")
+
+
+def _write(out: pathlib.Path, tag: str, *strace_args: str) -> subprocess.CompletedProcess:
+    begin = out.parent / "begin"
+    cmd = [sys.executable, "-c", WRITER, str(out), tag, str(begin)]
+    if strace_args:
+        cmd = [STRACE, "-f", "-qq", *strace_args, *cmd]
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=120, cwd=ROOT)
+
+
+def _commit_steps(tmp_path: pathlib.Path) -> list[tuple[str, int, str]]:
+    """(syscall, its ordinal in the writer's main thread, the call) of every file-system step the writer
+    takes on the output's folder after it starts: found by tracing one real replace."""
+    tmp_path.mkdir()
+    out = tmp_path / "out"
+    assert _write(out, "old").returncode == 0
+    trace = tmp_path / "trace"
+    assert _write(out, "new", "-o", str(trace), "-e", f"trace={TRACED}").returncode == 0
+    lines = trace.read_text().splitlines()
+    main_pid = lines[0].split()[0]
+    counts: dict[str, int] = {}
+    steps, started = [], False
+    for line in lines:
+        pid, _, call = line.partition(" ")
+        name = call.strip().split("(", 1)[0]
+        if pid != main_pid or name not in TRACED.split(","):
+            continue
+        counts[name] = counts.get(name, 0) + 1
+        started = started or str(tmp_path / "begin") in call
+        if started and (str(tmp_path) in call or name in ("unlinkat", "rmdir")):
+            steps.append((name, counts[name], call.strip()))
+    return steps
+
+
+def _files(directory: pathlib.Path) -> dict[str, str]:
+    return {p.name: p.read_text() for p in directory.iterdir()} if directory.is_dir() else {}
+
+
+def _kill_and_look(case: pathlib.Path, name: str, nth: int, call: str) -> str:
+    """Replace an output with the writer killed at its `nth` `name` syscall: what a reader then sees
+    ('old' or 'new', asserted complete), and that the next run commits and leaves no leftover."""
+    old = {**{f"part-{n}": "old" for n in range(3)}, "_SUCCESS": ""}
+    new = {**old, **{f"part-{n}": "new" for n in range(3)}}
+    case.mkdir()
+    out = case / "out"
+    assert _write(out, "old").returncode == 0
+    killed = _write(out, "new", "-o", os.devnull, "-e", f"inject={name}:signal=SIGKILL:when={nth}")
+    assert killed.returncode != 0, f"not killed at {call}"
+    files = _files(out)
+    assert files.pop(commit.OWNER_MARKER, None), f"killed at {call}: {sorted(files)}"
+    assert files in (old, new), f"killed at {call}: a reader sees {files}"
+    assert _write(out, "again").returncode == 0  # the next run commits and reclaims the leftover
+    assert sorted(p.name for p in case.iterdir()) == ["begin", "out"], f"killed at {call}"
+    return "new" if files == new else "old"
+
+
+@pytest.mark.skipif(STRACE is None, reason="strace is installed by tests/services/install.sh")
+def test_a_reader_sees_the_old_or_the_new_output_whatever_step_the_writer_dies_at(tmp_path):
+    steps = _commit_steps(tmp_path / "dry")
+    assert {"renameat2", "unlinkat", "rmdir", "mkdir", "openat"} <= {s[0] for s in steps}, steps
+    with concurrent.futures.ThreadPoolExecutor(2) as pool:
+        seen = set(pool.map(lambda k: _kill_and_look(tmp_path / f"k{k}", *steps[k]), range(len(steps))))
+    assert seen == {"old", "new"}  # killed before the swap and after it
+
+
+def test_sigterm_removes_the_staging_folder(tmp_path):
+    out = tmp_path / "out"
+    script = (
+        "import sys, time\nfrom jobs.core import cli, commit\n"
+        "def main(argv):\n"
+        f"    with commit.atomic_output_dir({str(out)!r}) as d:\n"
+        "        open(d + '/part', 'w').close(); print('ready', flush=True); time.sleep(60)\n"
+        "sys.exit(cli.run(main, []))\n"
+    )
+    proc = subprocess.Popen([sys.executable, "-c", script], cwd=ROOT, stdout=subprocess.PIPE, text=True)
+    assert proc.stdout.readline().strip() == "ready"
+    assert any(p.name.startswith(".out.staging-") for p in tmp_path.iterdir())
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(timeout=30) == 143
+    assert list(tmp_path.iterdir()) == []
+
+
+# --- leftovers of dead writers are reclaimed, a live writer's never --------------------------------------
+
+
+def _leftover(parent: pathlib.Path, name: str, age_s: float = 0) -> pathlib.Path:
+    path = parent / name
+    path.mkdir()
+    (path / "part").write_text("x")
+    if age_s:
+        t = time.time() - age_s
+        os.utime(path, (t, t))
+    return path
+
+
+def test_leftovers_of_dead_writers_go_live_ones_stay(tmp_path):
+    host = commit._host()
+    dead = _finished_pid()
+    live = subprocess.Popen(["sleep", "60"])
+    try:
+        start = commit._start_time(live.pid)
+        day = commit.LEFTOVER_AGE_S + 60
+        gone = [
+            _leftover(tmp_path, f".out.staging-{dead}-1234-0123abcd@{host}"),
+            _leftover(tmp_path, f".out.old-{live.pid}-{int(start) + 1}-0123abcd@{host}"),  # pid reused
+            _leftover(tmp_path, ".out.staging-a1b2c3d4@elsewhere", age_s=day),
+            _leftover(tmp_path, ".out.old-0123abcd", age_s=day),  # an older version's, no writer recorded
+        ]
+        kept = [
+            _leftover(tmp_path, f".out.staging-{live.pid}-{start}-0123abcd@{host}"),
+            _leftover(tmp_path, f".out.staging-{dead}-1-0123abcd@another-host"),  # cannot be checked: young
+            _leftover(tmp_path, ".out.staging-x1y2z3w4"),
+            _leftover(tmp_path, f".other.staging-{dead}-1234-0123abcd@{host}"),  # another output's
+        ]
+        with commit.atomic_output_dir(str(tmp_path / "out")) as d:
+            pathlib.Path(d, "part").write_text("new")
+        assert not any(p.exists() for p in gone)
+        assert all(p.exists() for p in kept)
+    finally:
+        live.kill()
+
+
+def _finished_pid() -> int:
+    proc = subprocess.Popen(["true"])
+    proc.wait()
+    return proc.pid
+
+
+# --- which output a stage may claim ----------------------------------------------------------------------
+
+
+def test_relation_resolves_symlinks_dots_globs_and_prefixes(tmp_path):
+    data = tmp_path / "data"
+    (data / "nano").mkdir(parents=True)
+    (tmp_path / "link").symlink_to(data / "nano")
+    rel = commit.relation
+    assert rel(str(data / "nano"), str(tmp_path / "link")) == "is the same folder as"
+    assert rel(str(data), str(tmp_path / "link")) == "contains"
+    assert rel(str(data / "nano" / "out"), str(tmp_path / "link")) == "lies inside"
+    assert rel(str(data / "x" / ".." / "nano"), str(data / "nano")) == "is the same folder as"
+    assert rel(str(data / "nano"), str(data / "nano" / "*.root")) == "is the same folder as"
+    assert rel(str(data / "nano2"), str(data / "nano")) == ""
+    assert rel("s3://b/runs/out", "s3://b/runs/out/x.parquet") == "contains"
+    assert rel("s3://b/runs/output", "s3://b/runs/out") == ""  # a prefix on `/` boundaries only
+    assert rel("s3://b/runs/out", "s3://other/runs/out") == ""
+    assert rel("s3://b/a/../runs", "s3://b/runs/out/*.root") == "contains"
+    assert rel("s3://b/runs", str(data)) == ""
+
+
+def test_claim_refuses_inputs_and_folders_no_stage_wrote(tmp_path):
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "a.root").write_text("x")
+    for output, phrase in ((data, "is the same folder as"), (tmp_path, "contains")):
+        with pytest.raises(BadInputError, match=phrase) as err:
+            commit.claim_output(str(output), [str(data / "*.root")])
+        assert str(output) in str(err.value) and str(data) in str(err.value)
+    foreign = tmp_path / "foreign"
+    foreign.mkdir()
+    commit.claim_output(str(foreign), [])  # empty: fine
+    (foreign / "notes.txt").write_text("mine")
+    with pytest.raises(BadInputError, match="no colliderflow stage wrote"):
+        commit.claim_output(str(foreign), [])
+    with commit.atomic_output_dir(str(tmp_path / "ours")) as d:
+        pathlib.Path(d, "part").write_text("1")
+    commit.claim_output(str(tmp_path / "ours"), [str(data)])  # a previous output: replaceable
+    assert json.loads((tmp_path / "ours" / commit.OWNER_MARKER).read_text())["version"]

@@ -1,10 +1,12 @@
 #!/usr/bin/env bash
 # Debian services the tests start on loopback (a real Prometheus Pushgateway, an XRootD server for
-# root:// inputs: tests/xrootd.py). Idempotent.
+# root:// inputs: tests/xrootd.py) and strace (kills a writer at each step of its commit:
+# tests/core/test_commit.py). Idempotent.
 set -euo pipefail
 need=()
 command -v prometheus-pushgateway >/dev/null 2>&1 || need+=(prometheus-pushgateway)
 command -v xrootd >/dev/null 2>&1 || need+=(xrootd-server)
+command -v strace >/dev/null 2>&1 || need+=(strace)
 if [ ${#need[@]} -gt 0 ]; then
   if [ "$(id -u)" = 0 ]; then SUDO=""; else SUDO="sudo"; fi
   $SUDO apt-get update -qq
