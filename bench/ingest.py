@@ -99,13 +99,15 @@ def oracle(inputs: dict[str, str], events: int) -> float:
 
 
 def run_ingest(inputs: dict[str, str], output: str, args: argparse.Namespace) -> tuple[dict, dict]:
-    """One jobs.ingest run with its own Spark session (JVM start included): (metrics, peak RSS)."""
+    """One jobs.ingest run on `--engine` (spark: its own Spark session, JVM start included; processes:
+    worker processes): (metrics, peak RSS)."""
     with PeakRSS() as peak:
         metrics = ingest.run(
             [f"{n}={u}" for n, u in inputs.items()],
             output,
             master=args.master,
             chunk_entries=args.chunk_entries,
+            engine=args.engine,
         )
     return metrics, peak.as_dict()
 
@@ -116,6 +118,9 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--small-events", type=int, default=None, help="the small input (default events/10)")
     parser.add_argument("--files", type=int, default=4, help="files per class")
     parser.add_argument("--master", default="local[2]")
+    parser.add_argument(
+        "--engine", choices=["spark", "processes"], default="spark", help="where jobs.ingest's tasks run"
+    )
     parser.add_argument("--chunk-entries", type=int, default=ingest.DEFAULT_CHUNK_ENTRIES)
     parser.add_argument("--sample-events", type=int, default=3000, help="in-process events per class")
     parser.add_argument("--oracle-events", type=int, default=600, help="oracle events per class")

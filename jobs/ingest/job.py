@@ -24,11 +24,11 @@ import pyarrow.parquet as pq
 from jobs.core import cli
 from jobs.core.chunks import Partial, merger, plan_files, run_chunk, warn_skipped
 from jobs.core.commit import atomic_output_dir, claim_output
+from jobs.core.engine import choose_engine, run_map_reduce
 from jobs.core.errors import BadInputError, UsageError
 from jobs.core.job_metrics import job_metrics
 from jobs.core.part_files import PartFile
 from jobs.core.rootio import Chunk, branch_names, iterate_arrays, kind, open_table, require_branches
-from jobs.core.spark import map_reduce, spark_info, spark_session
 from jobs.core.storage import (
     METRICS_FILE,
     SUMMARY_FILE,
@@ -246,12 +246,6 @@ def plan(
     return Plan(items, bad, io, check.muon_branch)
 
 
-def _active_session():
-    from pyspark.sql import SparkSession
-
-    return SparkSession.getActiveSession()
-
-
 def class_summary(name: str, files: list[str], bad: dict[str, str], flow: np.ndarray | None) -> dict:
     flow = np.zeros(len(CUTS), np.int64) if flow is None else flow
     return {
@@ -280,12 +274,16 @@ def run(
     master: str | None = None,
     event_log_dir: str | None = None,
     spark_conf: dict[str, str] | None = None,
+    engine: str = "auto",
 ) -> dict:
     """Ingest the inputs (CLASS=URL items) into `output` atomically; returns the metrics. The tight
-    muons come from collection `muon_branch` (None: MuonTight if the files hold it, else Muon)."""
+    muons come from collection `muon_branch` (None: MuonTight if the files hold it, else Muon). The
+    tasks run where `engine` says (jobs.core.engine): worker processes or Spark, same output."""
     cli.check_range(chunk_entries, "--chunk-entries", 1, MAX_CHUNK_ENTRIES)
     cli.check_range(batch_entries, "--batch-entries", 1, MAX_BATCH_ENTRIES)
     cli.check_range(partitions, "--partitions", 1, cli.MAX_PARTITIONS)
+    if spark is None:
+        choose_engine(engine, master, event_log_dir)  # a wrong combination fails before any work
     patterns = parse_inputs(inputs)
     claim_output(output, [url for urls in patterns.values() for url in urls])
     t0 = time.perf_counter()
@@ -294,21 +292,23 @@ def run(
     }
     with atomic_output_dir(output, shared=True) as staging:  # executors write parts straight into it
         p = plan(files, staging, options, chunk_entries, batch_entries, on_bad_file, muon_branch)
-        own_spark = spark is None and _active_session() is None  # never stop a session we did not start
-        if spark is None:
-            spark = _active_session() or spark_session(
-                "colliderflow-ingest", master, event_log_dir, spark_conf
+        total, info = (
+            run_map_reduce(
+                engine,
+                "colliderflow-ingest",
+                p.items,
+                _process,
+                merger(merge_outs),
+                spark=spark,
+                master=master,
+                event_log_dir=event_log_dir,
+                spark_conf=spark_conf,
+                partitions=partitions,
+                urls=[url for urls in files.values() for url in urls],
             )
-        try:
-            total = (
-                map_reduce(spark, p.items, _process, merger(merge_outs), partitions)
-                if p.items
-                else Partial[ChunkOut]()
-            )
-            info = spark_info(spark)
-        finally:
-            if own_spark:
-                spark.stop()
+            if p.items
+            else (Partial[ChunkOut](), {"engine": "none"})
+        )
         if total.bad and on_bad_file == "fail":
             url = sorted(total.bad)[0]
             raise BadInputError(url, total.bad[url])
@@ -426,14 +426,17 @@ def build_parser() -> argparse.ArgumentParser:
     )
     cli.add_bad_file_arg(parser)
     cli.add_spark_args(parser)
+    cli.add_engine_arg(parser)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    choose_engine(args.engine, args.master, args.event_log_dir)  # the static check before the master probe
     run(
         args.input,
         args.output,
+        engine=args.engine,
         options=Options(args.physical_phi_wrap, args.mt_sqrt, args.lepton_choice),
         muon_branch=args.muon_branch,
         on_bad_file=args.on_bad_file,

@@ -19,6 +19,7 @@ location, visible only when complete; the output is complete when _SUCCESS appea
 from __future__ import annotations
 
 import argparse
+import functools
 import logging
 import time
 from collections.abc import Sequence
@@ -29,9 +30,9 @@ import numpy as np
 
 from jobs.core import cli
 from jobs.core.commit import atomic_output_dir, claim_output
+from jobs.core.engine import choose_engine, run_map_reduce
 from jobs.core.errors import BadInputError, UsageError
 from jobs.core.job_metrics import job_metrics
-from jobs.core.spark import map_reduce, spark_info, spark_session
 from jobs.core.storage import (
     METRICS_FILE,
     SUMMARY_FILE,
@@ -206,24 +207,31 @@ def run(
     master: str | None = None,
     event_log_dir: str | None = None,
     spark_conf: dict[str, str] | None = None,
+    engine: str = "auto",
 ) -> dict:
-    """Convert every split of a prepared set into TFRecord shards under `output`; returns metrics."""
+    """Convert every split of a prepared set into TFRecord shards under `output`; returns metrics. The
+    tasks run where `engine` says (jobs.core.engine): worker processes or Spark, same shards."""
     if compression not in COMPRESSIONS:
         raise UsageError(f"--compression: choose {' or '.join(COMPRESSIONS)}, got {compression!r}")
+    if spark is None:
+        choose_engine(engine, master, event_log_dir)  # a wrong combination fails before any work
     claim_output(output, [input_url])
     t0 = time.perf_counter()
     planned, layout = plan(input_url, compression)
     with atomic_output_dir(output, shared=True) as out:  # executors write their shards into it
         tasks = [ShardTask(t.split, t.source, f"{out}/{t.target}") for t in planned]
-        own_spark = spark is None
-        if own_spark:
-            spark = spark_session("colliderflow-tfrecords", master, event_log_dir, spark_conf)
-        try:
-            total = map_reduce(spark, tasks, lambda t: convert_file(t, compression), _merge)
-            info = spark_info(spark)
-        finally:
-            if own_spark:
-                spark.stop()
+        total, info = run_map_reduce(
+            engine,
+            "colliderflow-tfrecords",
+            tasks,
+            functools.partial(convert_file, compression=compression),
+            _merge,
+            spark=spark,
+            master=master,
+            event_log_dir=event_log_dir,
+            spark_conf=spark_conf,
+            urls=[input_url],
+        )
         if total.bad:
             url = sorted(total.bad)[0]
             raise BadInputError(url, total.bad[url])
@@ -286,15 +294,18 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--output", required=True, help="output directory (replaced atomically)")
     parser.add_argument("--compression", choices=COMPRESSIONS, default="gzip", help="shard compression")
     cli.add_spark_args(parser)
+    cli.add_engine_arg(parser)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    choose_engine(args.engine, args.master, args.event_log_dir)  # the static check before the master probe
     run(
         args.input,
         args.output,
         compression=args.compression,
+        engine=args.engine,
         **cli.spark_kwargs(args),
     )
     return 0

@@ -422,6 +422,27 @@ def test_equals_oracle_for_every_event(generated, many_tasks):
     assert n_checked == len(rows) > 2000
 
 
+def test_worker_processes_write_what_spark_writes(generated, many_tasks, tmp_path):
+    """The engine seam: the same plan on worker processes (no JVM) gives the same rows and summary as
+    on Spark, and the metrics say which engine ran it."""
+    out = tmp_path / "processes"
+    metrics = ingest.run(
+        inputs_for(generated), str(out), engine="processes", master="local[2]", chunk_entries=350,
+        batch_entries=200,
+    )  # fmt: skip
+    assert metrics["spark"]["engine"] == "processes" and metrics["spark"]["workers"] == 2
+    got, want = read_output(out), read_output(many_tasks)
+    assert got.keys() == want.keys()
+    for key, (label, hlf, particles) in got.items():
+        assert label == want[key][0]
+        np.testing.assert_array_equal(hlf, want[key][1])
+        np.testing.assert_array_equal(particles, want[key][2])
+    assert json.loads((out / "_summary.json").read_text()) == json.loads(
+        (many_tasks / "_summary.json").read_text()
+    )
+    assert sorted(os.listdir(out / "label=1")) == sorted(os.listdir(many_tasks / "label=1"))
+
+
 def test_one_task_equals_many(generated, many_tasks, tmp_path, spark):
     out = tmp_path / "one"
     ingest.run(inputs_for(generated), str(out), spark=spark, chunk_entries=10_000, partitions=1)

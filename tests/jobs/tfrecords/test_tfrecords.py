@@ -170,6 +170,25 @@ def test_round_trip_bit_for_bit_through_tf_data(spark, prepared, tmp_path, compr
     assert sum(int(y.shape[0]) for _, y in batched) == summary["splits"]["train"]["records"]
 
 
+def test_worker_processes_write_the_same_shards_as_spark(spark, prepared, tmp_path):
+    """The engine seam: every shard, byte for byte, and the summary are the same on worker processes
+    (no JVM) as on Spark."""
+    runs = {}
+    for engine in ("spark", "processes"):
+        out = tmp_path / engine
+        kw = {"spark": spark} if engine == "spark" else {"engine": engine, "master": "local[2]"}
+        runs[engine] = tfrecords.run(prepared, str(out), **kw)
+        assert runs[engine]["spark"].get("engine", "spark") == engine
+    for split in ("train", "test"):
+        names = sorted(os.listdir(tmp_path / "spark" / split))
+        assert names and names == sorted(os.listdir(tmp_path / "processes" / split))
+        for name in names:
+            a, b = (tmp_path / e / split / name for e in ("spark", "processes"))
+            assert a.read_bytes() == b.read_bytes(), f"{split}/{name}"
+    summaries = [json.loads((tmp_path / e / "_summary.json").read_text()) for e in ("spark", "processes")]
+    assert summaries[0] == summaries[1]
+
+
 def test_bad_input(spark, prepared, tmp_path):
     with pytest.raises(UsageError, match="--compression"):
         tfrecords.run(prepared, str(tmp_path / "o"), compression="zip", spark=spark)
