@@ -186,7 +186,11 @@ def parse_inputs(items: Sequence[str]) -> dict[str, list[str]]:
         name, sep, urls = item.partition("=")
         if not sep or not urls.strip():
             raise UsageError(f"--input: expected CLASS=URL, got {item!r}")
-        patterns[class_name(name.strip())].extend(urls.split())
+        short = class_name(name.strip())
+        if short is None:
+            known = ", ".join(f"{s} ({SAMPLES[s]})" for s in CLASSES)
+            raise UsageError(f"--input: unknown class {name.strip()!r}; known classes: {known}")
+        patterns[short].extend(urls.split())
     missing = [f"{c} ({SAMPLES[c]})" for c in CLASSES if c not in patterns]
     if missing:
         raise UsageError(f"--input: no input for class(es) {', '.join(missing)}; give CLASS=URL for each")
