@@ -9,7 +9,14 @@ from colliderflow.backends import stage_task
 from colliderflow.collect import collect_metrics
 from colliderflow.dagkit import RUN_DIR, data_root, nightly
 from colliderflow.inputs import check_inputs
-from colliderflow.params import common_params, optional_string, param, spark_args, spark_resources
+from colliderflow.params import (
+    common_params,
+    engine_args,
+    optional_string,
+    param,
+    spark_args,
+    spark_resources,
+)
 from colliderflow.stages import Stage, option
 
 RUN = RUN_DIR
@@ -62,7 +69,7 @@ with DAG(
                   "--chunk-entries", "{{ params.chunk_entries }}",
                   "--on-bad-file", "{{ params.on_bad_file }}",
                   "--subset", "{{ subset_arg(params.subset, params.subsets, dag_run.logical_date) }}",
-                  *spark_args(RUN)],
+                  *engine_args(), *spark_args(RUN)],
             resources=spark_resources(),
             outlets=[Asset(name="cms_dimuon_histograms", uri="colliderflow://cms_dimuon/histograms")],
             pool="spark",

@@ -13,7 +13,7 @@ from colliderflow.backends import stage_task
 from colliderflow.collect import collect_metrics
 from colliderflow.dagkit import RUN_DIR, data_root, nightly
 from colliderflow.inputs import check_inputs
-from colliderflow.params import common_params, param, spark_args, spark_resources
+from colliderflow.params import common_params, engine_args, param, spark_args, spark_resources
 from colliderflow.stages import Resources, Stage, flag
 from jobs.dltrigger_schema import CLASS_TITLES, CLASSES, SAMPLES
 
@@ -168,7 +168,7 @@ with DAG(
             kind="spark",
             args=[*(a for name in SAMPLES for a in ("--input", class_input(name))),
                   "--output", f"{RUN}/features", "--subset", SUBSET,
-                  "--on-bad-file", "{{ params.on_bad_file }}", *SPARK_ARGS],
+                  "--on-bad-file", "{{ params.on_bad_file }}", *engine_args(), *SPARK_ARGS],
             resources=spark_resources(),
             outlets=[Asset(name="dl_trigger_features", uri="colliderflow://dl_trigger/features")],
             pool="spark",
@@ -196,7 +196,7 @@ with DAG(
             module="tfrecords",
             kind="spark",
             args=["--input", f"{RUN}/prepared", "--output", f"{RUN}/tfrecords",
-                  "--compression", "{{ params.compression }}", *SPARK_ARGS],
+                  "--compression", "{{ params.compression }}", *engine_args(), *SPARK_ARGS],
             resources=spark_resources(),
             pool="spark",
         )

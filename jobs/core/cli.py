@@ -66,13 +66,18 @@ def add_spark_args(parser: argparse.ArgumentParser) -> None:
     )
 
 
+# Where a map-reduce stage's tasks run (jobs.core.engine); here so that the Airflow side, which imports
+# this module at every DAG parse, offers the same choices without importing the engine.
+ENGINES = ("auto", "spark", "processes")
+
+
 def add_engine_arg(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--engine",
-        choices=["auto", "spark", "processes"],
+        choices=ENGINES,
         default="auto",
-        help="where the tasks run: spark, or processes (a local run without a JVM); auto: processes for "
-        "a local master unless --event-log-dir asks for Spark's event log",
+        help="where the tasks run: spark, or processes (a local run without a JVM, which writes its tasks' "
+        "metrics to --event-log-dir in Spark's event-log form); auto: processes for a local master",
     )
 
 

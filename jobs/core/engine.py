@@ -2,8 +2,9 @@
 run its tasks in a pool of worker processes: the same tasks and the same merge without a JVM, so a
 local run starts in a fraction of a second instead of Spark's several seconds (docs/benchmarks.md).
 
-`auto` picks the process pool for a local master (local, local[N], local[*]) unless a Spark event log
-is asked for (jobs.metrics reads Spark's task metrics from it; the DAGs ask for one), Spark otherwise.
+`auto` picks the process pool for a local master (local, local[N], local[*]), Spark otherwise. Asked
+for an event log (`--event-log-dir`, which the DAGs pass), the process pool writes its tasks' metrics
+there in Spark's event-log form (jobs.core.task_events), so jobs.metrics reports either engine.
 """
 
 from __future__ import annotations
@@ -11,18 +12,19 @@ from __future__ import annotations
 import functools
 import multiprocessing
 import os
+import time
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from typing import Any, TypeVar
 
+from jobs.core.cli import ENGINES
 from jobs.core.errors import UsageError
 from jobs.core.spark import LOCAL_MASTER, builder_master, map_reduce, spark_info, spark_session
 from jobs.core.storage import is_local
+from jobs.core.task_events import Measured, TaskRecord, write_event_log
 
 T = TypeVar("T")
 C = TypeVar("C")
-
-ENGINES = ("auto", "spark", "processes")
 
 
 def local_cores(master: str | None) -> int | None:
@@ -44,7 +46,7 @@ def choose_engine(engine: str, master: str | None, event_log_dir: str | None) ->
     if engine == "processes" and cores is None:
         raise UsageError(f"--engine processes runs on this machine only; --master {master} needs Spark")
     if engine == "auto":
-        return "processes" if cores is not None and not event_log_dir else "spark"
+        return "processes" if cores is not None else "spark"
     return engine
 
 
@@ -57,16 +59,31 @@ def process_map_reduce(
 ) -> C:
     """`fn` over `items` in `workers` processes, folded with `merge` in item order (so the result does
     not depend on which worker finished first). `fn` must be picklable (a module-level function or a
-    functools.partial of one). Workers fork from this process when every input is a local file (no
-    re-import); with a store's client threads in this process they start from a fresh server process."""
+    functools.partial of one)."""
+    return measured_map_reduce(items, fn, merge, workers, urls)[0]
+
+
+def measured_map_reduce(
+    items: Sequence[T],
+    fn: Callable[[T], C],
+    merge: Callable[[C, C], C],
+    workers: int,
+    urls: Iterable[str] = (),
+) -> tuple[C, list[TaskRecord]]:
+    """process_map_reduce, with each task's metrics. Workers fork from this process when every input
+    is a local file (no re-import); with a store's client threads in this process they start from a
+    fresh server process."""
     if not items:
         raise ValueError("nothing to process")
     workers = max(1, min(workers, len(items)))
+    task = Measured(fn)
     if workers == 1:
-        return functools.reduce(merge, map(fn, items))
-    method = "fork" if all(is_local(u) for u in urls) else "forkserver"
-    with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context(method)) as pool:
-        return functools.reduce(merge, pool.map(fn, items))
+        done = list(map(task, enumerate(items)))
+    else:
+        method = "fork" if all(is_local(u) for u in urls) else "forkserver"
+        with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context(method)) as pool:
+            done = list(pool.map(task, enumerate(items)))
+    return functools.reduce(merge, (result for result, _ in done)), [record for _, record in done]
 
 
 def run_map_reduce(
@@ -86,8 +103,13 @@ def run_map_reduce(
     """(the folded result, what ran it for the job's metrics). A given Spark session is used as it is."""
     if spark is None and choose_engine(engine, master, event_log_dir) == "processes":
         workers = local_cores(master) or 1
-        result = process_map_reduce(items, fn, merge, workers, urls)
-        return result, {"engine": "processes", "master": builder_master(master), "workers": workers}
+        start = int(time.time() * 1e3)
+        result, records = measured_map_reduce(items, fn, merge, workers, urls)
+        info = {"engine": "processes", "master": builder_master(master), "workers": workers}
+        if event_log_dir:  # the tasks' metrics for jobs.metrics, as Spark's would be
+            app_id = write_event_log(event_log_dir, app_name, start, int(time.time() * 1e3), records)
+            info.update(app_id=app_id, event_log_dir=event_log_dir)
+        return result, info
     own = spark is None
     if own:
         spark = spark_session(app_name, master, event_log_dir, spark_conf)

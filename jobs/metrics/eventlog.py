@@ -18,10 +18,13 @@ from typing import Any
 
 from jobs.core.errors import BadInputError
 from jobs.core.storage import filesystem, is_local
+from jobs.core.task_events import APP_PREFIX
 
 ROLLING_DIR = re.compile(r"^eventlog_v2_(?P<app>.+)$")
 ROLLING_PART = re.compile(r"^events_(?P<n>\d+)_(?P<app>.+?)(?P<codec>\.[a-z0-9]+)?$")
 CODECS = (".zstd", ".zst", ".lz4", ".snappy", ".lzf")
+# Spark's application ids (local, standalone, Kubernetes, YARN) and the process executor's
+LOG_PREFIXES = ("app-", "local-", "spark-", "application_", APP_PREFIX)
 
 
 @dataclass
@@ -210,7 +213,7 @@ def find_event_logs(root: str) -> list[list[str]]:
         url = found if is_local(root) else fs.unstrip_protocol(found)
         if ROLLING_DIR.match(parent.rsplit("/", 1)[-1]):
             continue  # collected per directory below
-        if name.startswith(("app-", "local-", "spark-", "application_")) and not name.endswith(".crc"):
+        if name.startswith(LOG_PREFIXES) and not name.endswith(".crc"):
             apps.append([url])
     for found in sorted(fs.find(path, withdirs=True, detail=False)):
         name = found.rstrip("/").rsplit("/", 1)[-1]

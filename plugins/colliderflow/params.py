@@ -13,6 +13,7 @@ from airflow.sdk import Param
 from colliderflow.backends import configured_backend
 from colliderflow.dagkit import data_root
 from colliderflow.stages import Resources
+from jobs.core.cli import ENGINES
 
 # The form's sections, in the order a run is described: what it reads, the physics choices, the
 # classifier's training, where it computes, where it writes.
@@ -89,10 +90,20 @@ def spark_params(backend: str) -> dict[str, Param]:
                 "Spark",
                 type="string",
                 pattern=SPARK_MASTER_PATTERN,
-            )
+            ),
+            "engine": param(
+                "auto",
+                "Engine",
+                "dimuon, ingest, tfrecords: auto = worker processes (no JVM) for a local master; spark",
+                "Spark",
+                enum=list(ENGINES),
+            ),
         }
     return {
-        # not a run's choice on Kubernetes: a constant, which the form hides
+        # not a run's choice on Kubernetes (the cluster's Spark, always): constants, which the form hides
+        "engine": param(
+            "spark", "Engine", "Spark on the cluster", "Kubernetes", type="string", const="spark"
+        ),
         "spark_master": param(
             IN_CLUSTER, "Spark master", "the cluster's own", "Kubernetes", type="string", const=IN_CLUSTER
         ),
@@ -123,6 +134,11 @@ def spark_params(backend: str) -> dict[str, Param]:
             pattern=MEMORY_PATTERN,
         ),
     }
+
+
+def engine_args() -> list[str]:
+    """The engine option of the stages that run on jobs.core.engine (dimuon, ingest, tfrecords)."""
+    return ["--engine", "{{ params.engine }}"]
 
 
 def spark_args(run_dir: str) -> list[str]:

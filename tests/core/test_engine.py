@@ -21,9 +21,9 @@ def test_local_cores(master, cores):
     assert local_cores(master) == cores
 
 
-def test_auto_keeps_spark_for_an_event_log_or_a_cluster():
+def test_auto_picks_processes_for_a_local_master_spark_for_a_cluster():
     assert choose_engine("auto", "local[2]", None) == "processes"
-    assert choose_engine("auto", "local[2]", "/tmp/events") == "spark"
+    assert choose_engine("auto", "local[2]", "/tmp/events") == "processes"  # it logs its tasks itself
     assert choose_engine("auto", "spark://127.0.0.1:7077", None) == "spark"
     with pytest.raises(UsageError, match="--engine processes runs on this machine only"):
         choose_engine("processes", "spark://127.0.0.1:7077", None)

@@ -67,6 +67,8 @@ def dimuon_run(tmp_path_factory):
         str(CHUNK),
         "--master",
         "local[1]",
+        "--engine",
+        "spark",
         "--event-log-dir",
         str(run / "spark-events"),
     )
@@ -90,6 +92,31 @@ def test_event_log_task_metrics_match_the_job(dimuon_run):
     assert totals.gc_seconds <= totals.executor_run_seconds
     assert 0 < map_stage.duration_seconds <= app.duration_seconds
     assert totals.task_seconds_max <= app.duration_seconds
+
+
+def test_worker_processes_log_their_tasks_for_the_report(dimuon_run, tmp_path):
+    """The process engine (what `auto` picks for a local master) writes its tasks' metrics as an event
+    log: jobs.metrics reads it like Spark's and gives the report a task table for the stage."""
+    run = tmp_path / "run"
+    run_module(
+        "jobs.dimuon", "--input", str(dimuon_run.parent / "sample"), "--output", str(run / "dimuon"),
+        "--chunk-entries", str(CHUNK), "--master", "local[2]", "--event-log-dir", str(run / "spark-events"),
+    )  # fmt: skip
+    job = json.loads((run / "dimuon" / "_metrics.json").read_text())
+    assert job["spark"]["engine"] == "processes"
+    (app,) = read_applications(str(run))
+    assert app.complete and app.app_id == job["spark"]["app_id"] and app.app_name == "colliderflow-dimuon"
+    (stage,) = app.stages
+    assert stage.num_tasks == stage.totals.tasks == job["spark"]["tasks"] and stage.totals.failed_tasks == 0
+    assert 1 <= app.executors <= 2  # the worker processes
+    totals = app.totals
+    assert 0 < totals.executor_cpu_seconds and 0 < totals.executor_run_seconds
+    assert totals.input_bytes >= job["bytes_read"] > 0  # the ROOT baskets, at least
+    assert totals.peak_execution_memory > 50e6  # a Python worker's resident memory
+    assert totals.task_seconds_max <= app.duration_seconds
+    summary = metrics_job.collect(str(run), str(tmp_path / "report"), dag_id="cms_dimuon", run_id="r")
+    (entry,) = summary["spark"]["applications"]
+    assert entry["stage"] == "dimuon" and entry["produced_output"]
 
 
 def test_report_and_summary(dimuon_run, tmp_path):
