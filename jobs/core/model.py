@@ -8,14 +8,14 @@ use_bias, reset_after=True), so on a GPU Keras picks the cuDNN kernel; with righ
 
 from __future__ import annotations
 
-import os
+# isort: off
+from jobs.core import tf_env  # noqa: F401  (before TensorFlow)
+# isort: on
 
-os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")  # tf.keras -> tf_keras as well, before TF loads
+import tensorflow as tf
+import tf_keras as keras
 
-import tensorflow as tf  # noqa: E402
-import tf_keras as keras  # noqa: E402
-
-from jobs.dltrigger_schema import CLASSES, N_HLF, N_PARTICLE_FEATURES, N_PARTICLES  # noqa: E402
+from jobs.dltrigger_schema import CLASSES, N_HLF, N_PARTICLE_FEATURES, N_PARTICLES
 
 
 @keras.saving.register_keras_serializable(package="colliderflow")

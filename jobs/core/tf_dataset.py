@@ -14,6 +14,10 @@ there), which `check_bucketing_input` detects.
 
 from __future__ import annotations
 
+# isort: off
+from jobs.core import tf_env  # noqa: F401  (before TensorFlow)
+# isort: on
+
 import json
 import os
 

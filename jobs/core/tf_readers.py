@@ -8,6 +8,10 @@ module imports TensorFlow; the writers (jobs.tfrecords, jobs.tfrecords.example) 
 
 from __future__ import annotations
 
+# isort: off
+from jobs.core import tf_env  # noqa: F401  (before TensorFlow)
+# isort: on
+
 import json
 import os
 from collections.abc import Iterator

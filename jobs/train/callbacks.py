@@ -7,6 +7,10 @@ one when the epoch length is unknown (TFRecord shards carry no count).
 
 from __future__ import annotations
 
+# isort: off
+from jobs.core import tf_env  # noqa: F401  (before TensorFlow)
+# isort: on
+
 import json
 import os
 import time

@@ -23,8 +23,6 @@ DIMUON_EVENTS = 2_000_000
 TRIGGER_EVENTS = 10_000
 TRIGGER_CONF = {"epochs": 5, "batch_size": 32, "learning_rate": 0.003}
 LOG_NAME = "demo.log"
-# Kept out of the log as well: TensorFlow's C++ start-up banners (CPU features, oneDNN, CUDA probing).
-QUIET = {"TF_CPP_MIN_LOG_LEVEL": "2"}
 
 
 class DemoFailed(Exception):
@@ -93,7 +91,7 @@ def main(argv: list[str] | None = None) -> int:
     out = os.path.abspath(args.output)
     os.makedirs(out, exist_ok=True)
     # the demo is the embedded default: a deployment's storage root in the caller's env must not win
-    env = {**environment.airflow_env(), **QUIET, "COLLIDERFLOW_DATA": out, "COLLIDERFLOW_STORAGE_ROOT": ""}
+    env = {**environment.airflow_env(), "COLLIDERFLOW_DATA": out, "COLLIDERFLOW_STORAGE_ROOT": ""}
     runs = os.path.join(out, "runs")
     lines = []
     with open(os.path.join(out, LOG_NAME), "w") as log:

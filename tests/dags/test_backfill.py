@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import pathlib
 import subprocess
 import sys
 import time
@@ -41,6 +42,31 @@ def processes_with_env(entry: str) -> list[str]:
                 found.append(f.read().replace(b"\0", b" ").decode(errors="replace"))
         except OSError:
             continue
+    return found
+
+
+def final_attempt_logs(logs: pathlib.Path) -> dict[str, pathlib.Path]:
+    """The log of each task's last attempt in the backfill runs (the runs all succeeded, so these are
+    successful tasks' logs; an earlier, retried attempt may rightly hold an error)."""
+    last: dict[str, pathlib.Path] = {}
+    for path in logs.glob("dag_id=*/run_id=backfill__*/task_id=*/attempt=*.log"):
+        task = str(path.parent.relative_to(logs))
+        if task not in last or int(path.stem.split("=")[1]) > int(last[task].stem.split("=")[1]):
+            last[task] = path
+    return last
+
+
+def error_lines(path: pathlib.Path) -> list[str]:
+    """Lines at ERROR level or above, tracebacks, and relayed C++ error lines (absl's E0000 prefix)."""
+    found = []
+    for line in path.read_text(errors="replace").splitlines():
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError:
+            record = {"event": line}
+        event, level = str(record.get("event", "")), str(record.get("level", "")).lower()
+        if level in ("error", "critical") or "Traceback" in event or event.startswith("E0000"):
+            found.append(line[:300])
     return found
 
 
@@ -118,3 +144,7 @@ def test_backfills_three_days_disjoint_subsets_and_clean_stop(airflow_env, sampl
         assert os.path.exists(f"{d}/model/model.keras") and os.path.exists(f"{d}/evaluation/_metrics.json")
     assert all(len(f) == 3 for f in trigger_files)  # one file of each class per run
     assert len(set.union(*trigger_files)) == 9, "the dl_trigger runs' subsets overlap"
+    logs = final_attempt_logs(home / "logs")
+    assert len(logs) >= 6 * 4, sorted(logs)  # every task of the six runs (cms_dimuon has 4, dl_trigger 10)
+    noisy = {task: lines for task, path in logs.items() if (lines := error_lines(path))}
+    assert not noisy, noisy  # a successful task's log holds no ERROR line
