@@ -30,7 +30,9 @@ os.environ["AIRFLOW_HOME"] = os.path.join(SCRATCH, "airflow-home")
 os.environ["COLLIDERFLOW_DATA"] = os.path.join(SCRATCH, "data")
 os.environ.pop("COLLIDERFLOW_STORAGE_ROOT", None)  # it would win over COLLIDERFLOW_DATA (dagkit.data_root)
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+# TensorFlow's log level is left to the stages (jobs/core/tf_env.py), as in a deployment: the DAG tests
+# check that successful task logs hold no ERROR line.
+os.environ.pop("TF_CPP_MIN_LOG_LEVEL", None)
 # py4j logs from __del__ at interpreter exit, after pytest has closed the captured stream
 logging.getLogger("py4j").setLevel(logging.WARNING)
 os.environ.setdefault("COLLIDERFLOW_SPARK_DRIVER_MEMORY", "2g")

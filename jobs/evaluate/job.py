@@ -33,8 +33,9 @@ from jobs.core.storage import (
     is_local,
     write_json,
 )
+from jobs.core.tf_input_check import check_dataset, check_model
 from jobs.core.training_history import plot_history, read_history
-from jobs.dltrigger_schema import CLASSES
+from jobs.dltrigger_schema import CLASSES, N_PARTICLES
 
 log = logging.getLogger("jobs.evaluate")
 
@@ -211,7 +212,10 @@ def plot_rejection(curves: dict[str, tuple[np.ndarray, np.ndarray]], path: str) 
 def evaluate(args: argparse.Namespace) -> dict:
     if args.batch_size < 1:
         raise UsageError(f"--batch-size must be positive, got {args.batch_size}")
+    cli.check_range(args.max_particles, "--max-particles", 1, N_PARTICLES)
     claim_output(args.output, [args.model, args.test])
+    check_dataset(args.test, "--test")  # before TensorFlow starts: seconds, not a minute
+    check_model(args.model)
     scratch = tempfile.mkdtemp(prefix="colliderflow-evaluate-")  # staged test set, model copy
     try:
         return _evaluate(args, scratch)

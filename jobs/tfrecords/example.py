@@ -5,17 +5,14 @@ worker, gigabytes of RSS) nor a per-record protobuf object. The encoding is chec
 
 from __future__ import annotations
 
-import struct
 import zlib
 from collections.abc import Sequence
 
-import crc32c  # a dependency of oci; hardware-accelerated CRC32C
 import numpy as np
 
 from jobs.core.part_files import PartFile
+from jobs.core.tfrecord_framing import frame_record
 from jobs.dltrigger_schema import COUNT_COLUMN, GRU_COLUMN, HLF_COLUMN, LABEL_COLUMN
-
-_MASK_DELTA = 0xA282EAD8
 
 
 def _varint(value: int) -> bytes:
@@ -109,17 +106,6 @@ def encode_examples(
             )
         )  # fmt: skip
     return out
-
-
-def _masked_crc(data: bytes) -> bytes:
-    crc = crc32c.crc32c(data)
-    return struct.pack("<I", (((crc >> 15) | (crc << 17)) + _MASK_DELTA) & 0xFFFFFFFF)
-
-
-def frame_record(data: bytes) -> bytes:
-    """One TFRecord: uint64 length, masked CRC32C of the length, data, masked CRC32C of the data."""
-    length = struct.pack("<Q", len(data))
-    return b"".join((length, _masked_crc(length), data, _masked_crc(data)))
 
 
 class ShardWriter:

@@ -26,13 +26,13 @@ from jobs.core import cli
 from jobs.core.commit import claim_output, mark_output
 from jobs.core.errors import BadInputError, UsageError
 from jobs.core.storage import (
-    GLOB_CHARS,
     METRICS_FILE,
     SUCCESS_MARKER,
     filesystem,
     is_local,
     write_json,
 )
+from jobs.core.tf_input_check import check_dataset
 from jobs.core.tf_staging import (
     PARQUET_SUFFIXES,
     TFRECORD_SUFFIXES,
@@ -40,6 +40,7 @@ from jobs.core.tf_staging import (
     assign_shards,
     list_data_files,
 )
+from jobs.dltrigger_schema import N_PARTICLES
 from jobs.train.cluster import ClusterInfo, cluster_info, launch_local_workers
 
 log = logging.getLogger("jobs.train")
@@ -124,20 +125,21 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _check_args(args: argparse.Namespace) -> None:
+    """Everything that can be checked before TensorFlow starts: the numbers, the output, the inputs
+    (jobs.core.tf_input_check); a one-line error in seconds, nothing written."""
     for name in ("epochs", "batch_size", "workers", "shuffle_buffer"):
         value = getattr(args, name)
-        if value < (0 if name == "shuffle_buffer" else 1):
+        if value < 1:
             raise UsageError(f"--{name.replace('_', '-')} must be positive, got {value}")
+    cli.check_range(args.max_particles, "--max-particles", 1, N_PARTICLES)
     if args.lr <= 0:
         raise UsageError(f"--lr must be positive, got {args.lr}")
     if args.checkpoint_every_steps is not None and args.checkpoint_every_steps < 1:
         raise UsageError(f"--checkpoint-every-steps must be >= 1, got {args.checkpoint_every_steps}")
     claim_output(args.output, [args.train, args.test], inside=True)
     parse_lr_after(args.lr_after)
-    for option, url in (("--train", args.train), ("--test", args.test)):
-        fs, path = filesystem(url)
-        if not (fs.glob(path) if GLOB_CHARS & set(path) else fs.exists(path)):
-            raise BadInputError(url, f"({option}) no such file or directory")
+    check_dataset(args.train, "--train", args.format)
+    check_dataset(args.test, "--test", args.format)
 
 
 def _check_shards(args: argparse.Namespace, workers: int) -> None:
@@ -216,7 +218,6 @@ def _train(args: argparse.Namespace, cluster: ClusterInfo, scratch: str) -> dict
     out = mirror.local_dir if mirror else os.path.abspath(args.output.removeprefix("file://"))
     private = None if cluster.is_chief else os.path.join(scratch, "worker")  # non-chief's own copies
     ckpt_dir = os.path.join(out, "checkpoints")
-    os.makedirs(ckpt_dir, exist_ok=True)
     if mirror:  # (its store was probed for writing by _check_args, before any work)
         pulled = mirror.pull("checkpoints")  # resume from the store: every worker fetches the state
         log.info("%d checkpoint file(s) from %s/checkpoints", pulled, args.output)
@@ -232,9 +233,8 @@ def _train(args: argparse.Namespace, cluster: ClusterInfo, scratch: str) -> dict
         inputs[name] = {"url": url, "fmt": fmt, "local": local, "shard": shard, "staged": staged}
     train_fmt, test_fmt = inputs["train"]["fmt"], inputs["test"]["fmt"]
     if cluster.is_chief:
-        mark_output(args.output)  # the model folder is a colliderflow output from here on
-    if mirror and cluster.is_chief:
-        mirror.remove(SUCCESS_MARKER)  # the inputs are good: the output changes from here on
+        mark_output(args.output)  # the inputs are good: the model folder is a colliderflow output
+    os.makedirs(ckpt_dir, exist_ok=True)  # the first thing this run writes into it
 
     n_replicas = strategy.num_replicas_in_sync
     scale = 1.0 if args.no_lr_scaling else float(n_replicas)
@@ -306,6 +306,15 @@ def _train(args: argparse.Namespace, cluster: ClusterInfo, scratch: str) -> dict
             latest = f"{mirror.url}/checkpoints/{os.path.basename(latest)}"
         log.info("resuming from %s (%d epoch(s) completed)", latest, int(epoch_var.numpy()))
     initial_epoch = int(epoch_var.numpy())
+    if initial_epoch >= args.epochs and _has_model(args.output):
+        log.info(
+            "model folder already holds %d epoch(s) >= --epochs %d: nothing to train, existing model kept",
+            initial_epoch,
+            args.epochs,
+        )
+        return {"epochs_run": 0, "initial_epoch": initial_epoch, "kept_existing_model": True}
+    if mirror and cluster.is_chief:
+        mirror.remove(SUCCESS_MARKER)  # the inputs are good: the output changes from here on
 
     history_path = os.path.join(ckpt_dir, "history.json")
     recorder = EpochRecorder(history_path if cluster.is_chief else None, load_history(history_path))
@@ -386,6 +395,11 @@ def _train(args: argparse.Namespace, cluster: ClusterInfo, scratch: str) -> dict
     return metrics
 
 
+def _has_model(output: str) -> bool:
+    fs, path = filesystem(output)
+    return fs.exists(f"{path.rstrip('/')}/model.keras")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     _check_args(args)
@@ -398,8 +412,9 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         os.environ["TF_CONFIG"] = json.dumps(cluster.tf_config)
     metrics = train(args, cluster)
-    log.info("trained %d epoch(s) this run; events/s %s", metrics["epochs_run"],
-             metrics["training_events_per_second"])  # fmt: skip
+    if not metrics.get("kept_existing_model"):
+        log.info("trained %d epoch(s) this run; events/s %s", metrics["epochs_run"],
+                 metrics["training_events_per_second"])  # fmt: skip
     return 0
 
 

@@ -66,7 +66,7 @@ def error_lines(path: pathlib.Path) -> list[str]:
             record = {"event": line}
         event, level = str(record.get("event", "")), str(record.get("level", "")).lower()
         if level in ("error", "critical") or "Traceback" in event or event.startswith("E0000"):
-            found.append(line[:300])
+            found.append(f"{level}: {event[:300]}")
     return found
 
 

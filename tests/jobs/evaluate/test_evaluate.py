@@ -102,7 +102,7 @@ def test_bad_input(trained, tmp_path, capsys):
     )
     not_a_model = tmp_path / "junk.keras"
     not_a_model.write_bytes(b"not a zip")
-    fails(["--model", str(not_a_model), "--test", test, "--output", out], "junk.keras", "cannot be loaded")
+    fails(["--model", str(not_a_model), "--test", test, "--output", out], "junk.keras", "not a Keras model")
     fails(["--model", trained["model"], "--test", str(tmp_path / "none"), "--output", out], "none")
     bad_history = tmp_path / "history.json"
     bad_history.write_text("{")

@@ -220,6 +220,7 @@ def test_two_workers_train_together(prepared, tmp_path):
     # the chief writes the outputs, the other worker leaves nothing in DIR
     assert (out / "model.keras").is_file()
     assert sorted(os.listdir(out)) == [
+        "_COLLIDERFLOW",
         "_metrics.json",
         "checkpoints",
         "history.json",
@@ -257,6 +258,16 @@ def test_killed_run_resumes(prepared, tmp_path):
     history = json.loads((out / "history.json").read_text())
     assert [e["epoch"] for e in history] == [1, 2, 3, 4]
     assert (out / "model.keras").is_file()
+
+    # a rerun asking for fewer epochs than the folder holds says so and keeps the model as it is
+    model = (out / "model.keras").read_bytes()
+    fewer = [*args[: args.index("--epochs")], "--epochs", "2", *args[args.index("--epochs") + 2 :]]
+    rerun = subprocess.run([sys.executable, "-m", "jobs.train", *fewer], cwd=ROOT, env=_worker_env(),
+                           capture_output=True, text=True, timeout=300)  # fmt: skip
+    assert rerun.returncode == 0, rerun.stderr[-2000:]
+    assert "model folder already holds 4 epoch(s) >= --epochs 2: nothing to train" in rerun.stderr
+    assert (out / "model.keras").read_bytes() == model
+    assert json.loads((out / "history.json").read_text()) == history
 
 
 def _children(pid: int) -> list[int]:
