@@ -37,7 +37,7 @@ def check_dataset(url: str, option: str, fmt: str = "auto") -> None:
     source = f"{option} {url}"
     probe_store(url, source=source)
     with store_errors(url, source):
-        _check_stage_complete(url)
+        _check_stage_complete(url, source)
         files = _data_files(url, source, fmt)
         first = files[0]
         fs, path = filesystem(first)
@@ -67,9 +67,9 @@ def check_model(url: str, option: str = "--model") -> None:
             raise BadInputError(source, "is not a Keras model file (.keras archive) written by jobs.train")
 
 
-def _check_stage_complete(url: str) -> None:
+def _check_stage_complete(url: str, source: str) -> None:
     """A `train`/`test` folder beside its sibling is a stage output's split: that output needs
-    `_SUCCESS`."""
+    `_SUCCESS`. The error names the option and the stage folder."""
     fs, path = filesystem(url)
     path = path.rstrip("/")
     parent, name = posixpath.split(path)
@@ -77,7 +77,11 @@ def _check_stage_complete(url: str) -> None:
         return
     sibling = SPLITS[1 - SPLITS.index(name)]
     if fs.isdir(f"{parent}/{sibling}"):
-        check_complete(url.rstrip("/").rsplit("/", 1)[0] if not is_local(url) else parent, required=True)
+        stage = url.rstrip("/").rsplit("/", 1)[0] if not is_local(url) else parent
+        try:
+            check_complete(stage, required=True)
+        except BadInputError as exc:
+            raise BadInputError(source, f"its stage folder {stage} is an {exc.problem}") from None
 
 
 def _data_files(url: str, source: str, fmt: str) -> list[str]:

@@ -122,6 +122,27 @@ def test_bad_input(trained, tmp_path, capsys):
     assert not os.path.exists(out)  # nothing half-written
 
 
+def test_bad_inputs_refused_before_tensorflow(tmp_path):
+    """Issue 19 point 4: a missing or broken --model, or a test set copied without its stage's
+    _SUCCESS, is one line within seconds (it used to take ~60 s), nothing at --output."""
+    from tests.jobs.train.test_train import refused_early, stage_output_copy
+
+    sets = write_prepared(str(tmp_path / "sets"), 20, 20, seed=3)
+    out, test = str(tmp_path / "ev"), sets["test_tfrecord"]
+    missing = tmp_path / "nowhere" / "model.keras"
+    refused_early("jobs.evaluate", ["--model", str(missing), "--test", test, "--output", out],
+                  f"--model {missing}", "no such file")  # fmt: skip
+    junk = tmp_path / "model.keras"
+    junk.write_bytes(b"PK\x03\x04 truncated zip")
+    refused_early("jobs.evaluate", ["--model", str(junk), "--test", test, "--output", out],
+                  f"--model {junk}", "not a Keras model")  # fmt: skip
+    copy = stage_output_copy(sets, str(tmp_path / "copy"), success=False)
+    refused_early("jobs.evaluate", ["--model", str(junk), "--test", f"{copy}/test", "--output", out],
+                  f"--test {copy}/test", "_SUCCESS")  # fmt: skip
+    refused_early("jobs.evaluate", ["--model", str(junk), "--test", test, "--output", out,
+                                    "--max-particles", "0"], "--max-particles")  # fmt: skip
+
+
 def test_auc_undefined_for_a_class_absent_from_the_test_set():
     """A tiny test set without any W+jets event: that AUC is None (not a crash), the others are computed."""
     import numpy as np

@@ -407,6 +407,82 @@ def test_bad_input_is_a_clear_error(prepared, tmp_path, capsys):
           prepared["train_tfrecord"], "2 shard(s) for 3 workers")  # fmt: skip
 
 
+# The issue's target: a bad input is reported within 10 s of start (TensorFlow, the strategy and the
+# model take 30-60 s on the shared CPU), so these checks must run before TensorFlow is imported.
+EARLY_SECONDS = 10
+
+
+def refused_early(module: str, argv: list[str], *expected: str) -> str:
+    """Run `python -m module argv` as a task would and check the contract for a bad input: exit 2,
+    one line naming the problem, within EARLY_SECONDS, nothing at --output. Returns the line."""
+    out = argv[argv.index("--output") + 1]
+    t0 = time.monotonic()
+    proc = subprocess.run([sys.executable, "-m", module, *argv], cwd=ROOT, env=_worker_env(),
+                          capture_output=True, text=True, timeout=120)  # fmt: skip
+    elapsed = time.monotonic() - t0
+    assert proc.returncode == cli.EXIT_BAD_INPUT, proc.stderr[-2000:]
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), proc.stderr[-2000:]
+    for text in expected:
+        assert text in lines[0], lines[0]
+    assert elapsed < EARLY_SECONDS, (elapsed, lines[0])
+    assert not os.path.exists(out), os.listdir(out)
+    return lines[0]
+
+
+def stage_output_copy(sets: dict[str, str], directory: str, *, success: bool) -> str:
+    """A tfrecords-stage output (train/ and test/ side by side), with or without its _SUCCESS."""
+    import shutil
+
+    shutil.copytree(sets["train_tfrecord"], os.path.join(directory, "train"))
+    shutil.copytree(sets["test_tfrecord"], os.path.join(directory, "test"))
+    if success:
+        open(os.path.join(directory, "_SUCCESS"), "w").close()
+    return directory
+
+
+def test_bad_inputs_refused_before_tensorflow(prepared, tmp_path):
+    """Issue 19 point 4: each of these used to be reported after 50-65 s, leaving checkpoints/."""
+    out = str(tmp_path / "out")
+    test = prepared["test_tfrecord"]
+    copy = stage_output_copy(prepared, str(tmp_path / "copy"), success=False)
+    refused_early("jobs.train", ["--train", f"{copy}/train", "--test", f"{copy}/test", "--output", out],
+                  f"--train {copy}/train", "_SUCCESS")  # fmt: skip
+    zero = tmp_path / "zero.tfrecord"
+    zero.touch()
+    refused_early("jobs.train", ["--train", str(zero), "--test", test, "--output", out],
+                  f"--train {zero}", "empty file")  # fmt: skip
+    zero_dir = tmp_path / "zero_dir"
+    zero_dir.mkdir()
+    (zero_dir / "part-0.tfrecord").touch()
+    refused_early("jobs.train", ["--train", str(zero_dir), "--test", test, "--output", out],
+                  "part-0.tfrecord", "empty file")  # fmt: skip
+    junk = tmp_path / "junk.tfrecord"
+    junk.write_bytes(b"PAR1 not a tfrecord at all" * 10)
+    refused_early("jobs.train", ["--train", str(junk), "--test", test, "--output", out],
+                  f"--train {junk}", "not a TFRecord")  # fmt: skip
+    from jobs.tfrecords.example import ShardWriter
+
+    other = tmp_path / "other.tfrecord"  # a valid TFRecord: an Example without the contract's features
+    w = ShardWriter(str(other))
+    w.write_all([b"\x0a\x00"])  # tf.train.Example(features=Features()) serialised
+    w.close()
+    good = ["--train", prepared["train_tfrecord"], "--test", test, "--output", out]
+    refused_early("jobs.train", [*good[:2], "--test", str(other), "--output", out],
+                  f"--test {other}", "HLF_input")  # fmt: skip
+    refused_early("jobs.train", [*good, "--max-particles", "0"], "--max-particles")
+    refused_early("jobs.train", [*good, "--shuffle-buffer", "0"], "--shuffle-buffer")
+    refused_early("jobs.train", [*good, "--epochs", "-1"], "--epochs")
+
+
+def test_stage_output_with_success_passes_the_early_checks(prepared, tmp_path):
+    from jobs.core.tf_input_check import check_dataset
+
+    done = stage_output_copy(prepared, str(tmp_path / "done"), success=True)
+    check_dataset(f"{done}/train", "--train")
+    check_dataset(f"{done}/test", "--test", "tfrecord")
+
+
 def test_worker_input_shards_are_disjoint_and_complete(tmp_path):
     """Per-worker input: every other file of the sorted list, so the workers' events are disjoint and
     cover the set; fewer files than workers is refused."""
