@@ -82,11 +82,13 @@ def _build_sandbox(root: pathlib.Path) -> None:
     arrays = generate(64, seed=1, max_particles=8)
     for split in ("train", "test"):
         write_tfrecords(arrays, str(root / "tfrec" / split), shards=1)
+    (root / "tfrec" / "_summary.json").write_text(
+        "{}\n"
+    )  # a stage output's sidecar, as jobs.tfrecords writes
     (root / "tfrec" / "_SUCCESS").write_bytes(b"")
     mark_output(str(root / "tfrec"), "tfrecords")
-    shutil.copytree(root / "tfrec", root / "tfrec_nosuccess")
-    for marker in ("_SUCCESS", "_COLLIDERFLOW"):
-        (root / "tfrec_nosuccess" / marker).unlink(missing_ok=True)
+    shutil.copytree(root / "tfrec", root / "tfrec_nosuccess")  # a copy that lost its _SUCCESS
+    (root / "tfrec_nosuccess" / "_SUCCESS").unlink()
     (root / "model" / "checkpoints").mkdir(parents=True)
     (root / "model" / "model.keras").write_bytes(b"PK\x03\x04 a model folder's stand-in")
     (root / "model" / "checkpoints" / "ckpt-1.weights.h5").write_bytes(b"weights")

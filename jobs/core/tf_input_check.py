@@ -3,8 +3,8 @@ TensorFlow, the strategy and the model take): each fact about an input that woul
 run after that minute, or worse, train on a half-written set.
 
 - the store answers and the path exists (store_errors, probe_store);
-- a `train/` or `test/` folder of a stage output (a folder beside its sibling) is read only when its
-  stage output is complete (`_SUCCESS`: a copy or a run still writing is refused);
+- a `train/` or `test/` folder of a stage output (its parent holds the stage's sidecar files) is read
+  only when that output is complete (`_SUCCESS`: a copy without it or a run still writing is refused);
 - the first data file is not empty, is a TFRecord (its first record's length checksum) holding the
   contract's features, or a Parquet file with the contract's columns;
 - a model file is a Keras archive (a zip holding config.json).
@@ -21,14 +21,26 @@ import zlib
 
 import pyarrow.parquet as pq
 
+from jobs.core.commit import OWNER_MARKER
 from jobs.core.errors import BadInputError
-from jobs.core.storage import check_complete, filesystem, is_local, probe_store, store_errors
+from jobs.core.storage import (
+    COMMITTING_MARKER,
+    METRICS_FILE,
+    SUMMARY_FILE,
+    check_complete,
+    filesystem,
+    is_local,
+    probe_store,
+    store_errors,
+)
 from jobs.core.tf_staging import PARQUET_SUFFIXES, TFRECORD_SUFFIXES, list_data_files
 from jobs.core.tfrecord_framing import first_record
-from jobs.dltrigger_schema import GRU_COLUMN, HLF_COLUMN, LABEL_COLUMN
+from jobs.dltrigger_schema import GRU_COLUMN, HLF_COLUMN, LABEL_COLUMN, SCALER_FILE
 
 CONTRACT = (HLF_COLUMN, GRU_COLUMN, LABEL_COLUMN)
 SPLITS = ("train", "test")
+# what a stage output holds beside its splits (markers and sidecars)
+STAGE_FILES = {OWNER_MARKER, COMMITTING_MARKER, METRICS_FILE, SUMMARY_FILE, SCALER_FILE}
 HEAD_BYTES = 1 << 20  # enough for one record (801 x 19 floats are 61 kB)
 
 
@@ -68,20 +80,21 @@ def check_model(url: str, option: str = "--model") -> None:
 
 
 def _check_stage_complete(url: str, source: str) -> None:
-    """A `train`/`test` folder beside its sibling is a stage output's split: that output needs
-    `_SUCCESS`. The error names the option and the stage folder."""
+    """A `train`/`test` folder of a stage output (its parent holds a stage's sidecar files) is read
+    only when that output is complete (`_SUCCESS`); a copy without it, or one still being written, is
+    refused, naming the option and the stage folder. Folders no stage wrote are read as they are."""
     fs, path = filesystem(url)
-    path = path.rstrip("/")
-    parent, name = posixpath.split(path)
-    if name not in SPLITS or not fs.isdir(path):
+    parent, name = posixpath.split(path.rstrip("/"))
+    if name not in SPLITS or not parent or not fs.isdir(f"{parent}/{name}"):
         return
-    sibling = SPLITS[1 - SPLITS.index(name)]
-    if fs.isdir(f"{parent}/{sibling}"):
-        stage = url.rstrip("/").rsplit("/", 1)[0] if not is_local(url) else parent
-        try:
-            check_complete(stage, required=True)
-        except BadInputError as exc:
-            raise BadInputError(source, f"its stage folder {stage} is an {exc.problem}") from None
+    names = {p.rstrip("/").rsplit("/", 1)[-1] for p in fs.ls(parent, detail=False)}
+    if not names & STAGE_FILES:
+        return
+    stage = url.rstrip("/").rsplit("/", 1)[0]
+    try:
+        check_complete(stage, required=True)
+    except BadInputError as exc:
+        raise BadInputError(source, f"its stage folder {stage} is an {exc.problem}") from None
 
 
 def _data_files(url: str, source: str, fmt: str) -> list[str]:

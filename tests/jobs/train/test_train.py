@@ -431,11 +431,14 @@ def refused_early(module: str, argv: list[str], *expected: str) -> str:
 
 
 def stage_output_copy(sets: dict[str, str], directory: str, *, success: bool) -> str:
-    """A tfrecords-stage output (train/ and test/ side by side), with or without its _SUCCESS."""
+    """A tfrecords-stage output (train/ and test/ beside the stage's sidecar files), with or without
+    its _SUCCESS."""
     import shutil
 
     shutil.copytree(sets["train_tfrecord"], os.path.join(directory, "train"))
     shutil.copytree(sets["test_tfrecord"], os.path.join(directory, "test"))
+    with open(os.path.join(directory, "_summary.json"), "w") as f:
+        f.write("{}\n")
     if success:
         open(os.path.join(directory, "_SUCCESS"), "w").close()
     return directory
