@@ -15,6 +15,7 @@ import os
 import posixpath
 import shutil
 import socket
+import sys
 import tempfile
 import time
 import uuid
@@ -178,8 +179,6 @@ def _owner_record(stage: str | None = None) -> dict[str, str]:
 
 
 def _stage_name() -> str:
-    import sys
-
     spec = getattr(sys.modules.get("__main__"), "__spec__", None)
     return spec.name.removesuffix(".__main__") if spec else "colliderflow"
 

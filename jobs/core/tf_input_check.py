@@ -14,7 +14,6 @@ The contract's names come from jobs.dltrigger_schema. TFRecord framing: jobs.cor
 
 from __future__ import annotations
 
-import os
 import posixpath
 import zipfile
 import zlib
@@ -29,7 +28,6 @@ from jobs.core.storage import (
     SUMMARY_FILE,
     check_complete,
     filesystem,
-    is_local,
     probe_store,
     store_errors,
 )
@@ -98,9 +96,6 @@ def _check_stage_complete(url: str, source: str) -> None:
 
 
 def _data_files(url: str, source: str, fmt: str) -> list[str]:
-    fs, path = filesystem(url)
-    if is_local(url) and os.path.isfile(path) and os.path.getsize(path) == 0:
-        raise BadInputError(source, "is an empty file (0 bytes)")
     suffixes = {"tfrecord": TFRECORD_SUFFIXES, "parquet": PARQUET_SUFFIXES}.get(fmt)
     try:
         return list_data_files(url, suffixes or TFRECORD_SUFFIXES + PARQUET_SUFFIXES)

@@ -176,6 +176,15 @@ def read_output(out) -> dict[tuple[str, int], tuple[int, np.ndarray, np.ndarray]
     return {k: (labels[i], hlf[i], particles[i]) for i, k in enumerate(keys)}
 
 
+def assert_same_rows(got: dict, want: dict) -> None:
+    """Two ingestion outputs (read_output) hold the same events with the same values."""
+    assert got.keys() == want.keys()
+    for key, (label, hlf, particles) in got.items():
+        assert label == want[key][0]
+        np.testing.assert_array_equal(hlf, want[key][1])
+        np.testing.assert_array_equal(particles, want[key][2])
+
+
 def inputs_for(files: dict[str, str]) -> list[str]:
     return [f"{name}={url}" for name, url in files.items()]
 
@@ -431,12 +440,7 @@ def test_worker_processes_write_what_spark_writes(generated, many_tasks, tmp_pat
         batch_entries=200,
     )  # fmt: skip
     assert metrics["spark"]["engine"] == "processes" and metrics["spark"]["workers"] == 2
-    got, want = read_output(out), read_output(many_tasks)
-    assert got.keys() == want.keys()
-    for key, (label, hlf, particles) in got.items():
-        assert label == want[key][0]
-        np.testing.assert_array_equal(hlf, want[key][1])
-        np.testing.assert_array_equal(particles, want[key][2])
+    assert_same_rows(read_output(out), read_output(many_tasks))
     assert json.loads((out / "_summary.json").read_text()) == json.loads(
         (many_tasks / "_summary.json").read_text()
     )
@@ -446,12 +450,7 @@ def test_worker_processes_write_what_spark_writes(generated, many_tasks, tmp_pat
 def test_one_task_equals_many(generated, many_tasks, tmp_path, spark):
     out = tmp_path / "one"
     ingest.run(inputs_for(generated), str(out), spark=spark, chunk_entries=10_000, partitions=1)
-    one, many = read_output(out), read_output(many_tasks)
-    assert one.keys() == many.keys()
-    for key, (label, hlf, particles) in one.items():
-        assert label == many[key][0]
-        np.testing.assert_array_equal(hlf, many[key][1])
-        np.testing.assert_array_equal(particles, many[key][2])
+    assert_same_rows(read_output(out), read_output(many_tasks))
     assert (
         json.loads((out / "_summary.json").read_text())["classes"]
         == json.loads((many_tasks / "_summary.json").read_text())["classes"]
