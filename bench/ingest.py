@@ -137,7 +137,8 @@ def main(argv: list[str] | None = None) -> dict:
     inputs = make_input(os.path.join(args.scratch, f"delphes-{events}"), events, args.files)
     small_metrics, small_peak = run_ingest(small_inputs, os.path.join(args.scratch, "out-small"), args)
     metrics, large_peak = run_ingest(inputs, os.path.join(args.scratch, "out"), args)
-    cores = metrics["spark"]["default_parallelism"]
+    ran = metrics["spark"]  # Spark's parallelism, or the process engine's workers
+    cores = ran.get("default_parallelism") or ran["workers"]
     job_per_core = metrics["events"] / metrics["wall_seconds"] / cores
     task_rate = metrics["events"] / metrics["task_cpu_seconds"]
     marginal = marginal_rate(
@@ -152,6 +153,7 @@ def main(argv: list[str] | None = None) -> dict:
         "events_written": metrics["events_written"],
         "cores": cores,
         "master": args.master,
+        "engine": args.engine,
         "wall_seconds": metrics["wall_seconds"],
         "wall_events_per_s_per_core": job_per_core,
         "job_events_per_s_per_core": job_per_core,
