@@ -1,6 +1,6 @@
 """Cluster overhead (issue 11): `jobs.dimuon` and `jobs.ingest` on a two-worker Spark standalone cluster
 with s3:// data (moto's server on loopback), beside local[2] on local files, in the same script on the
-same events. Workers and the driver each run in a private mount namespace (tests/cluster.py), so the
+same events. Workers and the driver each run in a private mount namespace (bench/fixtures/cluster.py), so the
 cluster shares no disk: every byte goes through S3.
 
     python -m bench.cluster [--dimuon-events 2000000] [--ingest-events 5000] [--quick]
@@ -113,12 +113,12 @@ def _job_metrics(output: str) -> dict:
 
 def measure(name: str, argv_for, local_out: str, s3_out: str, master: str, s3: S3Server) -> dict:
     """Both set-ups of one stage: argv_for(output, master, on_s3) -> argv of the stage."""
-    from tests.cluster import isolated, isolated_env
+    from bench.fixtures.cluster import isolated, isolated_env
 
     local_wall, local_peak = run_command(argv_for(local_out, f"local[{CLUSTER_CORES}]", False))
     local = _job_metrics(local_out)
     before = s3.counter.snapshot()
-    # isolated_env points SPARK_CONF_DIR at tests/cluster_conf (no host-local shuffle reads)
+    # isolated_env points SPARK_CONF_DIR at bench/fixtures/cluster_conf (no host-local shuffle reads)
     cluster_wall, cluster_peak = run_command(isolated(argv_for(s3_out, master, True)), env=isolated_env())
     after = s3.counter.snapshot()
     remote = _job_metrics(s3_out)
@@ -159,7 +159,7 @@ def main(argv: list[str] | None = None) -> int:
     dimuon_events = args.dimuon_events or (200_000 if args.quick else 2_000_000)
     ingest_events = args.ingest_events or (500 if args.quick else 5000)
 
-    from tests.cluster import cluster_unavailable, spark_cluster
+    from bench.fixtures.cluster import cluster_unavailable, spark_cluster
 
     reason = cluster_unavailable()
     if reason:
@@ -212,7 +212,8 @@ def main(argv: list[str] | None = None) -> int:
         "cluster",
         {
             "status": "measured",
-            "cluster": "Spark standalone, 2 workers x 1 core, private mount namespaces (tests/cluster.py)",
+            "cluster": "Spark standalone, 2 workers x 1 core, private mount namespaces "
+            "(bench/fixtures/cluster.py)",
             "storage": "moto S3 server on loopback",
             "events": {"dimuon": dimuon_events, "ingest_per_class": ingest_events},
             "stages": stages,

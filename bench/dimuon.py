@@ -2,11 +2,13 @@
 its own process on a small and a large input (generated once by jobs.generate and reused):
 
 - colliderflow: `python -m jobs.dimuon --master local[cores]` on the ROOT files as a user runs it (the
-  default engine: a local process pool, no JVM), and the same on Spark (`--engine spark`, what a DAG
-  run uses, since it asks for Spark's event log);
+  default engine: a local process pool, no JVM, as in a DAG run), and the same on Spark
+  (`--engine spark`);
 - ROOT RDataFrame 6.40 (the `peers` group) on the df102 selection, one thread and all cores (IMT);
 - the published Spark approach: a PySpark DataFrame job on the same events as Parquet, local[cores];
-- the read floor: plain uproot reading just the six branches, one core.
+- the read floor: plain uproot reading just the six branches, one core;
+- cms_dimuon as a DAG run (`airflow dags test` on the large input): `dag_wall_seconds` is its dimuon
+  task's duration as Airflow recorded it, beside `standalone_wall_seconds` (jobs.dimuon alone).
 
 Reported per contender: the marginal throughput (events/s/core from the slope between the two inputs,
 so start-up and JIT cancel), the end-to-end wall time of the large input including start-up, the
@@ -19,7 +21,9 @@ histogram against colliderflow's. Results: out/bench/dimuon.json.
 from __future__ import annotations
 
 import argparse
+import json
 import os
+import subprocess
 import time
 
 import awkward as ak
@@ -44,6 +48,7 @@ from jobs.generate import nanoaod
 MASS_BINS = 2000  # jobs.dimuon's default, log-spaced over its MASS_RANGE
 TARGET_PER_CORE = 7e6  # issue 14: half the read floor measured there (14.2 M events/s)
 TARGET_VS_RDATAFRAME = 2.0
+TARGET_DAG_VS_STANDALONE = 1.3  # issue 20
 
 
 def make_input(workdir: str, events: int, files: int) -> tuple[str, list[str], str]:
@@ -120,6 +125,30 @@ def streaming_memory(workdir: str, paths: list[str], cores: int, events: int) ->
     n = events // len(paths)
     return {**memory_growth(peaks), "peak_rss_mb": peaks, "events": {"small": n, "large": n * len(paths)},
             "events_per_task": int(chunk)}  # fmt: skip
+
+
+def dag_run(workdir: str, root_dir: str) -> dict:
+    """cms_dimuon as a DAG run (`airflow dags test`, embedded default: SQLite, local backend, `auto`
+    engine) on the large input: the whole command's wall time and the dimuon task's own duration as
+    Airflow recorded it (its subprocess included)."""
+    from colliderflow import environment, progress
+
+    home = os.path.abspath(os.path.join(workdir, "airflow"))
+    env = {**environment.airflow_env(home), "COLLIDERFLOW_STORAGE_ROOT": ""}
+    with open(os.path.join(workdir, "dag.log"), "w") as log:
+        environment.prepare(env, log)
+        watcher = progress.RunWatcher(env, "cms_dimuon")
+        conf = {"input": os.path.abspath(root_dir), "output_root": os.path.abspath(f"{workdir}/dag-runs")}
+        t0 = time.perf_counter()
+        rc = subprocess.run([environment.airflow_exe(), "dags", "test", "cms_dimuon", "-c", json.dumps(conf)],
+                            env=env, stdout=log, stderr=subprocess.STDOUT).returncode  # fmt: skip
+        total = time.perf_counter() - t0
+        tasks = {t.task_id: t for t in watcher.finished()}
+        watcher.close()
+    dimuon = tasks.get("dimuon")
+    if rc or dimuon is None or dimuon.state != "success":
+        raise SystemExit(f"bench.dimuon: the cms_dimuon DAG run failed (rc {rc}): see {log.name}")
+    return {"dag_wall_seconds": dimuon.duration, "dag_run_wall_seconds": round(total, 2)}
 
 
 def read_histogram(path: str | None) -> np.ndarray | None:
@@ -218,6 +247,13 @@ def main(argv: list[str] | None = None) -> int:
         ),
     }
     if "colliderflow" in chosen:
+        summary.update(dag_run(args.workdir, inputs["large"][0]), standalone_wall_seconds=ours_wall)
+        targets["dag_vs_standalone"] = target(
+            summary["dag_wall_seconds"] / ours_wall if ours_wall else None,
+            TARGET_DAG_VS_STANDALONE,
+            f"the DAG run's dimuon task within {TARGET_DAG_VS_STANDALONE}x of python -m jobs.dimuon alone",
+            higher_is_better=False,
+        )
         summary["memory_growth"] = streaming_memory(args.workdir, inputs["large"][1], args.cores, large)
     write_result(
         args.results_dir,

@@ -9,7 +9,7 @@ rate and the memory at two sizes. Results: out/bench/ingest.json. Reported:
   and events per task CPU-second (the per-core rate of the tasks themselves: read, compute, write;
   CPU time, so that other load on a shared machine does not count);
 - in-process: one core, no Spark, read + compute + Parquet write of a sample of events (CPU time);
-- oracle: tests/jobs/delphes_oracle.py (plain Python, one event at a time) on a sample, one core,
+- oracle: bench/fixtures/delphes_oracle.py (plain Python, one event at a time) on a sample, one core,
   CPU time, reading excluded, so the ratio is a lower bound of the speed-up;
 - the reference: 54.5 M events in 2 h 11 min on 400 cores = 17 events/s/core.
 """
@@ -84,7 +84,7 @@ def in_process(inputs: dict[str, str], events: int) -> float:
 
 def oracle(inputs: dict[str, str], events: int) -> float:
     """Events/s of the per-event oracle (file reading excluded), `events` per class."""
-    from tests.jobs.ingest.delphes_oracle import events_as_dicts, oracle_event
+    from bench.fixtures.delphes_oracle import events_as_dicts, oracle_event
 
     n, seconds = 0, 0.0
     for directory in inputs.values():

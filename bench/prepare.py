@@ -7,7 +7,7 @@ and on the large input in every layout (jobs.dltrigger_schema.PARTICLE_LAYOUTS: 
 events/s/core of each stage per layout); results: out/bench/prepare.json. The top-level keys describe
 the default layout.
 
-The input is a synthetic ingestion output (tests/jobs/ingested_fixture.py; generated once and reused
+The input is a synthetic ingestion output (bench/fixtures/ingested.py; generated once and reused
 from the scratch directory). Class shares 30/37/33 % so that undersampling keeps about 90 % of the
 events (>= 100 k with the default). Reported per stage: events/s, events/s per core (Spark task
 slots), MB written and MB/s written, and the ratio to a baseline measured here on the same machine:
@@ -53,7 +53,7 @@ SHARES = (0.30, 0.37, 0.33)
 
 
 def make_input(directory: str, events: int) -> dict[int, int]:
-    from tests.jobs.ingested_fixture import write_ingested
+    from bench.fixtures.ingested import write_ingested
 
     counts = {k: int(events * s) for k, s in enumerate(SHARES)}
     marker = os.path.join(directory, "_summary.json")

@@ -2,7 +2,7 @@
 
     python -m bench.train [--train-events 2048] [--test-events 2048] [--epochs 2] [--seeds 2] [--quick]
 
-Same synthetic prepared set (tests/jobs/prepared_fixture.py, global-scaling layout, up to
+Same synthetic prepared set (bench/fixtures/prepared.py, global-scaling layout, up to
 --max-particles real rows per event, class-dependent lengths averaging about half of it) for both
 set-ups, in one run: unbucketed over all 801 rows (the reference set-up) and --bucketing. Training
 events/s is the last epoch's (the first one includes graph tracing); evaluation events/s is after
@@ -134,7 +134,7 @@ def main(argv: list[str] | None = None) -> None:
     args.epochs = args.epochs or 2
     args.workers = (0 if args.quick else 2) if args.workers is None else args.workers
 
-    from tests.jobs.prepared_fixture import generate, write_prepared
+    from bench.fixtures.prepared import generate, write_prepared
 
     os.makedirs(args.scratch, exist_ok=True)
     sets = write_prepared(

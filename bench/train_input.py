@@ -2,7 +2,7 @@
 
     python -m bench.train_input [--events 4096] [--shards 4] [--epochs 3] [--max-particles 64]
 
-One synthetic prepared set (TFRecord shards, tests/jobs/prepared_fixture.py) on moto's S3 server on
+One synthetic prepared set (TFRecord shards, bench/fixtures/prepared.py) on moto's S3 server on
 loopback; the input pipeline alone (read, batch, parse: what differs between the two), no model:
 - stage: `jobs.core.tf_staging.stage_in` copies the shards to local scratch once, then TFRecordDataset
   reads local files every epoch (what jobs.train does);
@@ -81,10 +81,10 @@ def main() -> None:
         AWS_DEFAULT_REGION="us-east-1",
         COLLIDERFLOW_S3_ENDPOINT=f"http://{host}:{port}",
     )
+    from bench.fixtures.prepared import generate, write_tfrecords
     from jobs.core.storage import filesystem
     from jobs.core.tf_readers import read_tfrecords
     from jobs.core.tf_staging import TFRECORD_SUFFIXES, list_data_files, stage_in
-    from tests.jobs.prepared_fixture import generate, write_tfrecords
 
     scratch = tempfile.mkdtemp(prefix="bench-train-input-")
     try:

@@ -184,7 +184,7 @@ with DAG(
                   "--particle-scaling", "{{ params.particle_scaling }}",
                   "--scaler-fit", "{{ params.scaler_fit }}",
                   "--layout", "{{ params.particle_layout }}",
-                  "--seed", "{{ params.seed }}", *SPARK_ARGS],
+                  "--seed", "{{ params.seed }}", *engine_args(), *SPARK_ARGS],
             resources=spark_resources(),
             outlets=[Asset(name="dl_trigger_prepared", uri="colliderflow://dl_trigger/prepared")],
             pool="spark",

@@ -110,8 +110,9 @@ def bucket(s3_env, request) -> str:
 @pytest.fixture(scope="session")
 def spark_cluster():
     """A Spark standalone master and two workers on loopback, each worker in a private mount namespace
-    (own tmpfs /tmp): see tests/cluster.py. Drivers go through `tests.cluster.run_driver`."""
-    from tests import cluster
+    (own tmpfs /tmp): see bench/fixtures/cluster.py. Drivers go through
+    `bench.fixtures.cluster.run_driver`."""
+    from bench.fixtures import cluster
 
     reason = cluster.cluster_unavailable()
     if reason:

@@ -22,9 +22,9 @@ from dataclasses import dataclass
 
 import pytest
 
+from bench.fixtures.ingested import write_ingested
+from bench.fixtures.prepared import generate, write_tfrecords
 from jobs.core.commit import mark_output
-from tests.jobs.ingested_fixture import write_ingested
-from tests.jobs.prepared_fixture import generate, write_tfrecords
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 CATALOGUE = tomllib.loads((ROOT / "tests" / "bad_inputs.toml").read_text())["case"]

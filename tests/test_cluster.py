@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from tests.cluster import run_driver
+from bench.fixtures.cluster import run_driver
 
 PROBE = "tests.cluster_probe"
 

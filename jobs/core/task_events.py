@@ -48,19 +48,34 @@ def _io_counters() -> tuple[int, int]:
         return 0, 0
 
 
+@dataclass(frozen=True)
+class Round:
+    """The tasks of one map or shuffle step: a Spark stage in the event log."""
+
+    name: str
+    tasks: list[TaskRecord]
+
+
 class Measured(Generic[T, C]):
     """`fn` as a task that also returns its TaskRecord: called with (index, item) in a worker process.
-    A class, not a closure, so that it pickles to the workers."""
+    While it runs, an empty file named by its index in `running` says so: the driver's way to name
+    the task whose worker died. A class, not a closure, so that it pickles to the workers."""
 
-    def __init__(self, fn: Callable[[T], C]):
+    def __init__(self, fn: Callable[[T], C], running: str | None = None):
         self.fn = fn
+        self.running = running
 
     def __call__(self, indexed: tuple[int, T]) -> tuple[C, TaskRecord]:
         index, item = indexed
+        marker = os.path.join(self.running, str(index)) if self.running else None
+        if marker:
+            open(marker, "wb").close()
         read0, written0 = _io_counters()
         cpu0, launch = time.process_time_ns(), time.time()
         result = self.fn(item)
         cpu, finish = time.process_time_ns() - cpu0, time.time()
+        if marker:
+            os.remove(marker)
         read1, written1 = _io_counters()
         peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # kB on Linux
         record = TaskRecord(
@@ -76,14 +91,14 @@ class Measured(Generic[T, C]):
         return result, record
 
 
-def _task_end(record: TaskRecord) -> dict[str, Any]:
+def _task_end(record: TaskRecord, stage: int, task_id: int) -> dict[str, Any]:
     return {
         "Event": "SparkListenerTaskEnd",
-        "Stage ID": 0,
+        "Stage ID": stage,
         "Stage Attempt ID": 0,
         "Task End Reason": {"Reason": "Success"},
         "Task Info": {
-            "Task ID": record.index,
+            "Task ID": task_id,
             "Executor ID": str(record.worker),
             "Launch Time": record.launch_ms,
             "Finish Time": record.finish_ms,
@@ -99,13 +114,31 @@ def _task_end(record: TaskRecord) -> dict[str, Any]:
     }
 
 
+def new_app_id(start_ms: int) -> str:
+    return f"{APP_PREFIX}{start_ms}-{uuid.uuid4().hex[:8]}"
+
+
+def _stage_events(app_name: str, stage: int, rnd: Round, first_task: int) -> list[dict[str, Any]]:
+    launch = min((t.launch_ms for t in rnd.tasks), default=0)
+    finish = max((t.finish_ms for t in rnd.tasks), default=launch)
+    info = {"Stage ID": stage, "Stage Attempt ID": 0, "Stage Name": f"{app_name} {rnd.name}",
+            "Number of Tasks": len(rnd.tasks), "Submission Time": launch}  # fmt: skip
+    return [
+        {"Event": "SparkListenerStageSubmitted", "Stage Info": info},
+        *(_task_end(t, stage, first_task + i) for i, t in enumerate(rnd.tasks)),
+        {"Event": "SparkListenerStageCompleted", "Stage Info": {**info, "Completion Time": finish}},
+    ]
+
+
 def write_event_log(
-    event_log_dir: str, app_name: str, start_ms: int, end_ms: int, records: Sequence[TaskRecord]
+    event_log_dir: str, app_name: str, app_id: str, start_ms: int, end_ms: int, rounds: Sequence[Round]
 ) -> str:
-    """Write the tasks as one application's event log under `event_log_dir`; returns its app id."""
-    app_id = f"{APP_PREFIX}{start_ms}-{uuid.uuid4().hex[:8]}"
-    stage = {"Stage ID": 0, "Stage Attempt ID": 0, "Stage Name": f"{app_name} tasks",
-             "Number of Tasks": len(records), "Submission Time": start_ms}  # fmt: skip
+    """Write the rounds' tasks as one application's event log (a job, one stage per round) under
+    `event_log_dir`; returns the app id."""
+    stages, first_task = [], 0
+    for stage, rnd in enumerate(rounds):
+        stages += _stage_events(app_name, stage, rnd, first_task)
+        first_task += len(rnd.tasks)
     events = [
         {
             "Event": "SparkListenerApplicationStart",
@@ -114,9 +147,7 @@ def write_event_log(
             "Timestamp": start_ms,
         },
         {"Event": "SparkListenerJobStart", "Job ID": 0, "Submission Time": start_ms},
-        {"Event": "SparkListenerStageSubmitted", "Stage Info": stage},
-        *(_task_end(r) for r in records),
-        {"Event": "SparkListenerStageCompleted", "Stage Info": {**stage, "Completion Time": end_ms}},
+        *stages,
         {"Event": "SparkListenerJobEnd", "Job ID": 0, "Job Result": {"Result": "JobSucceeded"}},
         {"Event": "SparkListenerApplicationEnd", "Timestamp": end_ms},
     ]

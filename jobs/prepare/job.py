@@ -25,6 +25,7 @@ from __future__ import annotations
 import argparse
 import logging
 import math
+import operator
 import time
 from collections.abc import Sequence
 
@@ -32,9 +33,9 @@ import numpy as np
 
 from jobs.core import cli
 from jobs.core.commit import atomic_output_dir, claim_output
+from jobs.core.engine import choose_engine, open_executor
 from jobs.core.errors import BadInputError, UsageError
 from jobs.core.job_metrics import job_metrics
-from jobs.core.spark import spark_info, spark_session
 from jobs.core.storage import (
     METRICS_FILE,
     SUMMARY_FILE,
@@ -54,13 +55,12 @@ from jobs.prepare.scaling import PARTICLE_SCALINGS, SCALER_FITS, Scaler
 from jobs.prepare.tasks import (
     ARROW_BATCH_ROWS,
     PARQUET_COMPRESSION,  # noqa: F401  (re-exported for bench.prepare)
+    SHUFFLE_KEY,
     SHUFFLE_SCHEMA,
-    WRITE_SCHEMA,
     FitResult,
     FitTask,
-    TrainWriteTask,
+    TrainWriter,
     TransformTask,
-    files_frame,
 )
 
 log = logging.getLogger("jobs.prepare")
@@ -69,18 +69,13 @@ SPLITS = ("train", "test")
 DEFAULT_SEED = 42
 DEFAULT_TEST_FRACTION = 0.2
 ROWS_PER_PARTITION = 10_000  # training events per shuffle partition (= output file) when not given
-# Arrow batches to and from Python small enough for 801 x 19 floats per row
-BATCH_CONF = {"spark.sql.execution.arrow.maxRecordsPerBatch": str(ARROW_BATCH_ROWS)}
 
 
-def _fit(spark, files: list[InputFile], plan: Plan, particle_scaling: str, scaler_fit: str, url: str):
+def _fit(executor, files: list[InputFile], plan: Plan, particle_scaling: str, scaler_fit: str):
     """Fit statistics and kept events per split, in one pass over every file (which validates every
     row of the input)."""
     task = FitTask(plan, particle_scaling == "global", scaler_fit == "all")
-    todo = [f for f in files if f.rows]
-    result: FitResult = (
-        spark.sparkContext.parallelize(todo, len(todo)).map(task).treeReduce(lambda a, b: a + b)
-    )
+    result: FitResult = executor.map_reduce(files, task, operator.add, "fit")
     if result.error:
         raise BadInputError(*result.error)
     return result
@@ -132,8 +127,10 @@ def run(
     master: str | None = None,
     event_log_dir: str | None = None,
     spark_conf: dict[str, str] | None = None,
+    engine: str = "auto",
 ) -> dict:
-    """Prepare the training and test sets from an ingestion output into `output`; returns metrics."""
+    """Prepare the training and test sets from an ingestion output into `output`; returns metrics. The
+    tasks run where `engine` says (jobs.core.engine): worker processes or Spark, same output."""
     if not 0.0 < test_fraction < 1.0:
         raise UsageError(f"--test-fraction must be strictly between 0 and 1, got {test_fraction}")
     if scaler_fit not in SCALER_FITS:
@@ -144,26 +141,21 @@ def run(
         )
     cli.check_range(shuffle_partitions, "--shuffle-partitions", 1, cli.MAX_PARTITIONS)
     layout = resolve_layout(layout, particle_scaling)
+    if spark is None:
+        choose_engine(engine, master, event_log_dir)  # a wrong combination fails before any work
     claim_output(output, [input_url])
     t0 = time.perf_counter()
     files = list_inputs(input_url)
     counts = class_counts(files, input_url)
     n_min = min(counts.values())
-    own_spark = spark is None
     conf = dict(spark_conf or {})
     if shuffle_partitions:
         conf.setdefault("spark.sql.shuffle.partitions", str(shuffle_partitions))
-    if own_spark:
-        spark = spark_session("colliderflow-prepare", master, event_log_dir, conf)
-    session_conf = {k: conf.get(k, v) for k, v in BATCH_CONF.items()}  # --spark-conf may override
-    if shuffle_partitions:
-        session_conf["spark.sql.shuffle.partitions"] = str(shuffle_partitions)
-    saved = {k: spark.conf.get(k, None) for k in session_conf}
-    try:
-        for k, v in session_conf.items():
-            spark.conf.set(k, v)
-        plan = Plan(seed, test_fraction, thresholds(spark, files, counts, seed))
-        fitted = _fit(spark, files, plan, particle_scaling, scaler_fit, input_url)
+    todo = [f for f in files if f.rows]
+    where = dict(spark=spark, master=master, event_log_dir=event_log_dir, spark_conf=conf, urls=[input_url])
+    with open_executor(engine, "colliderflow-prepare", **where) as executor:
+        plan = Plan(seed, test_fraction, thresholds(executor, files, counts, seed))
+        fitted = _fit(executor, todo, plan, particle_scaling, scaler_fit)
         per_split = {(k, bool(t)): int(fitted.split[k, t]) for k in range(N_CLASSES) for t in (0, 1)}
         for name, is_test in (("train", False), ("test", True)):
             if not any(per_split[(k, is_test)] for k in range(N_CLASSES)):
@@ -182,13 +174,15 @@ def run(
         )
         with atomic_output_dir(output, shared=True) as out:  # executors write into it
             train_url, test_url = f"{out}/train", f"{out}/test"
-            shuffled = (
-                files_frame(spark, [f for f in files if f.rows])
-                .mapInArrow(TransformTask(test_url, plan, scaler, layout), SHUFFLE_SCHEMA)
-                .repartition(n_parts, "key")
-                .sortWithinPartitions("key")
+            written = executor.sorted_shuffle(
+                todo,
+                TransformTask(test_url, plan, scaler, layout),
+                SHUFFLE_SCHEMA,
+                SHUFFLE_KEY,
+                n_parts,
+                TrainWriter(train_url, layout),
+                ARROW_BATCH_ROWS,
             )
-            written = shuffled.mapInArrow(TrainWriteTask(train_url, layout), WRITE_SCHEMA).collect()
             train_per_class = np.sum([r["per_class"] for r in written], axis=0)
             splits = {
                 "train": _dir_summary(train_url, dict(enumerate(train_per_class.tolist()))),
@@ -200,7 +194,7 @@ def run(
                 per_split[(k, False)] for k in range(N_CLASSES)
             ):
                 raise RuntimeError(f"undersampling kept {after}, expected {n_min} per class")
-            info = spark_info(spark)
+            info = executor.info()
             wall = time.perf_counter() - t0
             summary = {
                 "input": input_url,
@@ -233,15 +227,6 @@ def run(
                 bytes_written=sum(s["bytes"] for s in splits.values()),
             )
             write_json(f"{out}/{METRICS_FILE}", metrics)
-    finally:
-        if own_spark:
-            spark.stop()
-        else:
-            for k, v in saved.items():
-                if v is None:
-                    spark.conf.unset(k)
-                else:
-                    spark.conf.set(k, v)
     log.info(
         "prepare: %d events in, %d per class kept, train %d / test %d, %.1f s -> %s",
         sum(counts.values()), n_min, splits["train"]["events"], splits["test"]["events"], wall, output,
@@ -291,6 +276,7 @@ def build_parser() -> argparse.ArgumentParser:
         "(the reference 801 x 19) or auto (default: ragged under global scaling, padded under per-event)",
     )
     cli.add_spark_args(parser)
+    cli.add_engine_arg(parser)
     return parser
 
 
@@ -305,6 +291,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         particle_scaling=args.particle_scaling,
         shuffle_partitions=args.shuffle_partitions,
         layout=args.layout,
+        engine=args.engine,
         **cli.spark_kwargs(args),
     )
     return 0

@@ -15,7 +15,9 @@ n_min-th key, and a second narrow pass returns only the keys of that one bucket 
 
 from __future__ import annotations
 
+import functools
 import hashlib
+import operator
 from dataclasses import dataclass
 
 import numpy as np
@@ -144,44 +146,40 @@ class Histogram:
         return Histogram(self.counts + other.counts, errors[0] if errors else None)
 
 
-def histogram_task(seed: int):
-    def run(f: InputFile) -> Histogram:
-        counts = np.zeros((N_CLASSES, 1 << BUCKET_BITS), dtype=np.int64)
-        try:
-            ident = read_identity(f)
-        except BadInputError as exc:
-            return Histogram(counts, (exc.source, exc.problem))
-        counts[f.label] = np.bincount(
-            (ident.keys(seed, "undersample") >> _SHIFT).astype(np.int64), minlength=1 << BUCKET_BITS
-        )
-        return Histogram(counts)
-
-    return run
-
-
-def candidates_task(seed: int, buckets: dict[int, int]):
-    """Keys (with their tie-breakers) of the rows in each class's threshold bucket."""
-
-    def run(f: InputFile) -> list[tuple]:
-        if f.label not in buckets:
-            return []
+def histogram_task(f: InputFile, seed: int) -> Histogram:
+    """The undersampling keys' bucket counts of one file (the file's problem, if it has one)."""
+    counts = np.zeros((N_CLASSES, 1 << BUCKET_BITS), dtype=np.int64)
+    try:
         ident = read_identity(f)
-        keys = ident.keys(seed, "undersample")
-        hits = np.flatnonzero((keys >> _SHIFT) == np.uint64(buckets[f.label]))
-        return [(f.label, ident.tie_key(i, keys[i], f.rel, int(i))) for i in hits]
+    except BadInputError as exc:
+        return Histogram(counts, (exc.source, exc.problem))
+    counts[f.label] = np.bincount(
+        (ident.keys(seed, "undersample") >> _SHIFT).astype(np.int64), minlength=1 << BUCKET_BITS
+    )
+    return Histogram(counts)
 
-    return run
+
+def candidates_task(f: InputFile, seed: int, buckets: dict[int, int]) -> list[tuple]:
+    """Keys (with their tie-breakers) of the rows in each class's threshold bucket."""
+    if f.label not in buckets:
+        return []
+    ident = read_identity(f)
+    keys = ident.keys(seed, "undersample")
+    hits = np.flatnonzero((keys >> _SHIFT) == np.uint64(buckets[f.label]))
+    return [(f.label, ident.tie_key(i, keys[i], f.rel, int(i))) for i in hits]
 
 
-def thresholds(spark, files: list[InputFile], counts: dict[int, int], seed: int) -> dict[int, tuple]:
-    """For each class larger than the smallest, the n_min-th smallest (key, name, entry, rel, row)."""
+def thresholds(executor, files: list[InputFile], counts: dict[int, int], seed: int) -> dict[int, tuple]:
+    """For each class larger than the smallest, the n_min-th smallest (key, name, entry, rel, row):
+    two map/reduce rounds on the stage's executor (jobs.core.engine)."""
     n_min = min(counts.values())
     larger = {k for k, n in counts.items() if n > n_min}
     todo = [f for f in files if f.label in larger and f.rows]
     if not todo:
         return {}
-    rdd = spark.sparkContext.parallelize(todo, len(todo))
-    hist = rdd.map(histogram_task(seed)).treeReduce(lambda a, b: a + b)
+    hist = executor.map_reduce(
+        todo, functools.partial(histogram_task, seed=seed), operator.add, "undersampling histogram"
+    )
     if hist.error:
         raise BadInputError(*hist.error)
     buckets, need = {}, {}
@@ -190,6 +188,7 @@ def thresholds(spark, files: list[InputFile], counts: dict[int, int], seed: int)
         b = int(np.searchsorted(cum, n_min))
         buckets[k], need[k] = b, n_min - (int(cum[b - 1]) if b else 0)
     found: dict[int, list[tuple]] = {k: [] for k in larger}
-    for label, tie in rdd.flatMap(candidates_task(seed, buckets)).collect():
+    candidates = functools.partial(candidates_task, seed=seed, buckets=buckets)
+    for label, tie in executor.map_reduce(todo, candidates, operator.add, "undersampling threshold"):
         found[label].append(tie)
     return {k: sorted(found[k])[need[k] - 1] for k in larger}

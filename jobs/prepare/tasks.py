@@ -1,4 +1,5 @@
-"""The work jobs.prepare runs inside Spark tasks, one task per input file: each task reads its file
+"""The work jobs.prepare runs in its executor's tasks (jobs.core.engine: worker processes or Spark), one
+task per input file: each task reads its file
 itself with pyarrow through the storage layer (local, s3://, any fsspec URL; no Hadoop connector),
 decides per row from the row's identity (jobs.prepare.sampling), does the numpy work array-at-a-time
 and writes its parts straight into the output's location (jobs.core.part_files), so no executor
@@ -7,6 +8,7 @@ float32 bytes. Only counts and fit statistics go back to the driver."""
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
@@ -48,13 +50,13 @@ PARQUET_OPTIONS = {
     "write_statistics": [COUNT_COLUMN, ENTRY_COLUMN],
 }
 
-# What the tasks hand to Spark: the input files (mapInArrow input) and the mapInArrow output schemas
-FILES_SCHEMA = "url string, label int, rel string, rows long, index int, has_label_column boolean"
+# The training rows as they cross the shuffle (jobs.core.engine.sorted_shuffle), as Spark DDL
 SHUFFLE_SCHEMA = (
     "key long, label int, n_particles long, source_file string, entry long, hlf binary, rows binary"
 )
+SHUFFLE_KEY = "key"
 _SHUFFLE_COLUMNS = [
-    "key",
+    SHUFFLE_KEY,
     FEATURES_LABEL_COLUMN,
     COUNT_COLUMN,
     SOURCE_FILE_COLUMN,
@@ -62,18 +64,6 @@ _SHUFFLE_COLUMNS = [
     "hlf",
     "rows",
 ]
-WRITE_SCHEMA = "rows long, per_class array<long>, bytes long, file string"
-
-
-def files_frame(spark, files: list[InputFile]):
-    """The input files as a DataFrame with one partition per file (one task each)."""
-    rows = [(f.url, f.label, f.rel, f.rows, f.index, f.has_label_column) for f in files]
-    return spark.createDataFrame(spark.sparkContext.parallelize(rows, max(1, len(rows))), FILES_SCHEMA)
-
-
-def _input_files(batch: pa.RecordBatch) -> Iterator[InputFile]:
-    for row in batch.to_pylist():
-        yield InputFile(**row)
 
 
 def _decided_batches(
@@ -108,23 +98,29 @@ def _arrays(batch: pa.RecordBatch, url: str) -> tuple[np.ndarray, np.ndarray]:
 
 @dataclass
 class FitResult:
-    """Fit statistics of the flagged rows and kept events per (class, split) of some files; mergeable.
+    """Fit statistics of the flagged rows per input file and kept events per (class, split) of some
+    files; mergeable. The files' statistics are folded in file order only at the end (`stats`), so the
+    fitted scaler is bit-for-bit the same whatever order the executor merged the tasks in.
     `error`: (file, problem) of the first malformed file (every row of every file is decoded)."""
 
-    stats: FitStats = field(default_factory=FitStats)
+    per_file: dict[int, FitStats] = field(default_factory=dict)
     split: np.ndarray = field(default_factory=lambda: np.zeros((N_CLASSES, 2), dtype=np.int64))
     error: tuple[str, str] | None = None
 
     def __add__(self, other: FitResult) -> FitResult:
         errors = sorted(e for e in (self.error, other.error) if e)
         return FitResult(
-            self.stats.merge(other.stats), self.split + other.split, errors[0] if errors else None
+            {**self.per_file, **other.per_file}, self.split + other.split, errors[0] if errors else None
         )
+
+    @property
+    def stats(self) -> FitStats:
+        return functools.reduce(FitStats.merge, (self.per_file[i] for i in sorted(self.per_file)), FitStats())
 
 
 @dataclass(frozen=True)
 class FitTask:
-    """Spark map function over input files: fit statistics of the training split (`fit_all`: of every
+    """Map function over input files: fit statistics of the training split (`fit_all`: of every
     event) and the kept events per split."""
 
     plan: Plan
@@ -132,18 +128,17 @@ class FitTask:
     fit_all: bool
 
     def __call__(self, f: InputFile) -> FitResult:
-        out = FitResult()
+        out, stats = FitResult(), FitStats()
         try:
             for batch, kept, is_test, _ in _decided_batches(f, self.plan):
                 hlf, particles = _arrays(batch, f.url)
                 out.split[f.label, 0] += int((kept & ~is_test).sum())
                 out.split[f.label, 1] += int((kept & is_test).sum())
                 sel = np.arange(batch.num_rows) if self.fit_all else np.flatnonzero(kept & ~is_test)
-                out.stats = out.stats.merge(
-                    FitStats.of(hlf[sel], particles[sel] if self.with_particles else None)
-                )
+                stats = stats.merge(FitStats.of(hlf[sel], particles[sel] if self.with_particles else None))
         except BadInputError as exc:
             return FitResult(error=(exc.source, exc.problem))
+        out.per_file[f.index] = stats
         return out
 
 
@@ -271,74 +266,65 @@ def _unpack(batch: pa.RecordBatch) -> Prepared:
 
 @dataclass(frozen=True)
 class TransformTask:
-    """mapInArrow function over input files: transform the kept events of each file with the fitted
-    scaler; write the test events straight to `test_url/part-<file index>.parquet` in `layout` and
-    hand the training events back to Spark as packed rows for the shuffle (real rows only under
-    global scaling, whatever the layout)."""
+    """The shuffle's map side, one input file per task: transform the file's kept events with the
+    fitted scaler; write the test events straight to `test_url/part-<file index>.parquet` in `layout`
+    and yield the training events as packed rows for the shuffle (real rows only under global
+    scaling, whatever the layout)."""
 
     test_url: str
     plan: Plan
     scaler: Scaler
     layout: str
 
-    def __call__(self, batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
-        for files in batches:
-            for f in _input_files(files):
-                test = _PartParquet(f"{self.test_url}/part-{f.index:05d}.parquet")
-                try:
-                    for batch, kept, is_test, shuffle in _decided_batches(f, self.plan):
-                        pos = np.flatnonzero(kept)
-                        if not len(pos):
-                            continue
-                        hlf, particles = _arrays(batch, f.url)
-                        if len(pos) < batch.num_rows:  # numpy, not Arrow's take of nested lists
-                            hlf, particles = hlf[pos], particles[pos]
-                            batch = batch.select([SOURCE_FILE_COLUMN, ENTRY_COLUMN]).take(pa.array(pos))
-                        labels = np.full(len(pos), f.label, dtype=np.int64)
-                        out = Prepared.of(self.scaler, hlf, particles, labels)
-                        is_test, shuffle = is_test[pos], shuffle[pos]
-                        if is_test.any():
-                            sel = np.flatnonzero(is_test)
-                            test.write(
-                                out.take(sel).table(
-                                    self.layout,
-                                    batch.column(SOURCE_FILE_COLUMN).take(sel),
-                                    batch.column(ENTRY_COLUMN).take(sel),
-                                )
-                            )
-                        train = np.flatnonzero(~is_test)
-                        if len(train):
-                            part = out.take(train) if len(train) < len(pos) else out
-                            yield pa.RecordBatch.from_arrays(
-                                [
-                                    pa.array(shuffle[train], pa.int64()),
-                                    pa.array(labels[train], pa.int32()),
-                                    pa.array(part.n_particles, pa.int64()),
-                                    batch.column(SOURCE_FILE_COLUMN).take(train).cast(pa.string()),
-                                    batch.column(ENTRY_COLUMN).take(train).cast(pa.int64()),
-                                    *_pack(part),
-                                ],
-                                _SHUFFLE_COLUMNS,
-                            )
-                    test.close()
-                except BaseException:
-                    test.abort()
-                    raise
+    def __call__(self, f: InputFile) -> Iterator[pa.RecordBatch]:
+        test = _PartParquet(f"{self.test_url}/part-{f.index:05d}.parquet")
+        try:
+            for batch, kept, is_test, shuffle in _decided_batches(f, self.plan):
+                pos = np.flatnonzero(kept)
+                if not len(pos):
+                    continue
+                hlf, particles = _arrays(batch, f.url)
+                if len(pos) < batch.num_rows:  # numpy, not Arrow's take of nested lists
+                    hlf, particles = hlf[pos], particles[pos]
+                    batch = batch.select([SOURCE_FILE_COLUMN, ENTRY_COLUMN]).take(pa.array(pos))
+                labels = np.full(len(pos), f.label, dtype=np.int64)
+                out = Prepared.of(self.scaler, hlf, particles, labels)
+                is_test, shuffle = is_test[pos], shuffle[pos]
+                if is_test.any():
+                    sel = np.flatnonzero(is_test)
+                    test.write(out.take(sel).table(self.layout, *_identity(batch, sel)))
+                train = np.flatnonzero(~is_test)
+                if len(train):
+                    part = out.take(train) if len(train) < len(pos) else out
+                    source, entry = _identity(batch, train)
+                    yield pa.RecordBatch.from_arrays(
+                        [pa.array(shuffle[train], pa.int64()), pa.array(labels[train], pa.int32()),
+                         pa.array(part.n_particles, pa.int64()), source, entry, *_pack(part)],
+                        _SHUFFLE_COLUMNS,
+                    )  # fmt: skip
+            test.close()
+        except BaseException:
+            test.abort()
+            raise
+
+
+def _identity(batch: pa.RecordBatch, sel: np.ndarray) -> tuple[pa.Array, pa.Array]:
+    """The source file and entry columns of the rows at `sel`."""
+    return (
+        batch.column(SOURCE_FILE_COLUMN).take(sel).cast(pa.string()),
+        batch.column(ENTRY_COLUMN).take(sel).cast(pa.int64()),
+    )
 
 
 @dataclass(frozen=True)
-class TrainWriteTask:
-    """mapInArrow function over the shuffled training rows of one partition (in shuffle order):
-    unpack and write them in `layout` as `url/part-<partition>.parquet`; returns one row of counts."""
+class TrainWriter:
+    """The shuffle's reduce side: one partition's training rows, in shuffle order, unpacked and written
+    in `layout` as `url/part-<partition>.parquet`; returns the partition's counts."""
 
     url: str
     layout: str
 
-    def __call__(self, batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
-        from pyspark import TaskContext
-
-        ctx = TaskContext.get()
-        part = ctx.partitionId() if ctx else 0
+    def __call__(self, part: int, batches: Iterator[pa.RecordBatch]) -> dict:
         name = f"part-{part:05d}.parquet"
         out = _PartParquet(f"{self.url}/{name}")
         rows, per_class = 0, np.zeros(N_CLASSES, dtype=np.int64)
@@ -356,5 +342,4 @@ class TrainWriteTask:
         except BaseException:
             out.abort()
             raise
-        row = {"rows": rows, "per_class": per_class.tolist(), "bytes": size, "file": name if size else None}
-        yield pa.RecordBatch.from_pylist([row])
+        return {"rows": rows, "per_class": per_class.tolist(), "bytes": size, "file": name if size else None}

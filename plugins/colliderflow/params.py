@@ -94,7 +94,7 @@ def spark_params(backend: str) -> dict[str, Param]:
             "engine": param(
                 "auto",
                 "Engine",
-                "dimuon, ingest, tfrecords: auto = worker processes (no JVM) for a local master; spark",
+                "auto: the data stages run in worker processes (no JVM) for a local master; spark: in Spark",
                 "Spark",
                 enum=list(ENGINES),
             ),
@@ -137,7 +137,7 @@ def spark_params(backend: str) -> dict[str, Param]:
 
 
 def engine_args() -> list[str]:
-    """The engine option of the stages that run on jobs.core.engine (dimuon, ingest, tfrecords)."""
+    """The engine option of the stages that run on jobs.core.engine (dimuon, ingest, prepare, tfrecords)."""
     return ["--engine", "{{ params.engine }}"]
 
 

@@ -1,5 +1,5 @@
 """Bucketed batches of jobs.core.tf_dataset.make_dataset on a small synthetic prepared set whose classes
-have different particle counts (tests/jobs/prepared_fixture.py): every event once, each batch cut to
+have different particle counts (bench/fixtures/prepared.py): every event once, each batch cut to
 its own longest list, training batches with the classes mixed, and the same predictions as the
 unbucketed fixed-length batches for the same weights."""
 
@@ -8,7 +8,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from tests.jobs.prepared_fixture import generate, write_tfrecords
+from bench.fixtures.prepared import generate, write_tfrecords
 
 N_EVENTS, MAX_PARTICLES, BATCH = 384, 48, 32
 

@@ -1,5 +1,5 @@
 """Both DAGs end to end through Airflow in a cluster-shaped world: Spark standalone with two workers,
-each in its own mount namespace (tests/cluster.py); the `airflow dags test` process, and so every
+each in its own mount namespace (bench/fixtures/cluster.py); the `airflow dags test` process, and so every
 stage driver and training worker it starts, in a private namespace too; every input and output on S3
 (moto). No process shares a local disk with another, so what passes here cannot work by accident
 through one. Outputs equal a local run of the same events."""
@@ -18,9 +18,9 @@ import pyarrow.parquet as pq
 import pytest
 import uproot
 
+from bench.fixtures.cluster import isolated, isolated_env
 from jobs.core import storage
 from jobs.dltrigger_schema import ENTRY_COLUMN, SOURCE_FILE_COLUMN
-from tests.cluster import isolated, isolated_env
 from tests.conftest import ROOT, SECRET
 from tests.dags.conftest import DL_TRIGGER_E2E_CONF
 

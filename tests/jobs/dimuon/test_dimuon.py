@@ -444,9 +444,9 @@ def test_root_inputs_equal_local(spark, xrootd_server, tmp_path):
 def test_on_the_cluster_from_s3_equals_local(spark_cluster, s3_env, bucket, spark, tmp_path):
     """The command line as a driver in its own namespace, `--master spark://` with two workers that
     share no disk with it or each other, s3:// in and out: the local run's histograms bin for bin."""
+    from bench.fixtures.cluster import run_driver
     from jobs.core import storage
     from jobs.generate import nanoaod
-    from tests.cluster import run_driver
     from tests.core.test_storage import assert_same_dimuon_outputs, download
 
     sample = tmp_path / "nano"

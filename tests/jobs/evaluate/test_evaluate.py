@@ -9,8 +9,8 @@ import os
 import numpy as np
 import pytest
 
+from bench.fixtures.prepared import generate, write_prepared, write_tfrecords
 from jobs.core import cli
-from tests.jobs.prepared_fixture import generate, write_prepared, write_tfrecords
 
 N_TRAIN, N_TEST = 900, 450
 

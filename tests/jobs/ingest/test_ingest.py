@@ -16,6 +16,7 @@ import pyarrow.dataset as ds
 import pytest
 import uproot
 
+from bench.fixtures.delphes_oracle import events_as_dicts, oracle_event
 from jobs.core import cli
 from jobs.core.errors import BadInputError, UsageError
 from jobs.core.tensors import nested_to_numpy
@@ -33,7 +34,6 @@ from jobs.dltrigger_schema import (
 from jobs.generate.delphes import generate
 from jobs.ingest import job as ingest
 from jobs.ingest.features import BRANCHES, CUTS, Features, Options, compute
-from tests.jobs.ingest.delphes_oracle import events_as_dicts, oracle_event
 from tests.jobs.rntuple_fixture import tree_to_rntuple
 
 H = {n: i for i, n in enumerate(HLF_NAMES)}
@@ -772,8 +772,8 @@ def test_on_the_cluster_from_s3_equals_local(generated, many_tasks, spark_cluste
     """The command line as a driver in its own namespace, `--master spark://` with two workers that
     share no disk with it or each other, s3:// in and out (executors write their parts into the
     store): the local run's features row for row, and its summary."""
+    from bench.fixtures.cluster import run_driver
     from jobs.core import storage
-    from tests.cluster import run_driver
     from tests.core.test_storage import download
 
     fs, _ = storage.filesystem(f"s3://{bucket}")

@@ -12,6 +12,7 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 
+from bench.fixtures.ingested import generate_events, write_ingested
 from jobs.core.errors import UsageError
 from jobs.dltrigger_schema import (
     COUNT_COLUMN,
@@ -24,7 +25,6 @@ from jobs.dltrigger_schema import (
 from jobs.prepare import job as prepare
 from jobs.prepare.scaling import Scaler
 from jobs.tfrecords import job as tfrecords
-from tests.jobs.ingested_fixture import generate_events, write_ingested
 
 LAYOUTS = ("padded", "ragged")
 

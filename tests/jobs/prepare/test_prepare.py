@@ -18,6 +18,7 @@ import pyarrow.dataset as pads
 import pyarrow.parquet as pq
 import pytest
 
+from bench.fixtures.ingested import generate_events, ingested_table, write_ingested
 from jobs.core.errors import BadInputError, UsageError
 from jobs.core.tensors import nested_to_numpy, numpy_to_nested, particles_to_numpy
 from jobs.dltrigger_schema import (
@@ -34,7 +35,6 @@ from jobs.dltrigger_schema import (
 from jobs.prepare import job as prepare
 from jobs.prepare.scaling import load_scaler
 from tests.conftest import ROOT as REPO_ROOT
-from tests.jobs.ingested_fixture import generate_events, ingested_table, write_ingested
 
 REPO = str(REPO_ROOT)
 COUNTS = {0: 40, 1: 90, 2: 60}
@@ -103,6 +103,33 @@ def runs(spark, ingested, tmp_path_factory) -> dict[str, str]:
         out[name] = str(base / name)
         prepare.run(ingested, out[name], spark=spark, shuffle_partitions=2, **kwargs)
     return out
+
+
+def parts(out: str) -> dict[str, pa.Table]:
+    """Every Parquet part of a prepared set by its path inside the set."""
+    found = glob.glob(f"{out}/*/*.parquet")
+    return {os.path.relpath(f, out): pq.read_table(f) for f in sorted(found)}
+
+
+def test_worker_processes_write_what_spark_writes(runs, ingested, tmp_path):
+    """The engine seam: undersampling (two map/reduce rounds), the fit and the shuffle on worker
+    processes give the same files, rows in the same order and the same summary as on Spark; the
+    tasks of every round reach the event log."""
+    out, logs = str(tmp_path / "processes"), tmp_path / "events"
+    metrics = prepare.run(
+        ingested, out, engine="processes", master="local[2]", shuffle_partitions=2, event_log_dir=str(logs)
+    )
+    assert metrics["spark"]["engine"] == "processes" and metrics["spark"]["workers"] == 2
+    mine, theirs = parts(out), parts(runs["a"])
+    assert sorted(mine) == sorted(theirs) and len(mine) > 4
+    for name, table in theirs.items():
+        assert mine[name].equals(table), name
+    assert summary(out)["splits"] == summary(runs["a"])["splits"]
+    assert open(f"{out}/_scaler.json").read() == open(f"{runs['a']}/_scaler.json").read()
+    events = [json.loads(line) for line in (logs / metrics["spark"]["app_id"]).read_text().splitlines()]
+    stages = [e["Stage Info"]["Stage Name"] for e in events if e["Event"] == "SparkListenerStageCompleted"]
+    rounds = ("undersampling histogram", "undersampling threshold", "fit", "shuffle write", "shuffle read")
+    assert stages == [f"colliderflow-prepare {s}" for s in rounds]
 
 
 @pytest.fixture(scope="module")

@@ -1,5 +1,5 @@
 """THE test of issue 11 for prepare and tfrecords: both stages on s3:// in and out with
-`--master spark://...` on the cluster fixture (tests/cluster.py: two workers and the driver, each in
+`--master spark://...` on the cluster fixture (bench/fixtures/cluster.py: two workers and the driver, each in
 its own mount namespace with a private /tmp, so no process can see another's local files), equal to a
 local run: the prepared sets row for row in the same shuffled order, the TFRecord shards byte for
 byte. Before, prepare failed here (`No FileSystem for scheme "s3"`, and output staged in a
@@ -15,11 +15,11 @@ import pathlib
 import numpy as np
 import pytest
 
+from bench.fixtures.cluster import run_driver
+from bench.fixtures.ingested import write_ingested
 from jobs.core import storage
 from jobs.prepare import job as prepare
 from jobs.tfrecords import job as tfrecords
-from tests.cluster import run_driver
-from tests.jobs.ingested_fixture import write_ingested
 from tests.jobs.prepare.test_prepare import read_split
 from tests.jobs.prepare.test_prepare_s3 import ELSEWHERE, download, identities, object_sizes, relocate
 from tests.s3_recording import copies, recorded_requests, uploaded_bytes
@@ -41,7 +41,8 @@ def test_prepare_and_tfrecords_on_the_cluster_equal_local(spark, spark_cluster, 
     fs, _ = storage.filesystem(f"s3://{bucket}")
     fs.put(str(tmp_path / "moved") + "/", f"{bucket}/run-1/features/", recursive=True)
     root = f"s3://{bucket}/run-1"
-    # (tests/cluster_conf/spark-defaults.conf: shuffle blocks fetched over the network, as across nodes)
+    # (bench/fixtures/cluster_conf/spark-defaults.conf: shuffle blocks fetched over the network, as
+    # across nodes)
     master = ["--master", spark_cluster.master_url]
     with recorded_requests(tmp_path) as requests:
         for args in (

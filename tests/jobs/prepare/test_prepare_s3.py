@@ -23,12 +23,12 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import pytest
 
+from bench.fixtures.ingested import write_ingested
 from jobs.core import storage
 from jobs.prepare import job as prepare
 from jobs.tfrecords import job as tfrecords
 from tests.conftest import ROOT
 from tests.core.test_storage import executor_env
-from tests.jobs.ingested_fixture import write_ingested
 from tests.jobs.prepare.test_prepare import read_split
 from tests.s3_recording import copies, recorded_requests, uploaded_bytes
 

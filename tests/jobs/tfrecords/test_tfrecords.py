@@ -14,6 +14,7 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 
+from bench.fixtures.ingested import write_ingested
 from jobs.core.errors import BadInputError, UsageError
 from jobs.core.tensors import nested_to_numpy, one_hot, particles_to_numpy
 from jobs.dltrigger_schema import (
@@ -30,7 +31,6 @@ from jobs.prepare import job as prepare
 from jobs.tfrecords import job as tfrecords
 from jobs.tfrecords.example import ShardWriter, encode_examples, frame_record
 from tests.conftest import ROOT as REPO_ROOT
-from tests.jobs.ingested_fixture import write_ingested
 
 REPO = str(REPO_ROOT)
 

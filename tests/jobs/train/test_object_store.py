@@ -15,11 +15,11 @@ import time
 
 import pytest
 
+from bench.fixtures.cluster import isolated, isolated_env
+from bench.fixtures.prepared import write_prepared
 from jobs.core import cli
 from jobs.core.storage import filesystem
-from tests.cluster import isolated, isolated_env
 from tests.conftest import ROOT as REPO_ROOT
-from tests.jobs.prepared_fixture import write_prepared
 
 ROOT = str(REPO_ROOT)
 N_TRAIN, N_TEST = 600, 300
@@ -171,7 +171,8 @@ def test_s3_fewer_shards_refused_and_unstaged_urls_explained(prepared, bucket, c
 
 
 def _private_tmp_works() -> bool:
-    """Private mount namespaces (tests/cluster.py's `isolated`) need root and unshare; no Java here."""
+    """Private mount namespaces (bench/fixtures/cluster.py's `isolated`) need root and unshare; no Java
+    here."""
     if os.geteuid() != 0 or not shutil.which("unshare"):
         return False
     return subprocess.run(isolated(["true"]), env=isolated_env(), capture_output=True).returncode == 0

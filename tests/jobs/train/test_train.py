@@ -1,4 +1,4 @@
-"""jobs.train on small synthetic prepared sets (tests/jobs/prepared_fixture.py), with real TensorFlow:
+"""jobs.train on small synthetic prepared sets (bench/fixtures/prepared.py), with real TensorFlow:
 the model's size, learning in one process, two real worker processes on loopback, kill-and-resume,
 bucketed vs unbucketed training, and the bad-input policy.
 
@@ -19,9 +19,9 @@ import time
 import numpy as np
 import pytest
 
+from bench.fixtures.prepared import generate, write_parquet, write_prepared, write_tfrecords
 from jobs.core import cli
 from tests.conftest import ROOT as REPO_ROOT
-from tests.jobs.prepared_fixture import generate, write_parquet, write_prepared, write_tfrecords
 
 ROOT = str(REPO_ROOT)
 N_TRAIN, N_TEST = 1500, 600
