@@ -13,8 +13,8 @@ from dataclasses import dataclass, field
 from typing import Generic, TypeVar
 
 from jobs.core.errors import BadInputError
+from jobs.core.metering import IOStats, merge_io
 from jobs.core.rootio import Chunk, open_table, split_entries
-from jobs.core.storage import IOStats, merge_io
 
 V = TypeVar("V")
 log = logging.getLogger(__name__)

@@ -25,15 +25,9 @@ from importlib import metadata
 import fsspec
 
 from jobs.core.errors import BadInputError, UsageError
-from jobs.core.storage import (
-    COMMITTING_MARKER,
-    GLOB_CHARS,
-    SUCCESS_MARKER,
-    filesystem,
-    is_local,
-    probe_store,
-    write_json,
-)
+from jobs.core.listing import GLOB_CHARS
+from jobs.core.storage import COMMITTING_MARKER, SUCCESS_MARKER, filesystem, is_local, write_json
+from jobs.core.store_probe import probe_store
 
 log = logging.getLogger(__name__)
 

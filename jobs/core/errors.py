@@ -19,3 +19,9 @@ class UsageError(Exception):
 class InfrastructureError(Exception):
     """A service the stage depends on failed (a store or gateway unreachable mid-run): not the input's
     fault, so the stage exits 1 and Airflow retries it. The message names the service."""
+
+
+def first_line(exc: BaseException, limit: int = 240) -> str:
+    """The first line of an exception's message, at most `limit` characters ("" when it has none)."""
+    text = str(exc).strip().splitlines()
+    return text[0][:limit] if text else ""

@@ -5,7 +5,7 @@ from __future__ import annotations
 import functools
 from typing import Any
 
-from jobs.core.storage import IOStats
+from jobs.core.metering import IOStats
 
 
 def job_metrics(

@@ -17,15 +17,10 @@ import awkward as ak
 import uproot
 import uproot.source.fsspec
 
-from jobs.core.errors import BadInputError
-from jobs.core.storage import (
-    IOStats,
-    MeteredFileSystem,
-    filesystem,
-    is_local,
-    storage_options,
-    storage_problem,
-)
+from jobs.core.errors import BadInputError, first_line
+from jobs.core.metering import IOStats, MeteredFileSystem
+from jobs.core.storage import filesystem, is_local, storage_options
+from jobs.core.store_probe import storage_problem
 
 # ROOT class name -> what the messages call it
 TABLE_CLASSES = {"TTree": "TTree", "ROOT::RNTuple": "RNTuple"}
@@ -50,8 +45,7 @@ def near_matches(wanted: Iterable[str], have: Iterable[str], n: int = 3) -> list
 
 
 def _first_line(exc: Exception) -> str:
-    text = str(exc).strip()
-    return f"{type(exc).__name__}: {text.splitlines()[0][:200] if text else ''}"
+    return f"{type(exc).__name__}: {first_line(exc, 200)}"
 
 
 def _is_empty(url: str) -> bool:

@@ -15,7 +15,8 @@ from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
 
 from jobs.core.errors import BadInputError, UsageError
-from jobs.core.storage import is_local, probe_store
+from jobs.core.storage import is_local
+from jobs.core.store_probe import probe_store
 
 T = TypeVar("T")
 C = TypeVar("C")

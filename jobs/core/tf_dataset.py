@@ -25,19 +25,23 @@ import numpy as np
 import tensorflow as tf
 
 from jobs.core.errors import BadInputError, UsageError
-from jobs.core.storage import GLOB_CHARS, SUMMARY_FILE, filesystem, is_local
+from jobs.core.listing import GLOB_CHARS
+from jobs.core.storage import SUMMARY_FILE, filesystem, is_local
 from jobs.core.tf_readers import (
-    TFRECORD_SUFFIXES,
     _compression_type,
-    _list_files,
     _local_only,
     _shard_files,
-    detect_format,
     iter_parquet_chunks,
     read_parquet_dataset,
     read_tfrecords,
 )
-from jobs.core.tf_staging import Staged, assign_shards, stage_in
+from jobs.core.tf_staging import (
+    Staged,
+    assign_shards,
+    detect_format,
+    format_files,
+    stage_in,
+)
 from jobs.dltrigger_schema import COUNT_COLUMN, GRU_COLUMN, HLF_COLUMN, N_PARTICLES
 
 FORMATS = ("auto", "tfrecord", "parquet")
@@ -102,7 +106,7 @@ def check_bucketing_input(url: str, fmt: str, n_events: int = 256) -> None:
 
 def data_files(url: str, fmt: str) -> list[str]:
     """The sorted data files (URLs) of a prepared set in format `fmt`."""
-    return _list_files(url, TFRECORD_SUFFIXES if fmt == "tfrecord" else (".parquet",))
+    return format_files(url, fmt)
 
 
 def worker_input(

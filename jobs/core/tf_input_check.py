@@ -22,16 +22,15 @@ import pyarrow.parquet as pq
 
 from jobs.core.commit import OWNER_MARKER
 from jobs.core.errors import BadInputError
-from jobs.core.storage import (
-    COMMITTING_MARKER,
-    METRICS_FILE,
-    SUMMARY_FILE,
-    check_complete,
-    filesystem,
-    probe_store,
-    store_errors,
+from jobs.core.storage import COMMITTING_MARKER, METRICS_FILE, SUMMARY_FILE, check_complete, filesystem
+from jobs.core.store_probe import probe_store, store_errors
+from jobs.core.tf_staging import (
+    FORMAT_SUFFIXES,
+    PARQUET_SUFFIXES,
+    TFRECORD_SUFFIXES,
+    file_format,
+    list_data_files,
 )
-from jobs.core.tf_staging import PARQUET_SUFFIXES, TFRECORD_SUFFIXES, list_data_files
 from jobs.core.tfrecord_framing import first_record
 from jobs.dltrigger_schema import GRU_COLUMN, HLF_COLUMN, LABEL_COLUMN, SCALER_FILE
 
@@ -53,7 +52,7 @@ def check_dataset(url: str, option: str, fmt: str = "auto") -> None:
         fs, path = filesystem(first)
         if fs.size(path) == 0:
             raise BadInputError(f"{option} {first}", "is an empty file (0 bytes)")
-        if first.endswith(TFRECORD_SUFFIXES) or fmt == "tfrecord":
+        if file_format(first) == "tfrecord" or fmt == "tfrecord":
             _check_tfrecord(first, option)
         else:
             _check_parquet(first, option)
@@ -96,7 +95,7 @@ def _check_stage_complete(url: str, source: str) -> None:
 
 
 def _data_files(url: str, source: str, fmt: str) -> list[str]:
-    suffixes = {"tfrecord": TFRECORD_SUFFIXES, "parquet": PARQUET_SUFFIXES}.get(fmt)
+    suffixes = FORMAT_SUFFIXES.get(fmt)
     try:
         return list_data_files(url, suffixes or TFRECORD_SUFFIXES + PARQUET_SUFFIXES)
     except BadInputError as exc:

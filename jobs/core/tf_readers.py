@@ -20,10 +20,10 @@ import numpy as np
 import tensorflow as tf
 
 from jobs.core.errors import BadInputError
-from jobs.core.storage import GLOB_CHARS, SUMMARY_FILE, filesystem, is_local
+from jobs.core.listing import GLOB_CHARS
+from jobs.core.storage import SUMMARY_FILE, filesystem, is_local
 from jobs.core.tensors import ShapeError, nested_to_numpy, particles_to_numpy
-from jobs.core.tf_staging import TFRECORD_SUFFIXES, assign_shards
-from jobs.core.tf_staging import list_data_files as _list_files
+from jobs.core.tf_staging import assign_shards, format_files
 from jobs.dltrigger_schema import (
     COUNT_COLUMN,
     GRU_COLUMN,
@@ -121,20 +121,6 @@ def _local_only(url: str, files: list[str]) -> None:
         )  # fmt: skip
 
 
-def detect_format(url: str) -> str:
-    """'tfrecord' when the URL holds TFRecord shards, else 'parquet' when it holds Parquet files."""
-    try:
-        _list_files(url, TFRECORD_SUFFIXES)
-        return "tfrecord"
-    except BadInputError:
-        pass
-    try:
-        _list_files(url, (".parquet",))
-        return "parquet"
-    except BadInputError:
-        raise BadInputError(url, "holds neither TFRecord shards (.tfrecord[.gz]) nor Parquet files") from None
-
-
 def _compression_type(files: list[str], compression: str | None) -> str:
     """TFRecordDataset's compression_type: 'auto' looks at the suffixes (all files must agree)."""
     if compression is None or compression.lower() == "none":
@@ -171,7 +157,7 @@ def read_tfrecords(
     parallel; with batch_size the serialized records are batched before parsing (one vectorised
     parse per batch, much cheaper than one per record); always prefetched. The particle layout comes
     from the set's _summary.json (tfrecord_layout), else each record is read as it is stored."""
-    files = _shard_files(_list_files(url, TFRECORD_SUFFIXES), shard, url)
+    files = _shard_files(format_files(url, "tfrecord"), shard, url)
     _local_only(url, files)
     ds = tf.data.TFRecordDataset(
         files, compression_type=_compression_type(files, compression), num_parallel_reads=num_parallel_calls
@@ -206,7 +192,7 @@ def iter_parquet_chunks(
     import pyarrow.parquet as pq
 
     columns = [HLF_COLUMN, GRU_COLUMN, LABEL_COLUMN] + ([COUNT_COLUMN] if include_n_particles else [])
-    files = _shard_files(_list_files(url, (".parquet",)), shard, url)
+    files = _shard_files(format_files(url, "parquet"), shard, url)
     for f in files:
         fs, path = filesystem(f)
         with fs.open(path, "rb") as handle:
@@ -242,7 +228,7 @@ def read_parquet_dataset(
 ) -> tf.data.Dataset:
     """The Parquet equivalent of read_tfrecords (same element structure), reading chunks of
     `chunk_rows` rows through pyarrow in a generator and unbatching them inside tf.data."""
-    _shard_files(_list_files(url, (".parquet",)), shard, url)  # fail now, not at the first iteration
+    _shard_files(format_files(url, "parquet"), shard, url)  # fail now, not at the first iteration
     signature = {
         HLF_COLUMN: tf.TensorSpec([None, N_HLF], tf.float32),
         GRU_COLUMN: tf.TensorSpec([None, N_PARTICLES, N_PARTICLE_FEATURES], tf.float32),

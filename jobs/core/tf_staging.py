@@ -23,14 +23,9 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
 from jobs.core.errors import BadInputError
-from jobs.core.storage import (
-    GLOB_CHARS,
-    SUCCESS_MARKER,
-    check_complete,
-    filesystem,
-    is_local,
-    storage_problem,
-)
+from jobs.core.listing import GLOB_CHARS, every_nth
+from jobs.core.storage import SUCCESS_MARKER, check_complete, filesystem, is_local
+from jobs.core.store_probe import storage_problem
 
 log = logging.getLogger("jobs.core.tf_staging")
 
@@ -38,6 +33,7 @@ log = logging.getLogger("jobs.core.tf_staging")
 POINTERS = ("checkpoint",)
 TFRECORD_SUFFIXES = (".tfrecord", ".tfrecord.gz")
 PARQUET_SUFFIXES = (".parquet",)
+FORMAT_SUFFIXES = {"tfrecord": TFRECORD_SUFFIXES, "parquet": PARQUET_SUFFIXES}
 PRUNED = "checkpoints/"  # the part of an output a push mirrors exactly (old checkpoints are deleted)
 
 
@@ -59,6 +55,28 @@ def list_data_files(url: str, suffixes: tuple[str, ...]) -> list[str]:
     return [p if is_local(url) else fs.unstrip_protocol(p) for p in found]
 
 
+def format_files(url: str, fmt: str) -> list[str]:
+    """The data files of a dataset in format `fmt` (tfrecord or parquet), sorted."""
+    return list_data_files(url, FORMAT_SUFFIXES[fmt])
+
+
+def detect_format(url: str) -> str:
+    """The one format detector: 'tfrecord' when the URL holds TFRecord shards, else 'parquet' when it
+    holds Parquet files."""
+    for fmt in FORMAT_SUFFIXES:
+        try:
+            format_files(url, fmt)
+            return fmt
+        except BadInputError:
+            continue
+    raise BadInputError(url, "holds neither TFRecord shards (.tfrecord[.gz]) nor Parquet files")
+
+
+def file_format(path: str) -> str:
+    """The format of one data file, by its suffix."""
+    return "tfrecord" if path.endswith(TFRECORD_SUFFIXES) else "parquet"
+
+
 def assign_shards(files: list[str], index: int, count: int, source: str) -> list[str]:
     """Worker `index` of `count`: every count-th file of the sorted list from `index`, so the workers'
     parts are disjoint, cover the input and differ in size by at most one shard."""
@@ -72,7 +90,7 @@ def assign_shards(files: list[str], index: int, count: int, source: str) -> list
             f"{len(files)} shard(s) for {count} workers: each worker reads its own shards, so the input "
             f"needs at least {count} (write more shards or train with fewer workers)",
         )
-    return sorted(files)[index::count]
+    return every_nth(files, index, count)
 
 
 def store_problem(exc: BaseException, url: str) -> str:

@@ -27,6 +27,8 @@ from jobs.core.commit import atomic_output_dir, claim_output
 from jobs.core.engine import choose_engine, run_map_reduce
 from jobs.core.errors import BadInputError, UsageError
 from jobs.core.job_metrics import job_metrics
+from jobs.core.listing import expand_inputs, select_subset
+from jobs.core.metering import IOStats, merge_io
 from jobs.core.rootio import (
     Chunk,
     branch_names,
@@ -38,14 +40,7 @@ from jobs.core.rootio import (
     require_branches,
     table_names,
 )
-from jobs.core.storage import (
-    METRICS_FILE,
-    IOStats,
-    expand_inputs,
-    merge_io,
-    select_subset,
-    write_json,
-)
+from jobs.core.storage import METRICS_FILE, write_json
 from jobs.dimuon.selection import CUTS, SCHEMA_BRANCHES, SELECTIONS, detect_schema
 
 log = logging.getLogger("jobs.dimuon")

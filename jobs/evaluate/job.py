@@ -27,12 +27,7 @@ import numpy as np
 from jobs.core import cli
 from jobs.core.commit import atomic_output_dir, claim_output
 from jobs.core.errors import BadInputError, UsageError
-from jobs.core.storage import (
-    METRICS_FILE,
-    filesystem,
-    is_local,
-    write_json,
-)
+from jobs.core.storage import METRICS_FILE, filesystem, is_local, write_json
 from jobs.core.tf_input_check import check_dataset, check_model
 from jobs.core.training_history import plot_history, read_history
 from jobs.dltrigger_schema import CLASSES, N_PARTICLES

@@ -27,18 +27,11 @@ from jobs.core.commit import atomic_output_dir, claim_output
 from jobs.core.engine import choose_engine, run_map_reduce
 from jobs.core.errors import BadInputError, UsageError
 from jobs.core.job_metrics import job_metrics
+from jobs.core.listing import expand_inputs, select_subset
+from jobs.core.metering import IOStats, merge_io
 from jobs.core.part_files import PartFile
 from jobs.core.rootio import Chunk, branch_names, iterate_arrays, kind, open_table, require_branches
-from jobs.core.storage import (
-    METRICS_FILE,
-    SUMMARY_FILE,
-    IOStats,
-    expand_inputs,
-    filesystem,
-    merge_io,
-    select_subset,
-    write_json,
-)
+from jobs.core.storage import METRICS_FILE, SUMMARY_FILE, filesystem, write_json
 from jobs.dltrigger_schema import (
     CLASSES,
     LABELS,

@@ -20,7 +20,8 @@ from typing import Any
 
 from jobs.core import cli
 from jobs.core.commit import atomic_output_dir, check_contained, claim_output
-from jobs.core.storage import check_input_dir, write_json
+from jobs.core.storage import write_json
+from jobs.core.store_probe import check_input_dir
 from jobs.metrics.eventlog import read_applications
 from jobs.metrics.plots import stage_plots
 from jobs.metrics.pushgateway import check_gateway_url, push

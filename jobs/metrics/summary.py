@@ -10,7 +10,8 @@ from datetime import UTC, datetime
 from typing import Any
 
 from jobs.core.errors import BadInputError
-from jobs.core.storage import METRICS_FILE, check_input_dir, filesystem
+from jobs.core.storage import METRICS_FILE, filesystem
+from jobs.core.store_probe import check_input_dir
 from jobs.metrics.eventlog import ApplicationSummary
 
 SKIP_DIRS = {"report", "spark-events", "checkpoints", "tensorboard", "model.keras"}

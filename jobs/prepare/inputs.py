@@ -10,7 +10,8 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 from jobs.core.errors import BadInputError
-from jobs.core.storage import check_complete, check_input_dir, filesystem, is_local
+from jobs.core.storage import check_complete, filesystem, is_local
+from jobs.core.store_probe import check_input_dir
 from jobs.dltrigger_schema import (
     CLASS_TITLES,
     ENTRY_COLUMN,

@@ -36,12 +36,7 @@ from jobs.core.commit import atomic_output_dir, claim_output
 from jobs.core.engine import choose_engine, open_executor
 from jobs.core.errors import BadInputError, UsageError
 from jobs.core.job_metrics import job_metrics
-from jobs.core.storage import (
-    METRICS_FILE,
-    SUMMARY_FILE,
-    filesystem,
-    write_json,
-)
+from jobs.core.storage import METRICS_FILE, SUMMARY_FILE, filesystem, write_json
 from jobs.dltrigger_schema import (
     CLASS_TITLES,
     LAYOUT_SUMMARY_KEY,

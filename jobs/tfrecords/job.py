@@ -33,16 +33,9 @@ from jobs.core.commit import atomic_output_dir, claim_output
 from jobs.core.engine import choose_engine, run_map_reduce
 from jobs.core.errors import BadInputError, UsageError
 from jobs.core.job_metrics import job_metrics
-from jobs.core.storage import (
-    METRICS_FILE,
-    SUMMARY_FILE,
-    IOStats,
-    check_complete,
-    check_input_dir,
-    filesystem,
-    merge_io,
-    write_json,
-)
+from jobs.core.metering import IOStats, merge_io
+from jobs.core.storage import METRICS_FILE, SUMMARY_FILE, check_complete, filesystem, write_json
+from jobs.core.store_probe import check_input_dir
 from jobs.core.tensors import ShapeError, nested_to_numpy, ragged_to_rows
 from jobs.dltrigger_schema import (
     COUNT_COLUMN,

@@ -25,13 +25,7 @@ from collections.abc import Sequence
 from jobs.core import cli
 from jobs.core.commit import claim_output, mark_output
 from jobs.core.errors import BadInputError, UsageError
-from jobs.core.storage import (
-    METRICS_FILE,
-    SUCCESS_MARKER,
-    filesystem,
-    is_local,
-    write_json,
-)
+from jobs.core.storage import METRICS_FILE, SUCCESS_MARKER, filesystem, is_local, write_json
 from jobs.core.tf_input_check import check_dataset
 from jobs.core.tf_staging import (
     PARQUET_SUFFIXES,

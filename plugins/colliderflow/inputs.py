@@ -28,7 +28,7 @@ def missing_input(param: str, value: str) -> str | None:
     """Why the Param's value (space-separated paths, globs, directories or URLs) finds no ROOT file,
     or None when every entry finds one."""
     from jobs.core.errors import BadInputError
-    from jobs.core.storage import expand_inputs
+    from jobs.core.listing import expand_inputs
 
     patterns = value.split()
     if not patterns:

@@ -8,7 +8,7 @@ import pytest
 
 from jobs.core.chunks import plan_files
 from jobs.core.errors import BadInputError
-from jobs.core.storage import IOStats
+from jobs.core.metering import IOStats
 
 
 @pytest.fixture(scope="module")

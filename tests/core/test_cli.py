@@ -16,7 +16,7 @@ import time
 
 import pytest
 
-from jobs.core import commit, storage
+from jobs.core import commit, storage, store_probe
 from jobs.core.cli import MESSAGE_LIMIT, check_range, one_line, run
 from jobs.core.errors import BadInputError, InfrastructureError, UsageError
 from jobs.core.spark import MASTER_PROBE_TIMEOUT_S, check_event_log_dir, check_master
@@ -291,11 +291,11 @@ def test_unknown_storage_protocols_are_refused_naming_the_option(tmp_path):
 def test_input_dir_is_a_directory_not_a_file(tmp_path):
     zero = tmp_path / "zero"
     zero.write_bytes(b"")
-    storage.check_input_dir(str(tmp_path), "--input")
+    store_probe.check_input_dir(str(tmp_path), "--input")
     with pytest.raises(BadInputError, match=f"^--input {zero}: is a file, not a directory \\(expected X\\)$"):
-        storage.check_input_dir(str(zero), "--input", "X")
+        store_probe.check_input_dir(str(zero), "--input", "X")
     with pytest.raises(BadInputError, match=f"^--run-dir {tmp_path}/nope: no such directory$"):
-        storage.check_input_dir(str(tmp_path / "nope"), "--run-dir")
+        store_probe.check_input_dir(str(tmp_path / "nope"), "--run-dir")
 
 
 def test_check_range():

@@ -15,7 +15,7 @@ import time
 
 import pytest
 
-from jobs.core import commit, storage
+from jobs.core import commit, listing, storage
 from jobs.core.errors import BadInputError, UsageError
 from tests.core.test_storage import executor_env, keys, write_files
 from tests.s3_recording import copies, recorded_requests, uploaded_bytes
@@ -128,12 +128,12 @@ def test_failure_with_the_store_gone_is_never_read_as_complete(bucket, monkeypat
         with pytest.raises(BadInputError, match="incomplete output") as err:
             storage.check_complete(url, required=required)
     with pytest.raises(BadInputError, match="incomplete output") as err:
-        storage.expand_inputs([url], suffix=".root")
+        listing.expand_inputs([url], suffix=".root")
     assert err.value.source == url and "\n" not in str(err.value)
     with commit.atomic_output_dir(url) as out:  # the retry
         write_files(out, {"a.root": "1", "b.root": "2"})
     assert keys(bucket) == ["out/_COLLIDERFLOW", "out/_SUCCESS", "out/a.root", "out/b.root"]
-    assert storage.expand_inputs([url], suffix=".root") == [f"s3://{bucket}/out/{n}.root" for n in "ab"]
+    assert listing.expand_inputs([url], suffix=".root") == [f"s3://{bucket}/out/{n}.root" for n in "ab"]
 
 
 def test_shared_output_is_written_in_place(bucket, tmp_path):

@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 import uproot
 
-from jobs.core import commit, storage
+from jobs.core import commit, listing, metering, storage
 from jobs.core.errors import BadInputError, UsageError
 from tests.conftest import SECRET
 
@@ -76,14 +76,14 @@ def test_credentials_in_url_are_refused():
 def test_round_trip_through_loopback_server(bucket):
     fs, _ = storage.filesystem(f"s3://{bucket}")
     fs.pipe_file(f"{bucket}/a/x.root", b"payload")
-    stats = storage.IOStats(f"s3://{bucket}/a/x.root")
-    metered = storage.MeteredFileSystem(fs, stats)
+    stats = metering.IOStats(f"s3://{bucket}/a/x.root")
+    metered = metering.MeteredFileSystem(fs, stats)
     assert metered.cat_file(f"{bucket}/a/x.root") == b"payload"
     assert metered.cat_ranges([f"{bucket}/a/x.root"] * 2, [0, 3], [3, 7]) == [b"pay", b"load"]
     assert (stats.bytes_read, stats.read_calls, stats.requests) == (14, 3, 2)
-    assert storage.expand_inputs([f"s3://{bucket}/a"], suffix=".root") == [f"s3://{bucket}/a/x.root"]
+    assert listing.expand_inputs([f"s3://{bucket}/a"], suffix=".root") == [f"s3://{bucket}/a/x.root"]
     with pytest.raises(BadInputError, match="no such file"):
-        storage.expand_inputs([f"s3://{bucket}/a/missing.root"])
+        listing.expand_inputs([f"s3://{bucket}/a/missing.root"])
 
 
 # --- I/O accounting: concurrent reads kept, latency in fixed buckets -----------------------------------
@@ -94,7 +94,7 @@ def test_latency_histogram_quantiles_and_merge():
     histograms; memory does not grow with the number of reads."""
     rng = np.random.default_rng(1)
     seconds = rng.lognormal(np.log(0.02), 1.0, 20_000)
-    a, b = storage.IOStats("a"), storage.IOStats("a")
+    a, b = metering.IOStats("a"), metering.IOStats("a")
     for i, x in enumerate(seconds):
         (a if i % 2 else b).record(100, float(x))
     merged = a.merge(b)
@@ -106,7 +106,8 @@ def test_latency_histogram_quantiles_and_merge():
     for q in (50, 90, 99):
         exact = np.percentile(seconds, q) * 1e3
         assert summary["latency_ms"][f"p{q}"] == pytest.approx(exact, rel=0.12), q
-    assert storage.IOStats("none").summary()["latency_ms"] == {"p50": 0.0, "p90": 0.0, "p99": 0.0, "max": 0.0}
+    none = {"p50": 0.0, "p90": 0.0, "p99": 0.0, "max": 0.0}
+    assert metering.IOStats("none").summary()["latency_ms"] == none
 
 
 def write_baskets(path: str, baskets: int = 40, entries: int = 8192) -> None:
@@ -128,7 +129,7 @@ def test_uproot_reads_concurrently_through_the_meter(bucket, tmp_path):
     fs, _ = storage.filesystem(f"s3://{bucket}")
     fs.put(local, f"{bucket}/b.root")
     url = f"s3://{bucket}/b.root"
-    stats = storage.IOStats(url)
+    stats = metering.IOStats(url)
     table = rootio.open_table(url, "t", stats)
     try:
         x = rootio.read_arrays(url, table, ["x"], 0, table.num_entries)["x"]
@@ -331,7 +332,7 @@ def test_unreachable_endpoint_fails_within_seconds(s3_env, monkeypatch):
     monkeypatch.setenv("COLLIDERFLOW_S3_ENDPOINT", f"http://127.0.0.1:{closed_port()}")
     t0 = time.perf_counter()
     with pytest.raises(BadInputError, match="cannot reach the object store"):
-        storage.expand_inputs(["s3://bucket/data/*.root"])
+        listing.expand_inputs(["s3://bucket/data/*.root"])
     with pytest.raises(BadInputError, match="^--output s3://bucket/out: cannot reach"):
         commit.check_writable("s3://bucket/out")
     assert time.perf_counter() - t0 < 5
