@@ -117,21 +117,25 @@ def layout_of(schema: pa.Schema) -> str:
     return "padded"
 
 
-def features_arrow_schema() -> pa.Schema:
-    """The Arrow schema of a features Parquet file (without the `label` partition column)."""
+def features_arrow_schema(layout: str = "padded") -> pa.Schema:
+    """The Arrow schema of a features Parquet file (without the `label` partition column) in `layout`:
+    padded, the reference's 801 x 19 per event, or ragged, the event's real rows only; the layout is
+    in its metadata."""
     import pyarrow as pa
 
+    rows = pa.list_(pa.float32(), N_PARTICLE_FEATURES)
     return pa.schema(
         [
             pa.field(FEATURES_HLF_COLUMN, pa.list_(pa.float32(), N_HLF), nullable=False),
             pa.field(
                 FEATURES_PARTICLES_COLUMN,
-                pa.list_(pa.list_(pa.float32(), N_PARTICLE_FEATURES), N_PARTICLES),
+                pa.list_(rows) if layout == "ragged" else pa.list_(rows, N_PARTICLES),
                 nullable=False,
             ),
             pa.field(SOURCE_FILE_COLUMN, pa.string(), nullable=False),
             pa.field(ENTRY_COLUMN, pa.int64(), nullable=False),
-        ]
+        ],
+        metadata={LAYOUT_METADATA_KEY: layout.encode()},
     )
 
 

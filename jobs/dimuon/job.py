@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import functools
 import logging
+import operator
 import os
 import time
 from collections.abc import Sequence
@@ -87,10 +88,6 @@ class DimuonResult:
             self.counts + other.counts,
             self.pairs + other.pairs,
         )
-
-
-def merge_results(a: DimuonResult, b: DimuonResult) -> DimuonResult:
-    return a + b
 
 
 @dataclass(frozen=True)
@@ -238,7 +235,7 @@ def run(
             "colliderflow-dimuon",
             p.chunks,
             functools.partial(_process, task=ChunkTask(p.schema, mass_bins)),
-            merger(merge_results),
+            merger(operator.add),
             spark=spark,
             master=master,
             event_log_dir=event_log_dir,
@@ -256,7 +253,7 @@ def run(
     good_files = [u for u in urls if u not in bad]
     if not good_files:
         raise BadInputError(listing(urls), "no readable input file (all were skipped)")
-    result = fold_good(total, merge_results) or DimuonResult(
+    result = fold_good(total, operator.add) or DimuonResult(
         new_histograms(mass_bins), np.zeros(len(CUTS[p.schema]), np.int64)
     )
     wall = time.perf_counter() - t0

@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import logging
+import operator
 import os
 import time
 from collections import defaultdict
@@ -32,12 +33,15 @@ from jobs.core.metering import IOStats, merge_io
 from jobs.core.part_files import PartFile
 from jobs.core.rootio import Chunk, branch_names, iterate_arrays, kind, open_table, require_branches
 from jobs.core.storage import METRICS_FILE, SUMMARY_FILE, filesystem, write_json
+from jobs.core.tensors import rows_to_ragged
 from jobs.dltrigger_schema import (
     CLASSES,
     LABELS,
+    LAYOUT_SUMMARY_KEY,
     N_HLF,
     N_PARTICLE_FEATURES,
     N_PARTICLES,
+    PARTICLE_LAYOUTS,
     SAMPLES,
     TREE,
     class_name,
@@ -72,7 +76,9 @@ PARQUET_OPTIONS = {
     "write_batch_size": 1 << 20,
     "data_page_size": 4 << 20,
 }
-SCHEMA = features_arrow_schema()
+SCHEMA = features_arrow_schema()  # the padded layout, the reference's
+SCHEMAS = {layout: features_arrow_schema(layout) for layout in PARTICLE_LAYOUTS}
+LAYOUT_CHOICES = ("auto", *PARTICLE_LAYOUTS)
 
 
 def _buffer_array(values: np.ndarray, type_: pa.DataType) -> pa.Array:
@@ -89,16 +95,25 @@ def _repeated_string(value: str, n: int) -> pa.Array:
     return pa.Array.from_buffers(pa.string(), n, [None, pa.py_buffer(offsets), pa.py_buffer(data * n)])
 
 
-def to_table(features: Features, source_file: str, first_entry: int) -> pa.Table:
-    """The Arrow table of a batch (zero-copy from the feature arrays)."""
+def _particles(features: Features, layout: str) -> pa.Array:
+    """The particle list column in `layout`: all 801 rows (zero-copy), or each event's real rows only
+    (the lepton, tracks, photons and neutral hadrons come first in every event)."""
+    flat = features.particles.reshape(-1, N_PARTICLE_FEATURES)
+    if layout == "ragged":
+        real = np.arange(N_PARTICLES)[None, :] < features.n_particles[:, None]
+        return rows_to_ragged(flat[real.reshape(-1)], features.n_particles)
+    values = _buffer_array(flat.reshape(-1), pa.float32())
+    rows = pa.FixedSizeListArray.from_arrays(values, N_PARTICLE_FEATURES)
+    return pa.FixedSizeListArray.from_arrays(rows, N_PARTICLES)
+
+
+def to_table(features: Features, source_file: str, first_entry: int, layout: str = "padded") -> pa.Table:
+    """The Arrow table of a batch in `layout` (zero-copy from the feature arrays where it can be)."""
     m = features.entries.size
     hlf = pa.FixedSizeListArray.from_arrays(_buffer_array(features.hlf.reshape(-1), pa.float32()), N_HLF)
-    rows = pa.FixedSizeListArray.from_arrays(
-        _buffer_array(features.particles.reshape(-1), pa.float32()), N_PARTICLE_FEATURES
-    )
-    particles = pa.FixedSizeListArray.from_arrays(rows, N_PARTICLES)
     entries = _buffer_array(features.entries.astype(np.int64) + first_entry, pa.int64())
-    return pa.Table.from_arrays([hlf, particles, _repeated_string(source_file, m), entries], schema=SCHEMA)
+    columns = [hlf, _particles(features, layout), _repeated_string(source_file, m), entries]
+    return pa.Table.from_arrays(columns, schema=SCHEMAS[layout])
 
 
 def part_name(label: int, sample: str, file_index: int, start: int | None = None) -> str:
@@ -122,10 +137,6 @@ class ChunkOut:
         return ChunkOut(flow, self.written + other.written, self.cpu_seconds + other.cpu_seconds)
 
 
-def merge_outs(a: ChunkOut, b: ChunkOut) -> ChunkOut:
-    return a + b
-
-
 @dataclass(frozen=True)
 class ChunkTask:
     """A picklable task: which class the chunk belongs to, where to write, and the algorithm options."""
@@ -135,6 +146,7 @@ class ChunkTask:
     staging: str
     options: Options
     batch_entries: int
+    layout: str = "padded"
 
     def __call__(self, chunk: Chunk, stats: IOStats) -> ChunkOut:
         label = LABELS[self.name]
@@ -145,7 +157,7 @@ class ChunkTask:
         # written straight to its final place, visible only when complete (no rename: a copy on a store)
         sink = PartFile(f"{self.staging.rstrip('/')}/{part}")
         try:
-            with pq.ParquetWriter(sink.file, SCHEMA, **PARQUET_OPTIONS) as writer:
+            with pq.ParquetWriter(sink.file, SCHEMAS[self.layout], **PARQUET_OPTIONS) as writer:
                 batches = iterate_arrays(
                     chunk.url,
                     table,
@@ -157,7 +169,7 @@ class ChunkTask:
                 for start, arrays in batches:
                     features = compute(arrays, self.options, chunk.url)
                     flow += features.cutflow
-                    writer.write_table(to_table(features, chunk.url, start))
+                    writer.write_table(to_table(features, chunk.url, start, self.layout))
         except BaseException:
             sink.abort()  # no partial file is left behind for readers (or for --on-bad-file skip)
             raise
@@ -223,7 +235,7 @@ class FileCheck:
 
 def plan(
     files: dict[str, list[str]], staging: str, options: Options, chunk_entries: int, batch_entries: int,
-    on_bad_file: str, muon_branch: str | None = None,
+    on_bad_file: str, muon_branch: str | None = None, layout: str = "padded",
 ) -> Plan:  # fmt: skip
     """Check the tree and the leaves of every file of every class and split it into entry ranges (one
     Spark task each); bad files raise or, with on_bad_file=skip, are recorded and left out.
@@ -236,7 +248,7 @@ def plan(
         p = plan_files(urls, lambda url, stats: TREE, check, chunk_entries, on_bad_file)
         task_options = dataclasses.replace(options, muon_branch=check.muon_branch or MUON_TIGHT)
         for index, url in enumerate(urls):
-            task = ChunkTask(name, index, staging, task_options, batch_entries)
+            task = ChunkTask(name, index, staging, task_options, batch_entries, layout)
             items += [(c, task) for c in p.chunks.get(url, [])]
         bad.update(p.bad)
         io = merge_io(io, p.io)
@@ -256,6 +268,13 @@ def class_summary(name: str, files: list[str], bad: dict[str, str], flow: np.nda
     }
 
 
+def resolve_layout(layout: str) -> str:
+    """The stored particle layout: auto = ragged (the real rows only; jobs.prepare reads both)."""
+    if layout not in LAYOUT_CHOICES:
+        raise UsageError(f"--layout: choose {', '.join(LAYOUT_CHOICES)}, got {layout!r}")
+    return "ragged" if layout == "auto" else layout
+
+
 def run(
     inputs: Sequence[str],
     output: str,
@@ -272,6 +291,7 @@ def run(
     event_log_dir: str | None = None,
     spark_conf: dict[str, str] | None = None,
     engine: str = "auto",
+    layout: str = "auto",
 ) -> dict:
     """Ingest the inputs (CLASS=URL items) into `output` atomically; returns the metrics. The tight
     muons come from collection `muon_branch` (None: MuonTight if the files hold it, else Muon). The
@@ -279,6 +299,7 @@ def run(
     cli.check_range(chunk_entries, "--chunk-entries", 1, MAX_CHUNK_ENTRIES)
     cli.check_range(batch_entries, "--batch-entries", 1, MAX_BATCH_ENTRIES)
     cli.check_range(partitions, "--partitions", 1, cli.MAX_PARTITIONS)
+    layout = resolve_layout(layout)
     if spark is None:
         choose_engine(engine, master, event_log_dir)  # a wrong combination fails before any work
     patterns = parse_inputs(inputs)
@@ -288,14 +309,14 @@ def run(
         name: select_subset(expand_inputs(urls, suffix=".root"), subset) for name, urls in patterns.items()
     }
     with atomic_output_dir(output, shared=True) as staging:  # executors write parts straight into it
-        p = plan(files, staging, options, chunk_entries, batch_entries, on_bad_file, muon_branch)
+        p = plan(files, staging, options, chunk_entries, batch_entries, on_bad_file, muon_branch, layout)
         total, info = (
             run_map_reduce(
                 engine,
                 "colliderflow-ingest",
                 p.items,
                 _process,
-                merger(merge_outs),
+                merger(operator.add),
                 spark=spark,
                 master=master,
                 event_log_dir=event_log_dir,
@@ -336,6 +357,7 @@ def run(
                 "lepton_choice": options.lepton_choice,
                 "muon_branch": p.muon_branch,
             },
+            LAYOUT_SUMMARY_KEY: layout,
             "skipped_files": [{"url": u, "problem": pr} for u, pr in sorted(bad.items())],
         }
         events = sum(c["events_read"] for c in summary["classes"].values())
@@ -421,6 +443,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="the Delphes collection of tight muons (default: MuonTight, the reference card's name, if "
         "the files hold it, else Muon, the standard cards' name)",
     )
+    parser.add_argument(
+        "--layout",
+        choices=LAYOUT_CHOICES,
+        default="auto",
+        help="how the particle list is stored: ragged (each event's real rows only), padded (the "
+        "reference's 801 x 19) or auto (default: ragged); jobs.prepare reads both",
+    )
     cli.add_bad_file_arg(parser)
     cli.add_spark_args(parser)
     cli.add_engine_arg(parser)
@@ -441,6 +470,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         batch_entries=args.batch_entries,
         subset=args.subset,
         partitions=args.partitions,
+        layout=args.layout,
         **cli.spark_kwargs(args),
     )
     return 0

@@ -19,7 +19,15 @@ import pyarrow.parquet as pq
 from jobs.core.errors import BadInputError
 from jobs.core.part_files import PartFile
 from jobs.core.storage import filesystem
-from jobs.core.tensors import ShapeError, nested_to_numpy, numpy_to_nested, one_hot, pad_rows, rows_to_ragged
+from jobs.core.tensors import (
+    ShapeError,
+    nested_to_numpy,
+    numpy_to_nested,
+    one_hot,
+    pad_rows,
+    particles_to_numpy,
+    rows_to_ragged,
+)
 from jobs.dltrigger_schema import (
     COUNT_COLUMN,
     ENTRY_COLUMN,
@@ -88,9 +96,9 @@ def _decided_batches(
 def _arrays(batch: pa.RecordBatch, url: str) -> tuple[np.ndarray, np.ndarray]:
     try:
         hlf = nested_to_numpy(batch.column(FEATURES_HLF_COLUMN), (N_HLF,))
-        particles = nested_to_numpy(
-            batch.column(FEATURES_PARTICLES_COLUMN), (N_PARTICLES, N_PARTICLE_FEATURES)
-        )
+        # either ingestion layout: the reference's padded 801 x 19, or the real rows only (ragged)
+        column = batch.column(FEATURES_PARTICLES_COLUMN)
+        particles = particles_to_numpy(column, N_PARTICLES, N_PARTICLE_FEATURES)
     except ShapeError as exc:
         raise BadInputError(url, str(exc)) from None
     return hlf, particles

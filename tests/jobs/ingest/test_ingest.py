@@ -13,13 +13,14 @@ import sys
 import awkward as ak
 import numpy as np
 import pyarrow.dataset as ds
+import pyarrow.parquet as pq
 import pytest
 import uproot
 
 from bench.fixtures.delphes_oracle import events_as_dicts, oracle_event
 from jobs.core import cli
 from jobs.core.errors import BadInputError, UsageError
-from jobs.core.tensors import nested_to_numpy
+from jobs.core.tensors import nested_to_numpy, particles_to_numpy
 from jobs.dltrigger_schema import (
     CLASSES,
     HLF_NAMES,
@@ -167,10 +168,11 @@ def hand_events() -> list[dict]:
 
 
 def read_output(out) -> dict[tuple[str, int], tuple[int, np.ndarray, np.ndarray]]:
-    """(source_file, entry) -> (label, hfeatures, particles) of an ingestion output, read with pyarrow."""
+    """(source_file, entry) -> (label, hfeatures, particles as 801 x 19) of an ingestion output in either
+    layout, read with pyarrow."""
     table = ds.dataset(str(out), format="parquet", partitioning="hive", exclude_invalid_files=True).to_table()
     hlf = nested_to_numpy(table["hfeatures"], (N_HLF,))
-    particles = nested_to_numpy(table["particles"], (N_PARTICLES, N_PARTICLE_FEATURES))
+    particles = particles_to_numpy(table["particles"], N_PARTICLES, N_PARTICLE_FEATURES)
     keys = zip(table["source_file"].to_pylist(), table["entry"].to_pylist(), strict=True)
     labels = table["label"].to_pylist()
     return {k: (labels[i], hlf[i], particles[i]) for i, k in enumerate(keys)}
@@ -230,6 +232,17 @@ def test_table_is_built_from_the_arrays_without_pandas():
         *(a[:0] for a in (feats.entries, feats.hlf, feats.particles, feats.n_particles)), feats.cutflow
     )
     assert ingest.to_table(empty, "x", 0).num_rows == 0
+    real = np.arange(N_PARTICLES)[None, :] < feats.n_particles[:, None]
+    ragged = ingest.to_table(Features(feats.entries, feats.hlf, particles * real[..., None],
+                                      feats.n_particles, feats.cutflow), "f", 0, "ragged")  # fmt: skip
+    ragged.validate(full=True)
+    assert ragged.schema == ingest.SCHEMAS["ragged"] and ragged.column("particles").to_pylist()[0] == [
+        particles[0, 0].tolist()
+    ]
+    np.testing.assert_array_equal(
+        particles_to_numpy(ragged.column("particles"), N_PARTICLES, N_PARTICLE_FEATURES),
+        particles * real[..., None],
+    )
     code = (
         "import sys, numpy as np; from jobs.ingest import job; from jobs.ingest.features import Features; "
         "job.to_table(Features(np.zeros(1, np.int64), np.zeros((1, 14), np.float32), "
@@ -278,7 +291,10 @@ def test_spark_reads_the_contract(hand, spark):
     }
     got = df.where((df.source_file == paths["qcd"]) & (df.entry == 5)).collect()
     assert len(got) == 1 and got[0]["label"] == 0 and df.count() == len(rows) == 8
-    np.testing.assert_array_equal(np.array(got[0]["particles"], F32), rows[(paths["qcd"], 5)][2])
+    real = np.array(got[0]["particles"], F32)  # the ragged layout: the event's real rows only
+    padded = rows[(paths["qcd"], 5)][2]
+    assert not padded[len(real) :].any() and min(len(r["particles"]) for r in df.collect()) < N_PARTICLES
+    np.testing.assert_array_equal(real, padded[: len(real)])
     np.testing.assert_array_equal(np.array(got[0]["hfeatures"], F32), rows[(paths["qcd"], 5)][1])
 
 
@@ -445,6 +461,31 @@ def test_worker_processes_write_what_spark_writes(generated, many_tasks, tmp_pat
         (many_tasks / "_summary.json").read_text()
     )
     assert sorted(os.listdir(out / "label=1")) == sorted(os.listdir(many_tasks / "label=1"))
+
+
+def test_padded_layout_holds_the_same_events_and_prepares_the_same(generated, many_tasks, tmp_path):
+    """--layout padded (the reference's 801 x 19) and the default ragged layout hold the same events,
+    and jobs.prepare makes the same prepared set from either, ragged files a fraction of the bytes."""
+    from jobs.prepare import job as prepare
+
+    out = tmp_path / "padded"
+    ingest.run(inputs_for(generated), str(out), engine="processes", master="local[2]", chunk_entries=350,
+               batch_entries=200, layout="padded")  # fmt: skip
+    assert json.loads((out / "_summary.json").read_text())["particle_layout"] == "padded"
+    assert json.loads((many_tasks / "_summary.json").read_text())["particle_layout"] == "ragged"
+    assert_same_rows(read_output(out), read_output(many_tasks))
+    size = {d: sum(f.stat().st_size for f in d.rglob("*.parquet")) for d in (out, many_tasks)}
+    assert size[many_tasks] < size[out]
+    prepared = {}
+    for d in (out, many_tasks):
+        prepared[d] = tmp_path / f"prepared-{d.name}"
+        prepare.run(str(d), str(prepared[d]), engine="processes", master="local[2]", shuffle_partitions=2)
+    files = {
+        d: sorted(p.relative_to(p_dir) for p in p_dir.rglob("*.parquet")) for d, p_dir in prepared.items()
+    }
+    assert files[out] == files[many_tasks] and files[out]
+    for rel in files[out]:
+        assert pq.read_table(prepared[out] / rel).equals(pq.read_table(prepared[many_tasks] / rel)), rel
 
 
 def test_one_task_equals_many(generated, many_tasks, tmp_path, spark):
