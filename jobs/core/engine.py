@@ -130,6 +130,20 @@ class ProcessExecutor:
         self.master = builder_master(master)
         self.rounds: list[Round] = []
         self.event_log: dict[str, str] = {}  # app_id and event_log_dir, when its tasks are logged
+        self._scratch: tempfile.TemporaryDirectory | None = None
+
+    @property
+    def scratch(self) -> str:
+        """A folder every task of this executor sees (they share this machine), removed with it: where
+        one round can leave data for the next."""
+        if self._scratch is None:
+            self._scratch = tempfile.TemporaryDirectory(prefix="colliderflow-scratch-")
+        return self._scratch.name
+
+    def close(self) -> None:
+        if self._scratch is not None:
+            self._scratch.cleanup()
+            self._scratch = None
 
     def info(self) -> dict[str, Any]:
         return {"engine": self.name, "master": self.master, "workers": self.workers, **self.event_log}
@@ -232,6 +246,7 @@ class SparkExecutor:
     """Tasks in Spark: one partition per item, results folded with treeReduce; the shuffle is Spark's."""
 
     name = "spark"
+    scratch = None  # executors share no disk: each round reads what it needs itself
 
     def __init__(self, spark, partitions: int | None = None):
         self.spark = spark
@@ -339,14 +354,13 @@ def open_executor(
         return
     executor = ProcessExecutor(local_cores(master) or 1, urls, master)
     start = int(time.time() * 1e3)
-    if not event_log_dir:
-        yield executor
-        return
-    executor.event_log = {"app_id": new_app_id(start), "event_log_dir": event_log_dir}
+    if event_log_dir:
+        executor.event_log = {"app_id": new_app_id(start), "event_log_dir": event_log_dir}
     try:
         yield executor
     finally:
-        if executor.rounds:
+        executor.close()
+        if event_log_dir and executor.rounds:
             app_id, end = executor.event_log["app_id"], int(time.time() * 1e3)
             write_event_log(event_log_dir, app_name, app_id, start, end, executor.rounds)
 

@@ -68,8 +68,9 @@ ROWS_PER_PARTITION = 10_000  # training events per shuffle partition (= output f
 
 def _fit(executor, files: list[InputFile], plan: Plan, particle_scaling: str, scaler_fit: str):
     """Fit statistics and kept events per split, in one pass over every file (which validates every
-    row of the input)."""
-    task = FitTask(plan, particle_scaling == "global", scaler_fit == "all")
+    row of the input); on one machine the kept events wait in the executor's scratch folder for the
+    transform round (jobs.prepare.kept_rows)."""
+    task = FitTask(plan, particle_scaling == "global", scaler_fit == "all", executor.scratch)
     result: FitResult = executor.map_reduce(files, task, operator.add, "fit")
     if result.error:
         raise BadInputError(*result.error)
@@ -171,7 +172,7 @@ def run(
             train_url, test_url = f"{out}/train", f"{out}/test"
             written = executor.sorted_shuffle(
                 todo,
-                TransformTask(test_url, plan, scaler, layout),
+                TransformTask(test_url, plan, scaler, layout, executor.scratch),
                 SHUFFLE_SCHEMA,
                 SHUFFLE_KEY,
                 n_parts,

@@ -9,6 +9,7 @@ float32 bytes. Only counts and fit statistics go back to the driver."""
 from __future__ import annotations
 
 import functools
+import os
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
@@ -45,6 +46,7 @@ from jobs.dltrigger_schema import (
     prepared_arrow_schema,
 )
 from jobs.prepare.inputs import InputFile
+from jobs.prepare.kept_rows import Kept, KeptWriter, cache_path, read_kept
 from jobs.prepare.sampling import Identity, Plan
 from jobs.prepare.scaling import FitStats, Scaler
 
@@ -134,20 +136,53 @@ class FitTask:
     plan: Plan
     with_particles: bool
     fit_all: bool
+    scratch: str | None = None  # where the kept events wait for the transform round (same machine)
 
     def __call__(self, f: InputFile) -> FitResult:
         out, stats = FitResult(), FitStats()
+        cache = KeptWriter(cache_path(self.scratch, f.index)) if self.scratch else None
         try:
-            for batch, kept, is_test, _ in _decided_batches(f, self.plan):
+            for batch, kept, is_test, shuffle in _decided_batches(f, self.plan):
                 hlf, particles = _arrays(batch, f.url)
                 out.split[f.label, 0] += int((kept & ~is_test).sum())
                 out.split[f.label, 1] += int((kept & is_test).sum())
                 sel = np.arange(batch.num_rows) if self.fit_all else np.flatnonzero(kept & ~is_test)
                 stats = stats.merge(FitStats.of(hlf[sel], particles[sel] if self.with_particles else None))
+                if cache is not None and kept.any():
+                    cache.write(_select(batch, hlf, particles, kept, is_test, shuffle))
+            if cache is not None:
+                cache.close()
         except BadInputError as exc:
+            if cache is not None:
+                cache.abort()
             return FitResult(error=(exc.source, exc.problem))
+        except BaseException:
+            if cache is not None:
+                cache.abort()
+            raise
         out.per_file[f.index] = stats
         return out
+
+
+def _select(batch: pa.RecordBatch, hlf: np.ndarray, particles: np.ndarray, kept: np.ndarray,
+            is_test: np.ndarray, shuffle: np.ndarray) -> Kept:  # fmt: skip
+    """The kept events of a decoded batch (numpy takes, not Arrow's take of nested lists)."""
+    pos = np.flatnonzero(kept)
+    if len(pos) < batch.num_rows:
+        hlf, particles = hlf[pos], particles[pos]
+        batch = batch.select([SOURCE_FILE_COLUMN, ENTRY_COLUMN]).take(pa.array(pos))
+    source, entry = _identity(batch, np.arange(batch.num_rows))
+    return Kept(hlf, particles, source, entry, is_test[pos], shuffle[pos])
+
+
+def kept_events(f: InputFile, plan: Plan, scratch: str | None) -> Iterator[Kept]:
+    """A file's kept events: from the fit round's cache when it left one, else read and decided again."""
+    if scratch and os.path.exists(cache_path(scratch, f.index)):
+        yield from read_kept(cache_path(scratch, f.index))
+        return
+    for batch, kept, is_test, shuffle in _decided_batches(f, plan):
+        if kept.any():
+            yield _select(batch, *_arrays(batch, f.url), kept, is_test, shuffle)
 
 
 @dataclass
@@ -283,31 +318,24 @@ class TransformTask:
     plan: Plan
     scaler: Scaler
     layout: str
+    scratch: str | None = None  # where the fit round left the kept events, if on this machine
 
     def __call__(self, f: InputFile) -> Iterator[pa.RecordBatch]:
         test = _PartParquet(f"{self.test_url}/part-{f.index:05d}.parquet")
         try:
-            for batch, kept, is_test, shuffle in _decided_batches(f, self.plan):
-                pos = np.flatnonzero(kept)
-                if not len(pos):
-                    continue
-                hlf, particles = _arrays(batch, f.url)
-                if len(pos) < batch.num_rows:  # numpy, not Arrow's take of nested lists
-                    hlf, particles = hlf[pos], particles[pos]
-                    batch = batch.select([SOURCE_FILE_COLUMN, ENTRY_COLUMN]).take(pa.array(pos))
-                labels = np.full(len(pos), f.label, dtype=np.int64)
-                out = Prepared.of(self.scaler, hlf, particles, labels)
-                is_test, shuffle = is_test[pos], shuffle[pos]
-                if is_test.any():
-                    sel = np.flatnonzero(is_test)
-                    test.write(out.take(sel).table(self.layout, *_identity(batch, sel)))
-                train = np.flatnonzero(~is_test)
+            for k in kept_events(f, self.plan, self.scratch):
+                labels = np.full(len(k.shuffle), f.label, dtype=np.int64)
+                out = Prepared.of(self.scaler, k.hlf, k.particles, labels)
+                if k.is_test.any():
+                    sel = np.flatnonzero(k.is_test)
+                    test.write(out.take(sel).table(self.layout, k.source_file.take(sel), k.entry.take(sel)))
+                train = np.flatnonzero(~k.is_test)
                 if len(train):
-                    part = out.take(train) if len(train) < len(pos) else out
-                    source, entry = _identity(batch, train)
+                    part = out.take(train) if len(train) < len(labels) else out
                     yield pa.RecordBatch.from_arrays(
-                        [pa.array(shuffle[train], pa.int64()), pa.array(labels[train], pa.int32()),
-                         pa.array(part.n_particles, pa.int64()), source, entry, *_pack(part)],
+                        [pa.array(k.shuffle[train], pa.int64()), pa.array(labels[train], pa.int32()),
+                         pa.array(part.n_particles, pa.int64()), k.source_file.take(train),
+                         k.entry.take(train), *_pack(part)],
                         _SHUFFLE_COLUMNS,
                     )  # fmt: skip
             test.close()
