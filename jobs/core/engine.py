@@ -38,7 +38,7 @@ from jobs.core.cli import ENGINES
 from jobs.core.errors import InfrastructureError, UsageError
 from jobs.core.spark import LOCAL_MASTER, builder_master, spark_info, spark_session
 from jobs.core.storage import is_local
-from jobs.core.task_events import Measured, Round, new_app_id, write_event_log
+from jobs.core.task_events import Measured, Round, describe, new_app_id, write_event_log
 
 T = TypeVar("T")
 C = TypeVar("C")
@@ -68,17 +68,6 @@ def choose_engine(engine: str, master: str | None, event_log_dir: str | None = N
     if engine == "auto":
         return "processes" if cores is not None else "spark"
     return engine
-
-
-def describe(item: object) -> str:
-    """What a task reads, for an error line: the file and, for a chunk, its entry range."""
-    if isinstance(item, tuple) and item:
-        return describe(item[0])
-    url = getattr(item, "url", None) or getattr(item, "source", None)
-    if url is None:
-        return repr(item)[:200]
-    start, stop = getattr(item, "start", None), getattr(item, "stop", None)
-    return f"{url} entries {start}-{stop}" if start is not None else f"{url}"
 
 
 # --- Spark's hash partitioning, array-at-a-time ----------------------------------------------------

@@ -1,10 +1,11 @@
 """The process executor's task metrics, in the form jobs.metrics already reads: a Spark event log.
 
-Each task (one item of a map-reduce) is measured in its worker process — wall and CPU time, bytes the
-process read and wrote while it ran (/proc/self/io), the worker's peak resident memory — and the
-driver writes the tasks as one application of Spark listener events (application, job, stage and
-task events, the fields jobs.metrics.eventlog sums) into the run's event-log directory. A DAG run's
-report then has the same task table whichever engine ran the stage.
+Each task (one item of a round) is measured in its worker process — wall and CPU time, bytes the
+process read and wrote while it ran (/proc/self/io), the worker's peak resident memory, the records
+its item names (a chunk's entries, a file's rows) and what it read — and the driver writes the tasks
+as one application of Spark listener events (application, job, one stage per round, task events with
+the fields jobs.metrics.eventlog sums) into the run's event-log directory. A DAG run's report then
+has the same stage table whichever engine ran the stage.
 """
 
 from __future__ import annotations
@@ -17,6 +18,8 @@ import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
+
+import numpy as np
 
 from jobs.core.storage import filesystem
 
@@ -36,6 +39,30 @@ class TaskRecord:
     read_bytes: int
     written_bytes: int
     peak_rss_bytes: int
+    records_read: int = 0  # the entries or rows the task's item names, where it names them
+    source: str = ""  # what the task read (describe)
+
+
+def _head(item: object) -> object:
+    return _head(item[0]) if isinstance(item, tuple) and item else item
+
+
+def describe(item: object) -> str:
+    """What a task reads, for an error line or its record: the file and, for a chunk, its entry range."""
+    head = _head(item)
+    url = getattr(head, "url", None) or getattr(head, "source", None)
+    if url is None:
+        return repr(item)[:200]
+    start, stop = getattr(head, "start", None), getattr(head, "stop", None)
+    return f"{url} entries {start}-{stop}" if start is not None else f"{url}"
+
+
+def records_of(item: object) -> int:
+    """The records a task's item names: a chunk's entries, an input file's rows; 0 when unknown."""
+    head = _head(item)
+    n = getattr(head, "entries", None)
+    n = getattr(head, "rows", None) if n is None else n
+    return int(n) if isinstance(n, int | np.integer) else 0
 
 
 def _io_counters() -> tuple[int, int]:
@@ -87,6 +114,8 @@ class Measured(Generic[T, C]):
             read1 - read0,
             written1 - written0,
             peak,
+            records_of(item),
+            describe(item),
         )
         return result, record
 
@@ -103,11 +132,12 @@ def _task_end(record: TaskRecord, stage: int, task_id: int) -> dict[str, Any]:
             "Launch Time": record.launch_ms,
             "Finish Time": record.finish_ms,
             "Failed": False,
+            "colliderflow.input": record.source,  # beside Spark's fields: what this task read
         },
         "Task Metrics": {
             "Executor Run Time": record.finish_ms - record.launch_ms,
             "Executor CPU Time": record.cpu_ns,
-            "Input Metrics": {"Bytes Read": record.read_bytes, "Records Read": 0},
+            "Input Metrics": {"Bytes Read": record.read_bytes, "Records Read": record.records_read},
             "Output Metrics": {"Bytes Written": record.written_bytes, "Records Written": 0},
             "Peak Execution Memory": record.peak_rss_bytes,
         },

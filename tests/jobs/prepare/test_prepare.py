@@ -143,6 +143,9 @@ def test_worker_processes_write_what_spark_writes(runs, ingested, tmp_path, monk
     stages = [e["Stage Info"]["Stage Name"] for e in events if e["Event"] == "SparkListenerStageCompleted"]
     rounds = ("undersampling histogram", "undersampling threshold", "fit", "shuffle write", "shuffle read")
     assert stages == [f"colliderflow-prepare {s}" for s in rounds]
+    fit = [e for e in events if e["Event"] == "SparkListenerTaskEnd" and e["Stage ID"] == 2]
+    assert sum(e["Task Metrics"]["Input Metrics"]["Records Read"] for e in fit) == sum(COUNTS.values())
+    assert {e["Task Info"]["colliderflow.input"] for e in fit} == set(glob.glob(f"{ingested}/*/*.parquet"))
 
 
 @pytest.fixture(scope="module")
