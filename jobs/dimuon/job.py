@@ -324,15 +324,13 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--subset", default=None, help="k/N: process the k-th of N disjoint file subsets")
     parser.add_argument("--no-plot", action="store_true", help="skip dimuon_mass.png")
     cli.add_bad_file_arg(parser)
-    cli.add_spark_args(parser)
-    cli.add_engine_arg(parser)
+    cli.add_executor_args(parser)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     inputs = [url for item in args.input for url in item.split()]  # one templated string may hold several
-    choose_engine(args.engine, args.master, args.event_log_dir)  # the static check before the master probe
     run(
         inputs,
         args.output,
@@ -343,8 +341,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         mass_bins=args.mass_bins,
         subset=args.subset,
         partitions=args.partitions,
-        **cli.spark_kwargs(args),
-        engine=args.engine,
+        **cli.executor_kwargs(args),
         plot=not args.no_plot,
     )
     return 0

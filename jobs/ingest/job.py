@@ -451,18 +451,15 @@ def build_parser() -> argparse.ArgumentParser:
         "reference's 801 x 19) or auto (default: ragged); jobs.prepare reads both",
     )
     cli.add_bad_file_arg(parser)
-    cli.add_spark_args(parser)
-    cli.add_engine_arg(parser)
+    cli.add_executor_args(parser)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    choose_engine(args.engine, args.master, args.event_log_dir)  # the static check before the master probe
     run(
         args.input,
         args.output,
-        engine=args.engine,
         options=Options(args.physical_phi_wrap, args.mt_sqrt, args.lepton_choice),
         muon_branch=args.muon_branch,
         on_bad_file=args.on_bad_file,
@@ -471,6 +468,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         subset=args.subset,
         partitions=args.partitions,
         layout=args.layout,
-        **cli.spark_kwargs(args),
+        **cli.executor_kwargs(args),
     )
     return 0

@@ -271,8 +271,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="how the particle list is stored: ragged (real rows only, padded at batch time), padded "
         "(the reference 801 x 19) or auto (default: ragged under global scaling, padded under per-event)",
     )
-    cli.add_spark_args(parser)
-    cli.add_engine_arg(parser)
+    cli.add_executor_args(parser)
     return parser
 
 
@@ -287,7 +286,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         particle_scaling=args.particle_scaling,
         shuffle_partitions=args.shuffle_partitions,
         layout=args.layout,
-        engine=args.engine,
-        **cli.spark_kwargs(args),
+        **cli.executor_kwargs(args),
     )
     return 0

@@ -286,19 +286,16 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--input", required=True, help="a jobs.prepare output directory (train/, test/)")
     parser.add_argument("--output", required=True, help="output directory (replaced atomically)")
     parser.add_argument("--compression", choices=COMPRESSIONS, default="gzip", help="shard compression")
-    cli.add_spark_args(parser)
-    cli.add_engine_arg(parser)
+    cli.add_executor_args(parser)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    choose_engine(args.engine, args.master, args.event_log_dir)  # the static check before the master probe
     run(
         args.input,
         args.output,
         compression=args.compression,
-        engine=args.engine,
-        **cli.spark_kwargs(args),
+        **cli.executor_kwargs(args),
     )
     return 0
