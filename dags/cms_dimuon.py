@@ -7,6 +7,7 @@ from airflow.sdk import DAG, Asset
 
 from colliderflow.backends import stage_task
 from colliderflow.collect import collect_metrics
+from colliderflow.dag_docs import attach_docs
 from colliderflow.dagkit import RUN_DIR, data_root, nightly
 from colliderflow.inputs import check_inputs
 from colliderflow.params import (
@@ -23,7 +24,7 @@ RUN = RUN_DIR
 
 with DAG(
     dag_id="cms_dimuon",
-    description="CMS di-muon spectrum (J/psi ... Z) with cut-flow, from NanoAOD/AOD/flat ROOT files",
+    description="CMS di-muon spectrum (J/psi ... Z) with cut-flow, from ROOT files",
     max_active_runs=4,
     **nightly("0 2 * * *"),
     tags=["cms", "dimuon", "spark"],
@@ -77,3 +78,4 @@ with DAG(
     )  # fmt: skip
     check >> dimuon
     collect_metrics(RUN, after=[dimuon])
+    attach_docs(dag, __file__)

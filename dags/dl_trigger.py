@@ -11,6 +11,7 @@ from airflow.sdk import DAG, Asset
 
 from colliderflow.backends import stage_task
 from colliderflow.collect import collect_metrics
+from colliderflow.dag_docs import attach_docs
 from colliderflow.dagkit import RUN_DIR, data_root, nightly
 from colliderflow.inputs import check_inputs
 from colliderflow.params import common_params, engine_args, param, spark_args, spark_resources
@@ -37,7 +38,7 @@ TRAIN_GPUS = int(os.environ.get("COLLIDERFLOW_TRAIN_GPUS", "0"))
 
 with DAG(
     dag_id="dl_trigger",
-    description="SparkDLTrigger: Delphes ROOT -> features -> prepared sets -> TFRecords -> GRU classifier",
+    description="Delphes ROOT -> features -> TFRecords -> GRU classifier -> ROC AUC",
     max_active_runs=2,
     **nightly("0 3 * * *"),
     tags=["dl-trigger", "spark", "tensorflow"],
@@ -230,3 +231,4 @@ with DAG(
     )  # fmt: skip
     check >> demo >> generate >> ingest >> prepare >> tfrecords >> train >> evaluate
     collect_metrics(RUN, after=[evaluate])
+    attach_docs(dag, __file__)
