@@ -3,8 +3,9 @@ Thin on purpose: the stage lives in jobs/dimuon/, the task factory in plugins/co
 
 from __future__ import annotations
 
-from airflow.sdk import DAG, Asset
+from airflow.sdk import DAG
 
+from colliderflow.assets import output_asset
 from colliderflow.backends import stage_task
 from colliderflow.collect import collect_metrics
 from colliderflow.dag_docs import attach_docs
@@ -72,7 +73,7 @@ with DAG(
                   "--subset", "{{ subset_arg(params.subset, params.subsets, dag_run.logical_date) }}",
                   *engine_args(), *spark_args(RUN)],
             resources=spark_resources(),
-            outlets=[Asset(name="cms_dimuon_histograms", uri="colliderflow://cms_dimuon/histograms")],
+            outlets=[output_asset("cms_dimuon_histograms", "cms_dimuon", "dimuon")],
             pool="spark",
         )
     )  # fmt: skip

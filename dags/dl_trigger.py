@@ -7,8 +7,9 @@ from __future__ import annotations
 import os
 
 from airflow.providers.standard.operators.python import ShortCircuitOperator
-from airflow.sdk import DAG, Asset
+from airflow.sdk import DAG
 
+from colliderflow.assets import output_asset
 from colliderflow.backends import stage_task
 from colliderflow.collect import collect_metrics
 from colliderflow.dag_docs import attach_docs
@@ -171,7 +172,7 @@ with DAG(
                   "--output", f"{RUN}/features", "--subset", SUBSET,
                   "--on-bad-file", "{{ params.on_bad_file }}", *engine_args(), *SPARK_ARGS],
             resources=spark_resources(),
-            outlets=[Asset(name="dl_trigger_features", uri="colliderflow://dl_trigger/features")],
+            outlets=[output_asset("dl_trigger_features", "dl_trigger", "features")],
             pool="spark",
         ),
         trigger_rule="none_failed",
@@ -187,7 +188,7 @@ with DAG(
                   "--layout", "{{ params.particle_layout }}",
                   "--seed", "{{ params.seed }}", *engine_args(), *SPARK_ARGS],
             resources=spark_resources(),
-            outlets=[Asset(name="dl_trigger_prepared", uri="colliderflow://dl_trigger/prepared")],
+            outlets=[output_asset("dl_trigger_prepared", "dl_trigger", "prepared")],
             pool="spark",
         )
     )  # fmt: skip
@@ -215,7 +216,7 @@ with DAG(
                   "--workers", "{{ params.workers }}",
                   flag("--bucketing", "params.bucketing and params.particle_scaling == 'global'")],
             resources=Resources(cpu=2, memory="8Gi", gpu=TRAIN_GPUS, workers=1),
-            outlets=[Asset(name="dl_trigger_model", uri="colliderflow://dl_trigger/model")],
+            outlets=[output_asset("dl_trigger_model", "dl_trigger", "model")],
             pool="training",
         )
     )  # fmt: skip

@@ -69,6 +69,22 @@ def assert_conf_rejected(env: dict[str, str], dag_id: str, tmp_path, bad: dict) 
     assert not runs.exists(), "a task ran despite the invalid conf"
 
 
+def asset_events(env: dict[str, str]) -> list[tuple[str, str, dict]]:
+    """(asset name, asset URI, event extra) of every asset event in the metadata DB, oldest first."""
+    import sqlalchemy as sa
+
+    from colliderflow.progress import metadata_url
+
+    engine = sa.create_engine(metadata_url(env))
+    try:
+        with engine.connect() as db:
+            query = "SELECT a.name, a.uri, e.extra FROM asset_event e JOIN asset a ON a.id = e.asset_id"
+            rows = db.execute(sa.text(query + " ORDER BY e.id")).all()
+    finally:
+        engine.dispose()
+    return [(name, uri, json.loads(extra) if isinstance(extra, str) else extra) for name, uri, extra in rows]
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

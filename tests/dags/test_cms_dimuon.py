@@ -8,7 +8,7 @@ import json
 
 import pytest
 
-from tests.dags.conftest import assert_conf_rejected, dags_test, import_errors
+from tests.dags.conftest import assert_conf_rejected, asset_events, dags_test, import_errors
 
 
 @pytest.fixture(scope="module")
@@ -44,6 +44,15 @@ def test_dags_test_end_to_end(airflow_env, sample, tmp_path):
         "fraction_of_total": 1.0,
     }
     assert any((run / "spark-events").iterdir()), "the Spark stage wrote no event log"
+    metrics = json.loads((out / "_metrics.json").read_text())
+    (event,) = [e for e in asset_events(airflow_env) if e[2].get("url") == str(out)]
+    name, uri, extra = event
+    assert (
+        name == "cms_dimuon_histograms"
+        and uri.startswith("file:///")
+        and uri.endswith("/cms_dimuon/*/dimuon")
+    )
+    assert extra["events"] == 60_000 and extra["pairs"] == metrics["pairs"] > 0
 
 
 @pytest.mark.parametrize(

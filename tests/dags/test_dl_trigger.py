@@ -15,7 +15,13 @@ import pyarrow.dataset as ds
 import pytest
 
 from colliderflow.dagkit import subset_arg
-from tests.dags.conftest import airflow, assert_conf_rejected, import_errors
+from tests.dags.conftest import (
+    DL_TRIGGER_E2E_CONF,
+    airflow,
+    assert_conf_rejected,
+    asset_events,
+    import_errors,
+)
 
 STAGE_OUTPUTS = ("features", "prepared", "tfrecords", "model", "evaluation", "report")
 
@@ -28,7 +34,7 @@ def test_dag_parses(airflow_env):
 
 @pytest.mark.slow
 @pytest.mark.timeout(1800)  # its fixture is one whole dl_trigger run (up to 1500 s)
-def test_end_to_end_on_generated_sample(dl_trigger_local_run):
+def test_end_to_end_on_generated_sample(dl_trigger_local_run, airflow_env):
     """generate -> ingest -> prepare -> tfrecords -> train -> evaluate -> collect_metrics
     (DL_TRIGGER_E2E_CONF). The floor, 0.85 per class, is what the high-level features alone nearly
     reach on this generator (tt̄: many (b-)jets and large HT; W+jets: Jacobian lepton pT and MT near
@@ -42,6 +48,13 @@ def test_end_to_end_on_generated_sample(dl_trigger_local_run):
     assert set(metrics["auc"]) == {"qcd", "ttbar", "wjets"}
     for name, auc in metrics["auc"].items():
         assert auc > 0.85, (name, metrics["auc"])
+    # the asset events name this run's outputs and carry their key figures
+    events = {name: extra for name, _, extra in asset_events(airflow_env) if str(run) in extra.get("url", "")}
+    assert events["dl_trigger_features"]["url"] == str(run / "features")
+    written = json.loads((run / "features" / "_metrics.json").read_text())["events_written"]
+    assert events["dl_trigger_features"]["events_written"] == written > 0
+    assert events["dl_trigger_model"]["epochs_run"] == DL_TRIGGER_E2E_CONF["epochs"]
+    assert set(events) == {"dl_trigger_features", "dl_trigger_prepared", "dl_trigger_model"}
 
 
 @pytest.mark.parametrize(

@@ -27,8 +27,14 @@ def configured_backend() -> str:
 
 
 def stage_task(stage: Stage, backend: str | None = None, **operator_kwargs: Any):
-    """An Airflow operator running `stage` on `backend` (default: the configured one)."""
+    """An Airflow operator running `stage` on `backend` (default: the configured one). A stage with
+    outlets records its output's URL and key figures in their asset events (colliderflow.assets)."""
     backend = backend or configured_backend()
+    if stage.outlets and "--output" in stage.args:
+        from colliderflow.assets import RecordOutput
+
+        output = stage.args[list(stage.args).index("--output") + 1]
+        operator_kwargs.setdefault("post_execute", RecordOutput(output))
     if backend == "local":
         from colliderflow.backends.local import local_task
 
