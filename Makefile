@@ -11,8 +11,9 @@ export DEMO_DIR ?= $(CURDIR)/out/demo
 $(UV):
 	python3 -m pip install --user --quiet "uv==$(UV_VERSION)"
 
+# --inexact: what `make install-test` or `make install-bench` added (pytest, moto, ROOT) stays
 install: $(UV)
-	$(UV) sync --locked --all-extras --no-default-groups
+	$(UV) sync --locked --all-extras --no-default-groups --inexact
 
 install-test: $(UV)
 	$(UV) sync --locked --all-extras
