@@ -29,9 +29,14 @@ def _figure():
     return plt
 
 
+def _legend_outside(ax) -> None:
+    """The legend right of the axes, where it hides no point or bar."""
+    ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0.0, fontsize=8)
+
+
 def _save(plt, fig, path: str) -> bool:
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
+    fig.savefig(path, dpi=100, bbox_inches="tight")
     plt.close(fig)
     return True
 
@@ -76,7 +81,7 @@ def plot_io_latency(summary: dict[str, Any], path: str) -> bool:
     ax.set_xscale("log")
     ax.set_xlabel("read latency [ms]")
     ax.set_title("Storage read latency per file")
-    ax.legend(loc="lower right")
+    _legend_outside(ax)
     return _save(plt, fig, path)
 
 
@@ -105,7 +110,7 @@ def plot_spark_stages(summary: dict[str, Any], path: str) -> bool:
     ax.invert_yaxis()
     ax.set_xlabel("executor time summed over tasks [s]")
     ax.set_title("Spark executor time")
-    ax.legend(loc="lower right")
+    _legend_outside(ax)
     return _save(plt, fig, path)
 
 

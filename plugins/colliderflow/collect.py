@@ -23,15 +23,19 @@ PUSHGATEWAY = "{{ var.value.get('colliderflow_pushgateway', '') }}"
 
 class StageTimesOperator(BaseOperator):
     """Return {dag_id, run_id, tasks: [{task_id, map_index, state, operator, duration_seconds}]} for the
-    task instances of this DAG run that have finished (the XCom the metrics job is templated with)."""
+    task instances of this DAG run that have finished, in pipeline order (the XCom the metrics job is
+    templated with)."""
 
     ui_color = "#eeeeee"
 
     def execute(self, context: Any) -> dict[str, Any]:
         ti = context["ti"]
         crumbs = ti.get_task_breadcrumbs(dag_id=ti.dag_id, run_id=ti.run_id)
+        order = {t.task_id: i for i, t in enumerate(self.dag.topological_sort())}  # pipeline order
         tasks = []
-        for crumb in crumbs:
+        for crumb in sorted(
+            crumbs, key=lambda c: (order.get(c["task_id"], len(order)), c.get("map_index", -1))
+        ):
             if crumb["task_id"] == self.task_id:
                 continue
             map_index = crumb.get("map_index", -1)
