@@ -16,15 +16,16 @@ from colliderflow.dag_docs import attach_docs
 from colliderflow.dagkit import RUN_DIR, data_root, nightly
 from colliderflow.inputs import check_inputs
 from colliderflow.params import common_params, engine_args, param, spark_args, spark_resources
-from colliderflow.stages import Resources, Stage, flag
+from colliderflow.quality import quality_gate
+from colliderflow.stages import Resources, Stage, flag, option
 from jobs.dltrigger_schema import CLASS_TITLES, CLASSES, SAMPLES
 
 RUN = RUN_DIR
 SUBSET = "{{ subset_arg(params.subset, params.subsets, dag_run.logical_date) }}"
-# the reference's steps 0.0005 -> 0.0002 (after epoch 2) -> 0.0001 (after 4), as fractions of the base rate
-LR_STEPS = "{{ '2:%g,4:%g' % (params.learning_rate * 0.4, params.learning_rate * 0.2) }}"
 SPARK_ARGS = spark_args(RUN)
 DEMO_MODE = "{{ params.demo_events > 0 }}"
+# the evaluation of this DAG's previous successful run, to compare the AUC with ("" for the first run)
+PREVIOUS_EVALUATION = "previous_run_dir(ti, params.output_root, dag.dag_id, 'evaluation')"
 
 
 def class_input(name: str) -> str:
@@ -97,21 +98,39 @@ with DAG(
             maximum=200,
         ),
         "batch_size": param(
-            128,
+            None,
             "Batch size",
-            "events per batch and worker",
+            "events per batch and worker; empty: auto (the reference's 128 from ~5,000 events, less below)",
             "Training",
-            type="integer",
+            type=["null", "integer"],
             minimum=1,
             maximum=65536,
         ),
         "learning_rate": param(
-            0.0005,
+            None,
             "Learning rate",
-            "base Adam rate, times the workers; the reference schedule lowers it after epochs 2 and 4",
+            "base Adam rate (x workers), lowered after epochs 2 and 4; empty: auto (5e-4 x 128 / batch)",
             "Training",
-            type="number",
+            type=["null", "number"],
             exclusiveMinimum=0,
+            maximum=1,
+        ),
+        "min_auc": param(
+            0.9,
+            "Minimum AUC",
+            "per class; below it the run fails after its report (0: no floor)",
+            "Quality",
+            type="number",
+            minimum=0,
+            maximum=1,
+        ),
+        "max_auc_drop": param(
+            0.02,
+            "Tolerated AUC drop",
+            "per class, against the previous successful run: a larger drop is flagged in the report",
+            "Quality",
+            type="number",
+            minimum=0,
             maximum=1,
         ),
         "workers": param(
@@ -210,8 +229,7 @@ with DAG(
             kind="tf-multiworker",
             args=["--train", f"{RUN}/tfrecords/train", "--test", f"{RUN}/tfrecords/test",
                   "--output", f"{RUN}/model", "--epochs", "{{ params.epochs }}",
-                  "--batch-size", "{{ params.batch_size }}", "--lr", "{{ params.learning_rate }}",
-                  "--lr-after", LR_STEPS,
+                  *option("--batch-size", "params.batch_size"), *option("--lr", "params.learning_rate"),
                   "--seed", "{{ params.seed }}",
                   "--workers", "{{ params.workers }}",
                   flag("--bucketing", "params.bucketing and params.particle_scaling == 'global'")],
@@ -226,10 +244,12 @@ with DAG(
             module="evaluate",
             args=["--model", f"{RUN}/model/model.keras", "--test", f"{RUN}/tfrecords/test",
                   "--history", f"{RUN}/model/history.json", "--output", f"{RUN}/evaluation",
-                  flag("--bucketing", "params.particle_scaling == 'global'")],
+                  flag("--bucketing", "params.particle_scaling == 'global'"),
+                  "--min-auc", "{{ params.min_auc }}", "--max-auc-drop", "{{ params.max_auc_drop }}",
+                  *option("--baseline", PREVIOUS_EVALUATION)],
             resources=Resources(cpu=2, memory="8Gi"),
         )
     )  # fmt: skip
     check >> demo >> generate >> ingest >> prepare >> tfrecords >> train >> evaluate
-    collect_metrics(RUN, after=[evaluate])
+    quality_gate(RUN, after=collect_metrics(RUN, after=[evaluate]))
     attach_docs(dag, __file__)

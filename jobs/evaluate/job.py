@@ -6,7 +6,8 @@ Per-class one-vs-rest ROC AUC (how the reference reports it), accuracy, confusio
 efficiency-vs-rejection (the trigger physicist's view) and loss-curve PNGs, predictions.npz;
 _metrics.json with `auc` {qcd, ttbar, wjets}, `accuracy`, `confusion_matrix` (rows: true class,
 columns: predicted), `background_rejection` {class: {efficiency: 1/FPR}}, `plots`, `events`,
-`events_per_second`.
+`events_per_second`, and `quality`: the verdict against --min-auc and a --baseline evaluation
+(jobs.evaluate.quality).
 The output directory appears atomically. --model, --test, --history and --output may be
 object-store URLs (the test set is staged into local scratch: TensorFlow reads local files only).
 """
@@ -31,6 +32,7 @@ from jobs.core.storage import METRICS_FILE, filesystem, is_local, write_json
 from jobs.core.tf_input_check import check_dataset, check_model
 from jobs.core.training_history import plot_history, read_history
 from jobs.dltrigger_schema import CLASSES, N_PARTICLES
+from jobs.evaluate.quality import QUALITY_KEY, baseline_auc, check_thresholds, verdict
 
 log = logging.getLogger("jobs.evaluate")
 
@@ -54,6 +56,14 @@ def build_parser() -> argparse.ArgumentParser:
         "--bucketing", action="store_true", help="batch by real particle count (global-scaling sets)"
     )
     p.add_argument("--max-particles", type=int, default=None, help="keep only the first K particle rows")
+    gate = p.add_argument_group("model quality (a verdict in _metrics.json; the evaluation itself succeeds)")
+    gate.add_argument("--min-auc", type=float, default=0.0, help="per-class AUC floor (0: none)")
+    gate.add_argument(
+        "--baseline", default=None, help="a previous evaluation folder to compare the AUC with (optional)"
+    )
+    gate.add_argument(
+        "--max-auc-drop", type=float, default=0.02, help="tolerated AUC drop against --baseline per class"
+    )
     return p
 
 
@@ -208,6 +218,7 @@ def evaluate(args: argparse.Namespace) -> dict:
     if args.batch_size < 1:
         raise UsageError(f"--batch-size must be positive, got {args.batch_size}")
     cli.check_range(args.max_particles, "--max-particles", 1, N_PARTICLES)
+    check_thresholds(args.min_auc, args.max_auc_drop)
     claim_output(args.output, [args.model, args.test])
     check_dataset(args.test, "--test")  # before TensorFlow starts: seconds, not a minute
     check_model(args.model)
@@ -274,6 +285,9 @@ def _evaluate(args: argparse.Namespace, scratch: str) -> dict:
         steady_events_per_second=steady,  # after the first batch (graph tracing excluded)
         plots=plots,
         staged_in=staged.summary() if staged else None,
+    )
+    metrics[QUALITY_KEY] = verdict(
+        auc, args.min_auc, baseline_auc(args.baseline), args.max_auc_drop, args.baseline
     )
     with atomic_output_dir(args.output) as staging:
         write_json(os.path.join(staging, METRICS_FILE), metrics)

@@ -135,6 +135,7 @@ def build_summary(
                 "auc": m["auc"],
                 "accuracy": m.get("accuracy"),
                 "events": m.get("events"),
+                "quality": m.get("quality"),  # the verdict against --min-auc and the previous run
             }
     spark_apps = []
     for app in apps:

@@ -36,10 +36,10 @@ from jobs.core.tf_staging import (
 )
 from jobs.dltrigger_schema import N_PARTICLES
 from jobs.train.cluster import ClusterInfo, cluster_info, launch_local_workers
+from jobs.train.defaults import AUTO, batch_arg, lr_arg, relative_steps, resolve
 
 log = logging.getLogger("jobs.train")
 
-DEFAULT_LR_AFTER = "2:0.0002,4:0.0001"
 FINAL_KEYS = ("loss", "accuracy", "val_loss", "val_accuracy")
 
 
@@ -82,12 +82,24 @@ def build_parser() -> argparse.ArgumentParser:
         "--format", default="auto", choices=["auto", "tfrecord", "parquet"], help="format of both sets"
     )
     p.add_argument("--epochs", type=int, default=6, help="epochs in total (a resumed run continues)")
-    p.add_argument("--batch-size", type=int, default=128, help="per worker; global batch = this x workers")
-    p.add_argument("--lr", type=float, default=0.0005, help="base Adam learning rate (x workers)")
+    p.add_argument(
+        "--batch-size",
+        type=batch_arg,
+        default=AUTO,
+        help="per worker; global batch = this x workers. auto (default): the reference's 128 from ~5,000 "
+        "training events per worker on, smaller for smaller sets (jobs.train.defaults)",
+    )
+    p.add_argument(
+        "--lr",
+        type=lr_arg,
+        default=AUTO,
+        help="base Adam learning rate (x workers); auto (default): 0.0005 x 128 / batch size",
+    )
     p.add_argument(
         "--lr-after",
-        default=DEFAULT_LR_AFTER,
-        help="step schedule EPOCH:LR,... (x workers): after EPOCH (1-based) use LR (default %(default)s)",
+        default=None,
+        help="step schedule EPOCH:LR,... (x workers): after EPOCH (1-based) use LR (default: the "
+        "reference's steps to 40 %% of --lr after epoch 2 and 20 %% after epoch 4)",
     )
     p.add_argument("--no-lr-scaling", action="store_true", help="do not multiply learning rates by workers")
     p.add_argument(
@@ -121,17 +133,16 @@ def build_parser() -> argparse.ArgumentParser:
 def _check_args(args: argparse.Namespace) -> None:
     """Everything that can be checked before TensorFlow starts: the numbers, the output, the inputs
     (jobs.core.tf_input_check); a one-line error in seconds, nothing written."""
-    for name in ("epochs", "batch_size", "workers", "shuffle_buffer"):
+    for name in ("epochs", "workers", "shuffle_buffer"):
         value = getattr(args, name)
         if value < 1:
             raise UsageError(f"--{name.replace('_', '-')} must be positive, got {value}")
     cli.check_range(args.max_particles, "--max-particles", 1, N_PARTICLES)
-    if args.lr <= 0:
-        raise UsageError(f"--lr must be positive, got {args.lr}")
     if args.checkpoint_every_steps is not None and args.checkpoint_every_steps < 1:
         raise UsageError(f"--checkpoint-every-steps must be >= 1, got {args.checkpoint_every_steps}")
     claim_output(args.output, [args.train, args.test], inside=True)
-    parse_lr_after(args.lr_after)
+    if args.lr_after:
+        parse_lr_after(args.lr_after)
     check_dataset(args.train, "--train", args.format)
     check_dataset(args.test, "--test", args.format)
 
@@ -232,8 +243,6 @@ def _train(args: argparse.Namespace, cluster: ClusterInfo, scratch: str) -> dict
 
     n_replicas = strategy.num_replicas_in_sync
     scale = 1.0 if args.no_lr_scaling else float(n_replicas)
-    lr_after = parse_lr_after(args.lr_after)
-    global_batch = args.batch_size * n_replicas
 
     def dataset(name: str, shuffle: bool, ctx: tf.distribute.InputContext | None = None):
         """Single process: one pass over the set per epoch. Multi-worker (ctx given): this worker's
@@ -261,6 +270,15 @@ def _train(args: argparse.Namespace, cluster: ClusterInfo, scratch: str) -> dict
         if known is not None:
             return known
         return _sum_over_workers(strategy, count_events(given["local"], given["fmt"], shard=given["shard"]))
+
+    if AUTO in (args.batch_size, args.lr):
+        n_train = args.train_events or n_events("train")
+        asked = (args.batch_size, args.lr)
+        args.batch_size, args.lr = resolve(args.batch_size, args.lr, n_train, cluster.num_workers)
+        log.info("--batch-size %s --lr %s for %d training events: batch %d per worker, lr %g",
+                 *asked, n_train, args.batch_size, args.lr)  # fmt: skip
+    lr_after = parse_lr_after(args.lr_after) if args.lr_after else relative_steps(args.lr)
+    global_batch = args.batch_size * n_replicas
 
     steps = {}
     if cluster.num_workers > 1:
@@ -370,6 +388,8 @@ def _train(args: argparse.Namespace, cluster: ClusterInfo, scratch: str) -> dict
         workers=cluster.num_workers,
         replicas=n_replicas,
         global_batch_size=global_batch,
+        batch_size=args.batch_size,  # per worker, `auto` resolved
+        learning_rate=args.lr,  # the base rate, `auto` resolved (x workers unless --no-lr-scaling)
         bucketing=args.bucketing,
         max_particles=args.max_particles,
         mixed_precision=args.mixed_precision,

@@ -50,10 +50,19 @@ def run_dir(output_root: str, dag_id: str, run_id: str) -> str:
     return f"{output_root.rstrip('/')}/{dag_id}/{safe_path(run_id)}"
 
 
+def previous_run_dir(ti: Any, output_root: str, dag_id: str, folder: str = "") -> str:
+    """Jinja macro: the run directory (or its `folder`) of this DAG's previous successful run, "" when
+    there is none (the first run, or a run without a logical date)."""
+    previous = ti.get_previous_dagrun(state="success")
+    if previous is None:
+        return ""
+    return run_dir(output_root, dag_id, previous.run_id) + (f"/{folder}" if folder else "")
+
+
 # Jinja: the run's output directory, <output_root>/<dag_id>/<run id>; every stage writes below it.
 RUN_DIR = "{{ run_dir(params.output_root, dag.dag_id, run_id) }}"
 USER_DEFINED_FILTERS = {"safe_path": safe_path}
-USER_DEFINED_MACROS = {"subset_arg": subset_arg, "run_dir": run_dir}
+USER_DEFINED_MACROS = {"subset_arg": subset_arg, "run_dir": run_dir, "previous_run_dir": previous_run_dir}
 
 
 def nightly(cron: str) -> dict[str, Any]:

@@ -17,7 +17,7 @@ from jobs.core.cli import ENGINES
 
 # The form's sections, in the order a run is described: what it reads, the physics choices, the
 # classifier's training, where it computes, where it writes.
-SECTIONS = ("Input", "Physics", "Training", "Spark", "Kubernetes", "Output")
+SECTIONS = ("Input", "Physics", "Training", "Quality", "Spark", "Kubernetes", "Output")
 
 SPARK_MASTER_PATTERN = r"^(local(\[(\*|[1-9][0-9]*)\])?|spark://\S+|k8s://\S+|yarn)$"
 SUBSET_PATTERN = r"^(auto|all|[0-9]+/[1-9][0-9]*)$"

@@ -16,7 +16,6 @@ import pytest
 
 from colliderflow.dagkit import subset_arg
 from tests.dags.conftest import (
-    DL_TRIGGER_E2E_CONF,
     airflow,
     assert_conf_rejected,
     asset_events,
@@ -35,10 +34,10 @@ def test_dag_parses(airflow_env):
 @pytest.mark.slow
 @pytest.mark.timeout(1800)  # its fixture is one whole dl_trigger run (up to 1500 s)
 def test_end_to_end_on_generated_sample(dl_trigger_local_run, airflow_env):
-    """generate -> ingest -> prepare -> tfrecords -> train -> evaluate -> collect_metrics
-    (DL_TRIGGER_E2E_CONF). The floor, 0.85 per class, is what the high-level features alone nearly
-    reach on this generator (tt̄: many (b-)jets and large HT; W+jets: Jacobian lepton pT and MT near
-    m_W; QCD: non-isolated leptons, small MET); the run measured here gave 0.99/0.97/0.98."""
+    """generate -> ingest -> prepare -> tfrecords -> train -> evaluate -> collect_metrics -> quality_gate
+    with the form's defaults on a demo sample (DL_TRIGGER_E2E_CONF): the model must learn, AUC >= 0.9
+    per class (the default Minimum AUC, which the gate enforces; the reference's batch 128 and rate
+    5e-4 gave 0.74/0.56/0.52 here, `auto` 0.98/0.96/0.94)."""
     run = dl_trigger_local_run
     for stage in STAGE_OUTPUTS:
         assert (run / stage / "_SUCCESS").exists() or stage == "model", stage
@@ -47,7 +46,8 @@ def test_end_to_end_on_generated_sample(dl_trigger_local_run, airflow_env):
     metrics = json.loads((run / "evaluation" / "_metrics.json").read_text())
     assert set(metrics["auc"]) == {"qcd", "ttbar", "wjets"}
     for name, auc in metrics["auc"].items():
-        assert auc > 0.85, (name, metrics["auc"])
+        assert auc >= 0.9, (name, metrics["auc"])
+    assert metrics["quality"]["passed"] and metrics["quality"]["min_auc"] == 0.9
     summary = json.loads((run / "report" / "summary.json").read_text())
     pipeline = "check_inputs demo_mode generate ingest prepare tfrecords train evaluate".split()
     assert list(summary["stage_times"]) == pipeline  # the report lists the tasks in pipeline order
@@ -56,7 +56,7 @@ def test_end_to_end_on_generated_sample(dl_trigger_local_run, airflow_env):
     assert events["dl_trigger_features"]["url"] == str(run / "features")
     written = json.loads((run / "features" / "_metrics.json").read_text())["events_written"]
     assert events["dl_trigger_features"]["events_written"] == written > 0
-    assert events["dl_trigger_model"]["epochs_run"] == DL_TRIGGER_E2E_CONF["epochs"]
+    assert events["dl_trigger_model"]["epochs_run"] == 6  # the form's default
     assert set(events) == {"dl_trigger_features", "dl_trigger_prepared", "dl_trigger_model"}
 
 

@@ -190,3 +190,32 @@ def test_rejection_plot_is_a_log_scale_png(tmp_path):
     plot_rejection({"qcd": (eff, 1 / eff**2), "ttbar": (eff, 1 / eff)}, str(tmp_path / "r.png"))
     image = matplotlib.image.imread(tmp_path / "r.png")
     assert image.shape[0] > 300 and image.shape[1] > 300
+
+
+def test_quality_verdict_floor_and_drop_against_the_previous_run(trained, tmp_path, capsys, caplog):
+    """--min-auc and --baseline: the evaluation stays a success and stores the verdict; a floor above
+    every AUC fails it naming each class, a baseline better by more than the tolerance flags the drop."""
+    first, second = tmp_path / "first", tmp_path / "second"
+    base = ["--model", trained["model"], "--test", trained["test_tfrecord"], "--bucketing"]
+    assert _run([*base, "--output", str(first), "--min-auc", "0.5"]) == 0
+    m1 = json.loads((first / "_metrics.json").read_text())
+    assert m1["quality"]["passed"] and m1["quality"]["baseline"] is None and not m1["quality"]["below_floor"]
+    # a previous run that was better by 0.05 in every class
+    better = {k: min(1.0, v + 0.05) for k, v in m1["auc"].items()}
+    previous = tmp_path / "previous"
+    previous.mkdir()
+    (previous / "_metrics.json").write_text(json.dumps({"auc": better}))
+    argv = [*base, "--output", str(second), "--min-auc", "0.9999", "--baseline", str(previous),
+            "--max-auc-drop", "0.01"]  # fmt: skip
+    assert _run(argv) == 0
+    q = json.loads((second / "_metrics.json").read_text())["quality"]
+    assert not q["passed"] and set(q["below_floor"]) == set(m1["auc"]) and q["baseline"] == str(previous)
+    flagged = {k for k in m1["auc"] if better[k] - m1["auc"][k] > 0.01}
+    assert set(q["flagged_drops"]) == flagged and flagged
+    logged = [(r.levelname, r.getMessage()) for r in caplog.records if r.name == "jobs.evaluate"]
+    assert any(level == "WARNING" and "is below --min-auc" in msg for level, msg in logged)
+    assert any(level == "WARNING" and "dropped by" in msg for level, msg in logged)
+    assert not any(level == "ERROR" for level, _ in logged)
+    capsys.readouterr()
+    assert _run([*base, "--output", str(tmp_path / "x"), "--min-auc", "1.5"]) == 2  # not a probability
+    assert "--min-auc" in capsys.readouterr().err.strip().splitlines()[-1]

@@ -178,8 +178,21 @@ def test_training_and_evaluation_outputs(tmp_path):
         )
     )
     auc = {"qcd": 0.91, "ttbar": 0.95, "wjets": 0.88}
+    quality = {"min_auc": 0.9, "below_floor": {"wjets": 0.88}, "baseline": "/runs/r6/evaluate",
+               "baseline_auc": {"qcd": 0.97, "ttbar": 0.95, "wjets": 0.89}, "max_auc_drop": 0.02,
+               "drops": {"qcd": 0.06, "ttbar": 0.0, "wjets": 0.01}, "flagged_drops": {"qcd": 0.06},
+               "passed": False}  # fmt: skip
     (run / "evaluate" / "_metrics.json").write_text(
-        json.dumps({"stage": "evaluate", "events": 900, "wall_seconds": 1.5, "auc": auc, "accuracy": 0.81})
+        json.dumps(
+            {
+                "stage": "evaluate",
+                "events": 900,
+                "wall_seconds": 1.5,
+                "auc": auc,
+                "accuracy": 0.8123456789,
+                "quality": quality,
+            }
+        )  # fmt: skip
     )
     from jobs.evaluate.job import plot_rejection
 
@@ -191,7 +204,12 @@ def test_training_and_evaluation_outputs(tmp_path):
     assert summary["plots"]["evaluate_roc_rejection.png"] == "Signal efficiency vs background rejection"
     report = run / "report"
     assert (report / "evaluate_roc_rejection.png").read_bytes()[:4] == b"\x89PNG"
-    assert "Signal efficiency vs background rejection" in (report / "report.html").read_text()
+    html = (report / "report.html").read_text()
+    assert "Signal efficiency vs background rejection" in html
+    # the verdict: FAILED, wjets below the floor in red, the qcd drop flagged, accuracy rounded
+    assert "Model quality: FAILED" in html and "below it: wjets 0.88" in html
+    assert '<tr class="fail">\n<td>wjets</td>' in html and '<tr class="flag">\n<td>qcd</td>' in html
+    assert "accuracy 0.8123," in html and "0.8123456789" not in html
     assert summary["training"]["epochs"] == 3 and summary["training"]["training_events_per_second"] == 500.0
     assert "train_loss.png" in summary["plots"]
     reg = prometheus_registry(summary)
