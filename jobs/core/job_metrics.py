@@ -7,6 +7,25 @@ from typing import Any
 
 from jobs.core.metering import IOStats
 
+# The figures of a stage's _metrics.json that say what it produced, where present: shown beside its
+# asset events, in the run report's summary and in the nightly trends.
+KEY_FIGURES = ("events", "events_written", "events_per_second", "wall_seconds", "pairs", "peaks", "auc",
+               "accuracy", "epochs_run", "training_events_per_second", "written_per_class",
+               "bytes_written")  # fmt: skip
+
+
+def key_figures(metrics: dict[str, Any]) -> dict[str, Any]:
+    """The KEY_FIGURES of a stage's _metrics.json, floats rounded for display."""
+    return {k: _rounded(metrics[k]) for k in KEY_FIGURES if k in metrics}
+
+
+def _rounded(value: Any) -> Any:
+    if isinstance(value, float):
+        return round(value, 4)
+    if isinstance(value, dict):
+        return {k: _rounded(v) for k, v in value.items()}
+    return value
+
 
 def job_metrics(
     *,

@@ -42,6 +42,7 @@ from jobs.core.rootio import (
     table_names,
 )
 from jobs.core.storage import METRICS_FILE, write_json
+from jobs.dimuon.peaks import peaks
 from jobs.dimuon.selection import CUTS, SCHEMA_BRANCHES, SELECTIONS, detect_schema
 
 log = logging.getLogger("jobs.dimuon")
@@ -114,6 +115,11 @@ class ChunkTask:
 
 def _process(chunk: Chunk, task: ChunkTask) -> Partial[DimuonResult]:
     return run_chunk(chunk, task)
+
+
+def spectrum_peaks(mass: hist.Hist) -> dict[str, dict[str, float]]:
+    """The Z peak's position and width and the J/ψ yield of the mass spectrum (jobs.dimuon.peaks)."""
+    return peaks(mass.axes[0].edges, mass.values())
 
 
 def resolve_tree(url: str, requested: str | None, stats: IOStats) -> str:
@@ -269,6 +275,7 @@ def run(
         schema=p.schema,
         pairs=int(result.pairs),
         files_read=len(good_files),
+        peaks=spectrum_peaks(result.hists["dimuon_mass"]),
     )
     with atomic_output_dir(output) as out:
         write_histograms(os.path.join(out, "histograms.root"), result.hists)

@@ -10,6 +10,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from jobs.core.errors import BadInputError
+from jobs.core.job_metrics import key_figures
 from jobs.core.storage import METRICS_FILE, filesystem
 from jobs.core.store_probe import check_input_dir
 from jobs.metrics.eventlog import ApplicationSummary
@@ -114,6 +115,7 @@ def build_summary(
                 for url, f in (m.get("files") or {}).items()
             },
             "skipped_files": m.get("skipped_files", []),
+            "figures": key_figures(m),  # what it produced: events written, pairs, peaks, AUC, ...
         }
         if output.get("cutflow"):
             stages[name]["cutflow"] = output["cutflow"]

@@ -17,10 +17,6 @@ from colliderflow.dagkit import data_root
 
 log = logging.getLogger(__name__)
 
-# The figures of a stage's _metrics.json worth showing beside its asset event, where present.
-KEY_FIGURES = ("events", "events_written", "events_per_second", "wall_seconds", "pairs", "auc", "accuracy",
-               "epochs_run", "written_per_class", "bytes_written")  # fmt: skip
-
 
 def location_uri(root: str) -> str:
     """A storage root as a URI: a local path as file://, a URL as it is."""
@@ -32,21 +28,13 @@ def output_asset(name: str, dag_id: str, folder: str) -> Asset:
     return Asset(name=name, uri=f"{location_uri(data_root())}/runs/{dag_id}/*/{folder}")
 
 
-def key_figures(url: str) -> dict[str, Any]:
-    """The key figures of the stage output at `url` (its _metrics.json), rounded for display."""
+def output_figures(url: str) -> dict[str, Any]:
+    """The key figures of the stage output at `url` (its _metrics.json)."""
+    from jobs.core.job_metrics import key_figures
     from jobs.core.storage import METRICS_FILE, filesystem
 
     fs, path = filesystem(f"{url.rstrip('/')}/{METRICS_FILE}")
-    metrics = json.loads(fs.cat_file(path))
-    return {k: _rounded(metrics[k]) for k in KEY_FIGURES if k in metrics}
-
-
-def _rounded(value: Any) -> Any:
-    if isinstance(value, float):
-        return round(value, 4)
-    if isinstance(value, dict):
-        return {k: _rounded(v) for k, v in value.items()}
-    return value
+    return key_figures(json.loads(fs.cat_file(path)))
 
 
 class RecordOutput:
@@ -62,7 +50,7 @@ class RecordOutput:
         url = task.render_template(self.output_template, context)
         extra: dict[str, Any] = {"url": url, "run_id": context.get("run_id")}
         try:
-            extra.update(key_figures(url))
+            extra.update(output_figures(url))
         except Exception as exc:  # noqa: BLE001 - the figures are a courtesy; the output is committed
             log.warning("no key figures for the asset event of %s: %s", url, exc)
         for outlet in task.outlets:

@@ -167,6 +167,16 @@ def test_generated_resonances_at_pdg_masses(spark, nanoaod_sample, tmp_path):
         peak = centers[window][np.argmax(density[window])]
         assert abs(peak - mass) < 2 * sigma + (edges[1] / edges[0] - 1) * mass, name
         assert density[window].max() > 2 * continuum, f"{name}: no peak above the continuum"
+    # the Z's fitted position and width and the J/psi yield in _metrics.json (the nightly trends' figures)
+    found = json.loads(open(f"{out}/_metrics.json").read())["peaks"]
+    z_mass, z_width, _ = RESONANCES["Z"]
+    z_sigma = np.hypot(PT_RESOLUTION / np.sqrt(2) * z_mass, z_width / 2)
+    assert abs(found["Z"]["mass"] - z_mass) < 0.3 * z_sigma, found
+    # a Gaussian through a Breit-Wigner (width 2.5 GeV) smeared by ~0.8 GeV, over 80-102 GeV: its tails
+    # make the fitted sigma wider than the core's z_sigma, but not by more than the window allows
+    assert z_sigma < found["Z"]["width"] < 4 * z_sigma, (found, z_sigma)
+    jpsi = json.loads(open(f"{out}/cutflow.json").read())  # the pairs the yield must stay below
+    assert 0 < found["J/psi"]["events"] < jpsi["cuts"][-1]["events"], found
 
 
 def test_generated_cutflow_every_cut_removes_something(spark, nanoaod_sample, tmp_path):
