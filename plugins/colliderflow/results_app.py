@@ -1,0 +1,103 @@
+"""The results views, a FastAPI app the Airflow API server serves under /colliderflow (registered by
+plugins/colliderflow_plugin.py): a run's report, a stage's output (key figures, plots, files) and a
+DAG's nightly trends, for runs on any store.
+
+Security: Airflow does not authenticate a plugin's routes. Every route here depends on
+`requires_access_dag("GET", DagAccessEntity.RUN)`, the check Airflow's own DAG-run API uses: the caller's
+UI session (the JWT cookie) or bearer token must belong to a user who may read that DAG's runs;
+anyone else gets 401/403. Files are served only from the run directory of an existing run of that DAG,
+by relative paths that cannot leave it (colliderflow.run_files)."""
+
+from __future__ import annotations
+
+import json
+import mimetypes
+from pathlib import Path
+from typing import Any
+
+from fastapi import Depends, FastAPI, HTTPException
+from fastapi.responses import HTMLResponse, RedirectResponse, Response
+from jinja2 import Environment, FileSystemLoader
+from markupsafe import Markup
+
+from colliderflow import run_files, trends
+from colliderflow.run_files import NotFound, Refused
+
+_env = Environment(loader=FileSystemLoader(Path(__file__).parent / "templates"), autoescape=True)
+
+
+def _page(title: str, template: str, **values: Any) -> str:
+    body = Markup(_env.get_template(template).render(**values))
+    return _env.get_template("page.html.j2").render(title=title, body=body)
+
+
+def _can_read_runs():
+    """Airflow's own check for reading a DAG's runs (dag_id from the path), from the API server."""
+    from airflow.api_fastapi.auth.managers.models.resource_details import DagAccessEntity
+    from airflow.api_fastapi.core_api.security import requires_access_dag
+
+    return Depends(requires_access_dag("GET", DagAccessEntity.RUN))
+
+
+def _run(dag_id: str, run_id: str) -> run_files.Run:
+    try:
+        return run_files.the_run(dag_id, run_id)
+    except NotFound as exc:
+        raise HTTPException(404, str(exc)) from None
+
+
+def _fmt(value: Any) -> str:
+    if value is None:
+        return ""
+    return f"{value:,.4g}" if isinstance(value, float) else f"{value:,}"
+
+
+def _figures(run: run_files.Run, folder: str) -> dict[str, str]:
+    """The key figures of a stage folder's _metrics.json, as table cells."""
+    from jobs.core.job_metrics import key_figures
+
+    found = key_figures(json.loads(run_files.open_file(run.directory, f"{folder}/_metrics.json")))
+    return {k: json.dumps(v) if isinstance(v, dict) else _fmt(v) for k, v in found.items()}
+
+
+def create_app() -> FastAPI:
+    app = FastAPI(title="colliderflow results", dependencies=[_can_read_runs()])
+
+    @app.get("/runs/{dag_id}/{run_id}/report")
+    def report(dag_id: str, run_id: str) -> Response:
+        _run(dag_id, run_id)
+        return RedirectResponse("files/report/report.html", status_code=307)  # relative: behind any prefix
+
+    @app.get("/runs/{dag_id}/{run_id}/files/{path:path}")
+    def file(dag_id: str, run_id: str, path: str) -> Response:
+        run = _run(dag_id, run_id)
+        try:
+            data = run_files.open_file(run.directory, path)
+        except Refused as exc:
+            raise HTTPException(403, str(exc)) from None
+        except NotFound as exc:
+            raise HTTPException(404, f"{exc} (the stage may not have written it yet)") from None
+        kind = mimetypes.guess_type(path)[0] or "application/octet-stream"
+        return Response(data, media_type=kind, headers={"X-Content-Type-Options": "nosniff"})
+
+    @app.get("/runs/{dag_id}/{run_id}/tasks/{task_id}", response_class=HTMLResponse)
+    def stage(dag_id: str, run_id: str, task_id: str) -> str:
+        run = _run(dag_id, run_id)
+        folder = run_files.TASK_OUTPUTS.get(task_id)
+        files = run_files.list_folder(run.directory, folder) if folder else []
+        figures = _figures(run, folder) if (folder and f"{folder}/_metrics.json" in dict(files)) else {}
+        pngs = [name for name, _ in files if name.endswith(".png") and name.count("/") == 1]
+        return _page(f"{dag_id} / {run_id} / {task_id}", "stage.html.j2", folder=folder, files=files,
+                     folder_url=f"{run.directory}/{folder}", figures=figures, pngs=pngs)  # fmt: skip
+
+    @app.get("/trends/{dag_id}", response_class=HTMLResponse)
+    def trend(dag_id: str) -> str:
+        rows = trends.trend_rows(dag_id, run_files.find_runs(dag_id))
+        pngs = [
+            png for panel in trends.PANELS.get(dag_id, []) if (png := trends.plot_png(dag_id, rows, panel))
+        ]
+        titles = {k: v[0] for k, v in trends.FIGURES.get(dag_id, {}).items()}
+        return _page(f"{dag_id}: nightly trends", "trends.html.j2", rows=rows, pngs=pngs, keys=list(titles),
+                     titles=titles, dag_id=dag_id, fmt=_fmt)  # fmt: skip
+
+    return app
