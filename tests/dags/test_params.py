@@ -15,6 +15,7 @@ import pendulum
 import pytest
 
 from colliderflow.params import IN_CLUSTER, SECTIONS
+from colliderflow.stages import OMIT
 from tests.conftest import ROOT
 from tests.dags.conftest import dags_test
 
@@ -90,6 +91,7 @@ def test_tree_passed_only_when_given(monkeypatch):
         cmd = task.command()
         assert [a for i, a in enumerate(cmd) if a == "--tree" or cmd[i - 1] == "--tree"] == expected
         assert cmd[cmd.index("--master") + 1] == "local[3]"
+        assert OMIT not in task.args  # Rendered Templates shows the command line as it runs
 
 
 def test_manual_run_without_input_fails_naming_the_param(airflow_env, tmp_path):

@@ -212,6 +212,13 @@ def test_forms_open_ready_and_their_defaults_run_to_success(page, airflow_ui, ar
         assert state == "Success", f"{dag_id} {run_id}: {state} (see {artifacts}/{dag_id}-grid.png)"
         run_dir = os.path.join(airflow_ui.data, "runs", dag_id, safe_path(run_id))
         assert os.path.exists(os.path.join(run_dir, "report", "_SUCCESS")), run_dir
+        # the run's report in its own tab of the run page (the colliderflow plugin's external view)
+        page.goto(
+            f"{airflow_ui.url}/dags/{dag_id}/runs/{urllib.request.quote(run_id)}/plugin/colliderflow_report"
+        )
+        report = page.frame_locator("iframe").first
+        report.get_by_text(f"{dag_id} — {run_id}").wait_for()
+        page.screenshot(path=f"{artifacts}/{dag_id}-report-tab.png", full_page=True)
 
 
 @pytest.mark.slow

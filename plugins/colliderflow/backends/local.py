@@ -34,6 +34,12 @@ class LocalStageOperator(BaseOperator):
         self.env = dict(env or {})
         self._proc: subprocess.Popen | None = None
 
+    def render_template_fields(self, context, jinja_env=None) -> None:
+        """The rendered arguments without the OMIT marker of off flags (what Rendered Templates shows
+        is the command line that runs)."""
+        super().render_template_fields(context, jinja_env)
+        self.args = command_args(self.args)
+
     def command(self) -> list[str]:
         return [sys.executable, "-m", f"jobs.{self.module}", *command_args(self.args)]
 
