@@ -148,7 +148,7 @@ def dag_run(workdir: str, root_dir: str) -> dict:
     dimuon = tasks.get("dimuon")
     if rc or dimuon is None or dimuon.state != "success":
         raise SystemExit(f"bench.dimuon: the cms_dimuon DAG run failed (rc {rc}): see {log.name}")
-    return {"dag_wall_seconds": dimuon.duration, "dag_run_wall_seconds": round(total, 2)}
+    return {"dag_wall_seconds": dimuon.seconds, "dag_run_wall_seconds": round(total, 2)}
 
 
 def read_histogram(path: str | None) -> np.ndarray | None:
