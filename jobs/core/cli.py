@@ -15,8 +15,7 @@ from jobs.core.errors import BadInputError, InfrastructureError, UsageError
 
 __all__ = [
     "BadInputError", "InfrastructureError", "UsageError", "add_bad_file_arg", "add_engine_arg",
-    "add_executor_args", "add_spark_args", "check_range", "executor_kwargs", "new_parser", "parse_kv", "run",
-    "spark_kwargs",
+    "add_executor_args", "add_spark_args", "check_range", "new_parser", "parse_kv", "run", "spark_kwargs",
 ]  # fmt: skip
 
 EXIT_BAD_INPUT = 2
@@ -86,15 +85,6 @@ def add_executor_args(parser: argparse.ArgumentParser) -> None:
     """Where a stage's tasks run: the Spark options and the engine."""
     add_spark_args(parser)
     add_engine_arg(parser)
-
-
-def executor_kwargs(args: argparse.Namespace) -> dict[str, Any]:
-    """The run() keyword arguments of add_executor_args' options: the engine checked against the
-    master first (a static check), then the master and event-log directory (spark_kwargs)."""
-    from jobs.core.engine import choose_engine  # imported here: it brings numpy and the storage layer
-
-    choose_engine(args.engine, args.master, args.event_log_dir)
-    return {"engine": args.engine, **spark_kwargs(args)}
 
 
 def spark_kwargs(args: argparse.Namespace) -> dict[str, Any]:

@@ -34,7 +34,7 @@ from typing import Any, TypeVar
 
 import numpy as np
 
-from jobs.core.cli import ENGINES
+from jobs.core.cli import ENGINES, spark_kwargs
 from jobs.core.errors import InfrastructureError, UsageError
 from jobs.core.spark import LOCAL_MASTER, builder_master, spark_info, spark_session
 from jobs.core.storage import is_local
@@ -68,6 +68,13 @@ def choose_engine(engine: str, master: str | None, event_log_dir: str | None = N
     if engine == "auto":
         return "processes" if cores is not None else "spark"
     return engine
+
+
+def executor_kwargs(args: Any) -> dict[str, Any]:
+    """A stage's run() keyword arguments of cli.add_executor_args' options: the engine checked against
+    the master first (a static check), then the master and event-log directory (cli.spark_kwargs)."""
+    choose_engine(args.engine, args.master, args.event_log_dir)
+    return {"engine": args.engine, **spark_kwargs(args)}
 
 
 # --- Spark's hash partitioning, array-at-a-time ----------------------------------------------------

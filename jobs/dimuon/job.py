@@ -25,7 +25,7 @@ import uproot
 from jobs.core import cli
 from jobs.core.chunks import Partial, fold_good, merger, plan_files, run_chunk, warn_skipped
 from jobs.core.commit import atomic_output_dir, claim_output
-from jobs.core.engine import choose_engine, run_map_reduce
+from jobs.core.engine import choose_engine, executor_kwargs, run_map_reduce
 from jobs.core.errors import BadInputError, UsageError
 from jobs.core.job_metrics import job_metrics
 from jobs.core.listing import expand_inputs, select_subset
@@ -348,7 +348,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         mass_bins=args.mass_bins,
         subset=args.subset,
         partitions=args.partitions,
-        **cli.executor_kwargs(args),
+        **executor_kwargs(args),
         plot=not args.no_plot,
     )
     return 0

@@ -33,7 +33,7 @@ import numpy as np
 
 from jobs.core import cli
 from jobs.core.commit import atomic_output_dir, claim_output
-from jobs.core.engine import choose_engine, open_executor
+from jobs.core.engine import choose_engine, executor_kwargs, open_executor
 from jobs.core.errors import BadInputError, UsageError
 from jobs.core.job_metrics import job_metrics
 from jobs.core.storage import METRICS_FILE, SUMMARY_FILE, filesystem, write_json
@@ -286,6 +286,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         particle_scaling=args.particle_scaling,
         shuffle_partitions=args.shuffle_partitions,
         layout=args.layout,
-        **cli.executor_kwargs(args),
+        **executor_kwargs(args),
     )
     return 0

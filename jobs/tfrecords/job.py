@@ -30,7 +30,7 @@ import numpy as np
 
 from jobs.core import cli
 from jobs.core.commit import atomic_output_dir, claim_output
-from jobs.core.engine import choose_engine, run_map_reduce
+from jobs.core.engine import choose_engine, executor_kwargs, run_map_reduce
 from jobs.core.errors import BadInputError, UsageError
 from jobs.core.job_metrics import job_metrics
 from jobs.core.metering import IOStats, merge_io
@@ -296,6 +296,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         args.input,
         args.output,
         compression=args.compression,
-        **cli.executor_kwargs(args),
+        **executor_kwargs(args),
     )
     return 0
