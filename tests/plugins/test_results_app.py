@@ -48,6 +48,21 @@ class Api:
             return json.load(r)
 
 
+def write_s3_run(root: str, dag_id: str, run_id: str) -> str:
+    """A run directory on an object store: its report and evaluation."""
+    from jobs.core.storage import filesystem
+
+    run = f"{root}/{dag_id}/{safe_path(run_id)}"
+    fs, path = filesystem(run)
+    fs.pipe_file(
+        f"{path}/report/report.html", f"<html><body><h1>report of {run_id}</h1></body></html>".encode()
+    )
+    fs.pipe_file(
+        f"{path}/evaluation/_metrics.json", json.dumps({"stage": "evaluate", "auc": {"qcd": 0.91}}).encode()
+    )
+    return run
+
+
 def write_run(root, dag_id: str, run_id: str, auc: dict, outside) -> str:
     """A run directory as the stages leave it: a report, an evaluation, a symlink pointing out of it."""
     run = root / dag_id / safe_path(run_id)
@@ -66,13 +81,15 @@ def write_run(root, dag_id: str, run_id: str, auc: dict, outside) -> str:
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory):
+def server(tmp_path_factory, s3_server):
     base = tmp_path_factory.mktemp("results")
+    s3 = {"AWS_ACCESS_KEY_ID": "colliderflow-test", "AWS_SECRET_ACCESS_KEY": "test-only",
+          "AWS_DEFAULT_REGION": "us-east-1", "COLLIDERFLOW_S3_ENDPOINT": s3_server}  # fmt: skip
     outside = base / "outside"
     outside.mkdir()
     (outside / "secret.txt").write_text(SECRET)
     env = environment.airflow_env(home=str(base / "home"))
-    env["COLLIDERFLOW_DATA"] = str(base / "data")
+    env.update({"COLLIDERFLOW_DATA": str(base / "data"), **s3})
     environment.prepare(env)
     assert airflow(env, "dags", "reserialize").returncode == 0
     port = free_port()
@@ -92,7 +109,18 @@ def server(tmp_path_factory):
                 "/api/v2/dags/dl_trigger/dagRuns", {"logical_date": None, "conf": {"output_root": str(root)}}
             )
             runs[run["dag_run_id"]] = write_run(root, "dl_trigger", run["dag_run_id"], auc, outside)
-        yield api, runs
+        with pytest.MonkeyPatch.context() as patch:  # a third run, on the object store
+            for key, value in s3.items():
+                patch.setenv(key, value)
+            from jobs.core.storage import filesystem
+
+            filesystem("s3://runs")[0].mkdir("runs")
+            run = api.post(
+                "/api/v2/dags/dl_trigger/dagRuns",
+                {"logical_date": None, "conf": {"output_root": "s3://runs/r"}},
+            )
+            s3_run = (run["dag_run_id"], write_s3_run("s3://runs/r", "dl_trigger", run["dag_run_id"]))
+        yield api, runs, s3_run
     finally:
         proc.terminate()
         proc.wait(60)
@@ -100,7 +128,7 @@ def server(tmp_path_factory):
 
 
 def test_the_plugin_and_its_views_are_registered(server):
-    api, _ = server
+    api, _, _ = server
     status, body, _ = api.get("/api/v2/plugins")
     plugin = next(p for p in json.loads(body)["plugins"] if p["name"] == "colliderflow")
     views = {v["name"]: v for v in plugin["external_views"]}
@@ -112,7 +140,7 @@ def test_the_plugin_and_its_views_are_registered(server):
 
 
 def test_without_a_login_everything_is_refused(server):
-    api, runs = server
+    api, runs, _ = server
     run_id = next(iter(runs))
     run = f"/colliderflow/runs/dl_trigger/{run_id}"
     for path in (f"{run}/report", f"{run}/files/report/report.html", f"{run}/tasks/evaluate",
@@ -124,7 +152,7 @@ def test_without_a_login_everything_is_refused(server):
 
 
 def test_report_stage_output_and_trends(server):
-    api, runs = server
+    api, runs, _ = server
     good, bad = list(runs)
     status, body, final = api.get(f"/colliderflow/runs/dl_trigger/{urllib.request.quote(good)}/report")
     assert (
@@ -148,7 +176,16 @@ def test_report_stage_output_and_trends(server):
      "%2Fetc%2Fpasswd", "report/escape/secret.txt", "report//report.html", "report/./report.html"],
 )  # fmt: skip
 def test_paths_that_leave_the_run_directory_are_refused(server, path):
-    api, runs = server
+    api, runs, _ = server
     run_id = urllib.request.quote(next(iter(runs)))
     status, body, _ = api.get(f"/colliderflow/runs/dl_trigger/{run_id}/files/{path}", raw=True)
     assert status in (403, 404) and SECRET.encode() not in body and b"root:" not in body, (path, status)
+
+
+def test_a_run_on_an_object_store(server):
+    """A run whose output_root is s3:// (moto on loopback): its report and stage page come from there."""
+    api, _, (run_id, url) = server
+    status, body, _ = api.get(f"/colliderflow/runs/dl_trigger/{urllib.request.quote(run_id)}/report")
+    assert status == 200 and f"report of {run_id}".encode() in body
+    status, body, _ = api.get(f"/colliderflow/runs/dl_trigger/{urllib.request.quote(run_id)}/tasks/evaluate")
+    assert status == 200 and url.encode() in body and b"0.91" in body

@@ -236,3 +236,40 @@ def test_bad_spark_master_is_named_by_the_form(page, airflow_ui, artifacts):
     text = message.inner_text()
     assert "Spark master" in text and "mesos://master:5050" in text, text
     assert len(airflow_ui.runs("cms_dimuon")) == before, "a run was created despite the bad value"
+
+
+def set_datetime(page, dialog, which: int, date: str, time_of_day: str) -> None:
+    """Fill the backfill dialog's From (0) or To (1) picker: its popover has a date and a time field."""
+    dialog.get_by_test_id("datetime-input").nth(which).click()
+    page.get_by_placeholder("YYYY/MM/DD").last.fill(date)
+    page.get_by_placeholder("HH:mm").last.fill(time_of_day)
+    dialog.get_by_text("Date Range", exact=True).click()  # closes the popover, not the dialog
+
+
+@pytest.mark.slow
+def test_backfill_from_the_ui_with_override_gets_disjoint_subsets(page, airflow_ui, artifacts):
+    """Airflow 3.3's Backfill dialog, as docs/airflow.md tells a user to use it: a date range, "Override
+    parameters on existing runs" ticked and Subsets = 3 in the form. The three runs read disjoint thirds
+    of the input files, together all of them."""
+    dialog = open_form(page, airflow_ui, "cms_dimuon")
+    dialog.get_by_text("Backfill", exact=True).first.click()
+    set_datetime(page, dialog, 0, "2026/03/01", "00:00")
+    set_datetime(page, dialog, 1, "2026/03/03", "02:00")
+    dialog.get_by_text("Override parameters on existing runs").click()
+    if not dialog.locator("input[name=element_subsets]").is_visible():
+        dialog.get_by_text("Input", exact=True).click()  # the section opens on a click
+    dialog.locator("input[name=element_subsets]").fill("3")
+    page.screenshot(path=f"{artifacts}/cms_dimuon-backfill-dialog.png", full_page=True)
+    dialog.get_by_role("button", name="Run Backfill").click()
+    backfills = lambda: [r for r in airflow_ui.runs("cms_dimuon") if r["run_type"] == "backfill"]  # noqa: E731
+    wait_for(lambda: len(backfills()) == 3 and all(r["state"] in ("success", "failed") for r in backfills()),
+             RUN_TIMEOUT_S, "the three backfill runs")  # fmt: skip
+    assert {r["state"] for r in backfills()} == {"success"}, backfills()
+    read = []
+    for run in backfills():
+        metrics = os.path.join(airflow_ui.data, "runs", "cms_dimuon", safe_path(run["dag_run_id"]), "dimuon",
+                               "_metrics.json")  # fmt: skip
+        with open(metrics) as f:
+            read.append(set(json.load(f)["files"]))
+    assert all(len(files) == 1 for files in read), read  # 3 files, 3 subsets
+    assert len(set.union(*read)) == 3, f"the backfill runs' subsets overlap: {read}"
