@@ -174,12 +174,17 @@ def _strategy(cluster: ClusterInfo):
 
 
 def _sum_over_workers(strategy, value: int) -> int:
-    """The sum of one number per worker (an all-reduce; each worker's replicas all contribute it)."""
+    """The sum of one number per worker (an all-reduce; each worker's replicas all contribute it). One
+    process (the default strategy, no workers to reduce over): the number itself."""
     import tensorflow as tf
 
+    try:
+        devices = strategy.extended.worker_devices
+    except RuntimeError:  # the default strategy has none
+        return value
     per_replica = strategy.run(lambda: tf.constant(float(value), tf.float64))
     total = strategy.reduce(tf.distribute.ReduceOp.SUM, per_replica, axis=None)
-    return round(float(total.numpy())) // len(strategy.extended.worker_devices)
+    return round(float(total.numpy())) // len(devices)
 
 
 def train(args: argparse.Namespace, cluster: ClusterInfo) -> dict:

@@ -668,7 +668,8 @@ def run_context(dag, output_root: str) -> dict:
     params = {k: dag.params[k] for k in dag.params} | {"output_root": output_root}
     times = {"dag_id": dag.dag_id, "run_id": "r", "tasks": [{"task_id": "x", "duration_seconds": 1.0}]}
     ti = SimpleNamespace(dag_id=dag.dag_id, task_id="t", try_number=1, map_index=-1,
-                         xcom_pull=lambda task_ids=None, **_: times)  # fmt: skip
+                         xcom_pull=lambda task_ids=None, **_: times,
+                         get_previous_dagrun=lambda state=None: None)  # fmt: skip
     return {
         "params": params,
         "run_id": "scheduled__2026-11-25T02:00:00+00:00",

@@ -201,7 +201,7 @@ def test_two_workers_train_together(prepared, tmp_path):
     out, weights = tmp_path / "mw", tmp_path / "weights"
     cmd = [sys.executable, "-m", "jobs.train", "--train", prepared["train_parquet"],
            "--test", prepared["test_parquet"], "--output", str(out), "--epochs", "2", "--workers", "2",
-           "--bucketing", "--lr", "0.002", "--shuffle-buffer", "256",
+           "--bucketing", "--lr", "0.002", "--batch-size", "128", "--shuffle-buffer", "256",
            "--worker-weights-dir", str(weights)]  # fmt: skip
     proc = subprocess.run(cmd, cwd=ROOT, env=_worker_env(), capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
