@@ -373,10 +373,3 @@ def run_map_reduce(
     metrics). `where`: open_executor's keywords."""
     with open_executor(engine, app_name, **where) as executor:
         return executor.map_reduce(items, fn, merge), executor.info()
-
-
-def process_map_reduce(items: Sequence[T], fn: Callable[[T], C], merge: Callable[[C, C], C],
-                       workers: int, urls: Iterable[str] = ()) -> C:  # fmt: skip
-    """`fn` over `items` in `workers` processes, folded with `merge` in item order. `fn` must be
-    picklable (a module-level function or a functools.partial of one)."""
-    return ProcessExecutor(workers, urls).map_reduce(items, fn, merge)

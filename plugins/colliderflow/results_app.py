@@ -21,6 +21,7 @@ from jinja2 import Environment, FileSystemLoader
 from markupsafe import Markup
 
 from colliderflow import run_files, trends
+from colliderflow.assets import output_figures
 from colliderflow.run_files import NotFound, Refused
 
 _env = Environment(loader=FileSystemLoader(Path(__file__).parent / "templates"), autoescape=True)
@@ -53,10 +54,8 @@ def _fmt(value: Any) -> str:
 
 
 def _figures(run: run_files.Run, folder: str) -> dict[str, str]:
-    """The key figures of a stage folder's _metrics.json, as table cells."""
-    from jobs.core.job_metrics import key_figures
-
-    found = key_figures(json.loads(run_files.open_file(run.directory, f"{folder}/_metrics.json")))
+    """The key figures of a stage folder (colliderflow.assets.output_figures), as table cells."""
+    found = output_figures(f"{run.directory}/{folder}")
     return {k: json.dumps(v) if isinstance(v, dict) else _fmt(v) for k, v in found.items()}
 
 

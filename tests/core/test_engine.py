@@ -17,7 +17,6 @@ from jobs.core.engine import (
     SparkExecutor,
     choose_engine,
     local_cores,
-    process_map_reduce,
     spark_hash_partition,
 )
 from jobs.core.errors import InfrastructureError, UsageError
@@ -50,10 +49,10 @@ def _concat(a, b):
 
 
 def test_pool_folds_in_item_order_in_worker_processes():
-    squares, pids = process_map_reduce(list(range(40)), _pid_and_square, _concat, workers=2)
+    squares, pids = ProcessExecutor(2).map_reduce(list(range(40)), _pid_and_square, _concat)
     assert squares == [x * x for x in range(40)]
     assert os.getpid() not in pids and 1 <= len(pids) <= 2
-    assert process_map_reduce([3], functools.partial(operator.mul, 2), operator.add, 4) == 6
+    assert ProcessExecutor(4).map_reduce([3], functools.partial(operator.mul, 2), operator.add) == 6
 
 
 def test_spark_hash_partition_is_sparks(spark):
@@ -106,6 +105,6 @@ def _crash_on_second(chunk: Chunk) -> int:
 def test_a_worker_that_dies_fails_the_stage_naming_its_chunk():
     chunks = [Chunk("/data/a.root", "Events", 0, 100), Chunk("/data/a.root", "Events", 100, 250)]
     with pytest.raises(InfrastructureError) as caught:
-        process_map_reduce(chunks, _crash_on_second, operator.add, workers=2)
+        ProcessExecutor(2).map_reduce(chunks, _crash_on_second, operator.add)
     assert "/data/a.root entries 100-250" in str(caught.value)
     assert "nothing was committed" in str(caught.value)
