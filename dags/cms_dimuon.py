@@ -9,7 +9,7 @@ from colliderflow.assets import output_asset
 from colliderflow.backends import stage_task
 from colliderflow.collect import collect_metrics
 from colliderflow.dag_docs import attach_docs
-from colliderflow.dagkit import RUN_DIR, data_root, nightly
+from colliderflow.dagkit import RUN_DIR, data_root, nightly, results_group
 from colliderflow.inputs import check_inputs
 from colliderflow.params import (
     common_params,
@@ -78,5 +78,6 @@ with DAG(
         )
     )  # fmt: skip
     check >> dimuon
-    collect_metrics(RUN, after=[dimuon])
+    with results_group():
+        collect_metrics(RUN, after=[dimuon])
     attach_docs(dag, __file__)

@@ -13,7 +13,7 @@ from colliderflow.assets import output_asset
 from colliderflow.backends import stage_task
 from colliderflow.collect import collect_metrics
 from colliderflow.dag_docs import attach_docs
-from colliderflow.dagkit import RUN_DIR, data_root, nightly
+from colliderflow.dagkit import RUN_DIR, data_root, nightly, results_group, task_group
 from colliderflow.inputs import check_inputs
 from colliderflow.params import common_params, engine_args, param, spark_args, spark_resources
 from colliderflow.quality import quality_gate
@@ -168,20 +168,21 @@ with DAG(
     },
 ) as dag:
     check = check_inputs({f"input_{name}": f"{{{{ params.input_{name} }}}}" for name in SAMPLES}, DEMO_MODE)
-    demo = ShortCircuitOperator(
-        task_id="demo_mode",
-        python_callable=lambda generated: generated == "True",
-        op_args=[DEMO_MODE],
-        ignore_downstream_trigger_rules=False,  # only `generate` is skipped outside demo mode
-    )
-    generate = stage_task(
-        Stage(
-            task_id="generate",
-            module="generate",
-            args=["delphes", "--events", "{{ params.demo_events }}", "--files", "2",
-                  "--seed", "{{ params.seed }}", "--output", f"{RUN}/samples"],
+    with task_group("demo_sample", "demo mode only: generates the run's own Delphes-style sample"):
+        demo = ShortCircuitOperator(
+            task_id="demo_mode",
+            python_callable=lambda generated: generated == "True",
+            op_args=[DEMO_MODE],
+            ignore_downstream_trigger_rules=False,  # only `generate` is skipped outside demo mode
         )
-    )  # fmt: skip
+        generate = stage_task(
+            Stage(
+                task_id="generate",
+                module="generate",
+                args=["delphes", "--events", "{{ params.demo_events }}", "--files", "2",
+                      "--seed", "{{ params.seed }}", "--output", f"{RUN}/samples"],
+            )
+        )  # fmt: skip
     ingest = stage_task(
         Stage(
             task_id="ingest",
@@ -251,5 +252,6 @@ with DAG(
         )
     )  # fmt: skip
     check >> demo >> generate >> ingest >> prepare >> tfrecords >> train >> evaluate
-    quality_gate(RUN, after=collect_metrics(RUN, after=[evaluate]))
+    with results_group():
+        quality_gate(RUN, after=collect_metrics(RUN, after=[evaluate]))
     attach_docs(dag, __file__)

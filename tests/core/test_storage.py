@@ -466,13 +466,15 @@ def test_ingest_s3_matches_local_run(spark, bucket, s3_env, tmp_path):
 @pytest.mark.parametrize("module", ["jobs.core.tf_readers", "jobs.train.callbacks"])
 def test_xrootd_client_loads_in_a_process_that_imported_tensorflow(module):
     """Importing XRootD's client after TensorFlow segfaults; every module importing TensorFlow loads
-    jobs.core.tf_env, and so the client, first. Quietly: no ERROR line (CUDA's cuInit on a CPU host)."""
+    jobs.core.tf_env, and so the client, first. Quietly: no ERROR line (CUDA's cuInit on a CPU host) and
+    none of TensorFlow's load-time banners."""
     code = f"import {module}, XRootD.client, fsspec; fsspec.filesystem('root', hostid='localhost')"
     env = {k: v for k, v in os.environ.items() if k != "TF_CPP_MIN_LOG_LEVEL"}
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300, env=env)
     assert proc.returncode == 0, proc.stderr[-2000:]
     if not os.path.exists("/proc/driver/nvidia/version"):
         assert not [line for line in proc.stderr.splitlines() if line.startswith("E0000")], proc.stderr
+    assert "oneDNN" not in proc.stderr and "InitializeLog" not in proc.stderr, proc.stderr
 
 
 def test_the_airflow_side_loads_no_xrootd_client():

@@ -86,6 +86,22 @@ def asset_events(env: dict[str, str]) -> list[tuple[str, str, dict]]:
     return [(name, uri, json.loads(extra) if isinstance(extra, str) else extra) for name, uri, extra in rows]
 
 
+def backfill_run_states(env: dict[str, str], dag_id: str) -> list[str]:
+    """The states of `dag_id`'s backfill runs in the metadata DB, by run id."""
+    import sqlalchemy as sa
+
+    from colliderflow.progress import metadata_url
+
+    url = metadata_url(env)
+    engine = sa.create_engine(url, connect_args={"timeout": 60} if url.startswith("sqlite") else {})
+    try:
+        with engine.connect() as db:
+            query = "SELECT state FROM dag_run WHERE dag_id = :d AND run_id LIKE 'backfill%' ORDER BY run_id"
+            return [state for (state,) in db.execute(sa.text(query), {"d": dag_id}).all()]
+    finally:
+        engine.dispose()
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

@@ -15,7 +15,7 @@ import pyarrow.dataset as ds
 import pytest
 
 from tests.conftest import ROOT
-from tests.dags.conftest import airflow, free_port, http_ok, stop_standalone, wait_for
+from tests.dags.conftest import airflow, backfill_run_states, free_port, http_ok, stop_standalone, wait_for
 
 DAYS = (1, 2, 3)
 
@@ -95,8 +95,13 @@ def test_backfills_three_days_disjoint_subsets_and_clean_stop(airflow_env, sampl
     # user's out/ (COLLIDERFLOW_DATA points into the session's scratch directory, tests/conftest.py)
     user_runs = lambda: sorted(str(p) for p in (ROOT / "out" / "demo" / "runs").glob("*/*"))  # noqa: E731
     before = user_runs()
-    dimuon_done = lambda: len(list(runs.glob("cms_dimuon/*/report/_SUCCESS"))) == 3  # noqa: E731
-    trigger_done = lambda: len(list(runs.glob("dl_trigger/*/report/_SUCCESS"))) == 3  # noqa: E731
+
+    # a run is done when its last task is: dl_trigger's quality gate runs after the report is written
+    def finished(dag_id: str) -> bool:
+        states = backfill_run_states(env, dag_id)
+        assert "failed" not in states, f"a backfill run of {dag_id} failed: {states}"
+        return states == ["success"] * 3
+
     try:
         health = f"http://127.0.0.1:{port}/api/v2/monitor/health"
         wait_for(lambda: http_ok(health), 420, "the api-server", proc)
@@ -114,7 +119,7 @@ def test_backfills_three_days_disjoint_subsets_and_clean_stop(airflow_env, sampl
              "input_wjets": f"{delphes}/Wlnu_lepFilter_13TeV", "output_root": str(runs), "subsets": 3,
              "epochs": 1, "batch_size": 32, "min_auc": 0},
         )  # fmt: skip
-        wait_for(lambda: dimuon_done() and trigger_done(), 1500, "six backfill runs", proc)
+        wait_for(lambda: finished("cms_dimuon") and finished("dl_trigger"), 1500, "six backfill runs", proc)
     finally:
         try:
             assert stop_standalone(proc), "airflow standalone did not stop on SIGINT"

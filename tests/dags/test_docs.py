@@ -36,3 +36,17 @@ def test_sections_and_tasks_must_match(tmp_path):
     ):
         attach_docs(dag, str(dag_file))
     assert read_docs("# D\nintro\n## a\nA.\n## b\nB.\n") == ("# D\nintro", {"a": "A.", "b": "B."})
+
+
+@pytest.mark.parametrize("path", DAG_FILES, ids=lambda p: p.stem)
+def test_bookkeeping_folds_into_groups_the_docs_name(path, monkeypatch):
+    """The grid's rows are the pipeline's stages; the bookkeeping folds into groups whose tasks keep
+    their ids (no group prefix), and the DAG's docs say what each group holds."""
+    dag = load_dag(path, "local", monkeypatch)
+    rows = dag.task_group.children
+    assert set(rows["results"].children) >= {"stage_times", "collect_metrics"}
+    assert rows["check_inputs"] is dag.task_dict["check_inputs"]
+    groups = [name for name, node in rows.items() if name not in dag.task_dict]
+    assert set(groups) == ({"results", "demo_sample"} if dag.dag_id == "dl_trigger" else {"results"})
+    for group in groups:
+        assert f"`{group}`" in dag.doc_md, group
