@@ -6,7 +6,7 @@ export UV_LINK_MODE ?= copy
 export AIRFLOW_HOME ?= $(CURDIR)/.airflow
 export DEMO_DIR ?= $(CURDIR)/out/demo
 
-.PHONY: demo test install install-test install-bench airflow lint bench clean
+.PHONY: demo test install install-test install-bench airflow lint bench images clean
 
 $(UV):
 	python3 -m pip install --user --quiet "uv==$(UV_VERSION)"
@@ -45,6 +45,12 @@ bench: install-bench
 	$(UV) run --no-sync python -m bench.train $(BENCH_ARGS)
 	$(UV) run --no-sync python -m bench.cluster $(BENCH_ARGS)
 	$(UV) run --no-sync python -m bench.table
+
+# Build images/*/Dockerfile with buildah on stand-in bases made with mmdebstrap, then run stages inside
+# them (tests/images/); sizes and build times in out/images/images.json. Needs root (buildah, chroot).
+images: install-test
+	bash tests/services/image-tools.sh
+	$(UV) run --no-sync pytest -m images tests/images $(PYTEST_ARGS)
 
 clean:
 	rm -rf .airflow out .pytest_cache

