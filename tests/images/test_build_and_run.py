@@ -219,6 +219,8 @@ def test_airflow_image_parses_both_dags_and_loads_the_plugin(images):
         " && echo '=== errors' && airflow dags list-import-errors -o json"
         " && echo '=== dags' && airflow dags list -o json"
         " && echo '=== plugins' && airflow plugins -o json"
+        " && echo '=== templates' && python -c 'from colliderflow import results_app as r;"
+        " print(sorted(r._env.list_templates()))'"
     )
     out = inside("airflow", ["bash", "-c", script])
     # each section's answer is its last line (the CLI logs warnings to stdout before it)
@@ -231,3 +233,7 @@ def test_airflow_image_parses_both_dags_and_loads_the_plugin(images):
     assert {"cms_dimuon", "dl_trigger"} <= dags, dags
     plugins = json.loads(sections["plugins"])
     assert any(p["name"] == "colliderflow" for p in plugins), plugins
+    # the results views render from the installed package's templates (the wheel must carry them)
+    assert sections["templates"] == str(
+        sorted(p.name for p in (ROOT / "plugins/colliderflow/templates").iterdir())
+    )
