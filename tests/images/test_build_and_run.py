@@ -197,20 +197,38 @@ def test_spark_image_submits_and_ingests(images, data):
     assert classes[0] == classes[1] and all(c["events_written"] > 0 for c in classes[0].values())
 
 
-def test_tensorflow_image_trains_and_evaluates(images, data):
-    """One epoch of jobs.train on tiny TFRecords inside the image, then jobs.evaluate on its model."""
-    host(["-m", "jobs.ingest", *delphes_inputs(f"{data}/delphes"), "--output", f"{data}/tf-features"])
-    host(["-m", "jobs.prepare", "--input", f"{data}/tf-features", "--output", f"{data}/tf-prepared"])
-    host(["-m", "jobs.tfrecords", "--input", f"{data}/tf-prepared", "--output", f"{data}/tfrecords"])
-    sets = ["--test", "/data/tfrecords/test"]
-    inside("tensorflow", ["python", "-m", "jobs.train", "--train", "/data/tfrecords/train", *sets,
-                          "--output", "/data/model", "--epochs", "1"], data)  # fmt: skip
-    model = ["--model", "/data/model/model.keras", "--history", "/data/model/history.json"]
-    inside(
-        "tensorflow", ["python", "-m", "jobs.evaluate", *model, *sets, "--output", "/data/evaluation"], data
-    )
-    metrics = json.loads((data / "evaluation" / "_metrics.json").read_text())
-    assert metrics and (data / "evaluation" / "roc.png").exists(), metrics
+def test_tensorflow_image_runs_the_dl_trigger_tail(images, data):
+    """What runs in the TensorFlow image on Kubernetes, inside it: a demo sample (jobs.generate), one
+    epoch of jobs.train on tiny TFRecords made outside, jobs.evaluate on its model, then the run report
+    (jobs.metrics) over the run's folders."""
+    run, inner = data / "tf-run", "/data/tf-run"
+    host(["-m", "jobs.ingest", *delphes_inputs(f"{data}/delphes"), "--output", f"{run}/features"])
+    host(["-m", "jobs.prepare", "--input", f"{run}/features", "--output", f"{run}/prepared"])
+    host(["-m", "jobs.tfrecords", "--input", f"{run}/prepared", "--output", f"{run}/tfrecords"])
+    run.chmod(0o777)
+    sets = ["--test", f"{inner}/tfrecords/test"]
+    model = ["--model", f"{inner}/model/model.keras", "--history", f"{inner}/model/history.json"]
+    commands = [
+        ["jobs.generate", "delphes", "--events", "50", "--output", f"{inner}/samples"],
+        [
+            "jobs.train",
+            "--train",
+            f"{inner}/tfrecords/train",
+            *sets,
+            "--output",
+            f"{inner}/model",
+            "--epochs",
+            "1",
+        ],
+        ["jobs.evaluate", *model, *sets, "--output", f"{inner}/evaluation"],
+        ["jobs.metrics", "--run-dir", inner, "--dag-id", "dl_trigger", "--run-id", "image-smoke"],
+    ]
+    for command in commands:
+        inside("tensorflow", ["python", "-m", *command], data)
+    metrics = json.loads((run / "evaluation" / "_metrics.json").read_text())
+    assert metrics and (run / "evaluation" / "roc.png").exists(), metrics
+    assert (run / "report" / "report.html").stat().st_size > 0
+    assert len(list((run / "samples").rglob("*.root"))) == 3
 
 
 def test_airflow_image_parses_both_dags_and_loads_the_plugin(images):
