@@ -73,8 +73,14 @@ def airflow(env: dict[str, str], *args: str, check: bool = True, **kwargs) -> su
 
 
 def prepare(env: dict[str, str], log: IO | None = None) -> None:
-    """Create or upgrade the metadata DB and the pools (idempotent); their output into `log` if given."""
+    """Create or upgrade the metadata DB and the pools, and release asset activations that would block
+    the DAGs (colliderflow.asset_activation says why); idempotent, output into `log` if given."""
+    from colliderflow.asset_activation import release_asset_activations
+
     out = {"stdout": log or subprocess.DEVNULL, **({"stderr": log} if log else {})}
     airflow(env, "db", "migrate", **out)
     for name, (slots, description) in POOLS.items():
         airflow(env, "pools", "set", name, str(slots), description, **out)
+    released = release_asset_activations(env)
+    if log:
+        print(f"[colliderflow] asset activations released for the next parse: {released}", file=log)

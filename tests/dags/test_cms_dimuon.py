@@ -8,7 +8,7 @@ import json
 
 import pytest
 
-from tests.dags.conftest import assert_conf_rejected, asset_events, dags_test, import_errors
+from tests.dags.conftest import assert_conf_rejected, asset_events, dags_test, environment, import_errors
 
 
 @pytest.fixture(scope="module")
@@ -53,6 +53,24 @@ def test_dags_test_end_to_end(airflow_env, sample, tmp_path):
         and uri.endswith("/cms_dimuon/*/dimuon")
     )
     assert extra["events"] == 60_000 and extra["pairs"] == metrics["pairs"] > 0
+
+
+@pytest.mark.slow
+def test_the_dag_still_runs_after_its_data_root_moves(sample, tmp_path):
+    """Asset URIs name the data root, and Airflow keeps one active asset per name: after the root moves
+    (another COLLIDERFLOW_DATA in the same metadata DB), `airflow dags test`, which runs no scheduler to
+    retire the old asset, still runs the DAG (colliderflow.asset_activation)."""
+    uris = []
+    for root in ("first", "moved"):
+        env = environment.airflow_env(home=str(tmp_path / "home"))
+        env.update(COLLIDERFLOW_DATA=str(tmp_path / root), COLLIDERFLOW_STORAGE_ROOT="")
+        env.update(COLLIDERFLOW_SPARK_MASTER="local[2]", COLLIDERFLOW_SPARK_DRIVER_MEMORY="1g")
+        environment.prepare(env)
+        conf = {"input": f"{sample}/*.root", "output_root": str(tmp_path / root / "runs")}
+        proc = dags_test(env, "cms_dimuon", conf)
+        assert proc.returncode == 0, (proc.stdout + proc.stderr)[-4000:]
+        uris.append(asset_events(env)[-1][1])
+    assert uris == [f"file://{tmp_path}/{root}/runs/cms_dimuon/*/dimuon" for root in ("first", "moved")]
 
 
 @pytest.mark.parametrize(
