@@ -14,7 +14,7 @@ from __future__ import annotations
 import sqlalchemy as sa
 
 from colliderflow.dagkit import PROJECT_ROOT
-from colliderflow.progress import metadata_url
+from colliderflow.progress import metadata_engine
 
 # an asset the project's DAGs produced last time they were parsed, or one that nothing references
 RETIRED = """
@@ -35,8 +35,7 @@ def project_dag_ids() -> list[str]:
 
 def release_asset_activations(env: dict[str, str]) -> int:
     """Retire the activations described above in the environment's metadata DB; how many."""
-    url = metadata_url(env)
-    engine = sa.create_engine(url, connect_args={"timeout": 60} if url.startswith("sqlite") else {})
+    engine = metadata_engine(env)
     statement = sa.text(RETIRED).bindparams(sa.bindparam("dag_ids", expanding=True))
     try:
         with engine.begin() as db:

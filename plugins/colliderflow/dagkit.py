@@ -7,9 +7,10 @@ import os
 import pathlib
 import re
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from airflow.sdk import TaskGroup
+if TYPE_CHECKING:
+    from airflow.sdk import TaskGroup
 
 PROJECT_ROOT = pathlib.Path(__file__).resolve().parents[2]
 
@@ -82,7 +83,10 @@ def nightly(cron: str) -> dict[str, Any]:
 
 def task_group(group_id: str, tooltip: str) -> TaskGroup:
     """A group that folds secondary tasks into one row of the grid and one box of the graph; the task
-    ids stay as they are (no group prefix), so links, logs and the CLI keep using them."""
+    ids stay as they are (no group prefix), so links, logs and the CLI keep using them. (Airflow is
+    imported here: the launchers import this module and must start fast.)"""
+    from airflow.sdk import TaskGroup
+
     return TaskGroup(group_id, prefix_group_id=False, tooltip=tooltip)
 
 

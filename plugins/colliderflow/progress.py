@@ -29,13 +29,17 @@ def metadata_url(env: dict[str, str]) -> str:
     return env.get("AIRFLOW__DATABASE__SQL_ALCHEMY_CONN") or f"sqlite:///{env['AIRFLOW_HOME']}/airflow.db"
 
 
+def metadata_engine(env: dict[str, str]) -> sa.Engine:
+    """An engine on that DB; on SQLite a statement waits out a writer (up to 60 s) instead of failing."""
+    url = metadata_url(env)
+    return sa.create_engine(url, connect_args={"timeout": 60} if url.startswith("sqlite") else {})
+
+
 class RunWatcher:
     """The newest run of `dag_id` created after this watcher: its id and its tasks as they finish."""
 
     def __init__(self, env: dict[str, str], dag_id: str):
-        url = metadata_url(env)
-        args = {"timeout": 60} if url.startswith("sqlite") else {}
-        self.engine = sa.create_engine(url, connect_args=args)
+        self.engine = metadata_engine(env)
         self.dag_id = dag_id
         self.reported: set[str] = set()
         self.run_id: str | None = None

@@ -70,36 +70,31 @@ def assert_conf_rejected(env: dict[str, str], dag_id: str, tmp_path, bad: dict) 
     assert not runs.exists(), "a task ran despite the invalid conf"
 
 
-def asset_events(env: dict[str, str]) -> list[tuple[str, str, dict]]:
-    """(asset name, asset URI, event extra) of every asset event in the metadata DB, oldest first."""
+def metadata_rows(env: dict[str, str], query: str, **params) -> list[tuple]:
+    """The rows of one query on the environment's metadata DB."""
     import sqlalchemy as sa
 
-    from colliderflow.progress import metadata_url
+    from colliderflow.progress import metadata_engine
 
-    engine = sa.create_engine(metadata_url(env))
+    engine = metadata_engine(env)
     try:
         with engine.connect() as db:
-            query = "SELECT a.name, a.uri, e.extra FROM asset_event e JOIN asset a ON a.id = e.asset_id"
-            rows = db.execute(sa.text(query + " ORDER BY e.id")).all()
+            return [tuple(row) for row in db.execute(sa.text(query), params).all()]
     finally:
         engine.dispose()
+
+
+def asset_events(env: dict[str, str]) -> list[tuple[str, str, dict]]:
+    """(asset name, asset URI, event extra) of every asset event in the metadata DB, oldest first."""
+    query = "SELECT a.name, a.uri, e.extra FROM asset_event e JOIN asset a ON a.id = e.asset_id ORDER BY e.id"
+    rows = metadata_rows(env, query)
     return [(name, uri, json.loads(extra) if isinstance(extra, str) else extra) for name, uri, extra in rows]
 
 
 def backfill_run_states(env: dict[str, str], dag_id: str) -> list[str]:
     """The states of `dag_id`'s backfill runs in the metadata DB, by run id."""
-    import sqlalchemy as sa
-
-    from colliderflow.progress import metadata_url
-
-    url = metadata_url(env)
-    engine = sa.create_engine(url, connect_args={"timeout": 60} if url.startswith("sqlite") else {})
-    try:
-        with engine.connect() as db:
-            query = "SELECT state FROM dag_run WHERE dag_id = :d AND run_id LIKE 'backfill%' ORDER BY run_id"
-            return [state for (state,) in db.execute(sa.text(query), {"d": dag_id}).all()]
-    finally:
-        engine.dispose()
+    query = "SELECT state FROM dag_run WHERE dag_id = :d AND run_id LIKE 'backfill%' ORDER BY run_id"
+    return [state for (state,) in metadata_rows(env, query, d=dag_id)]
 
 
 def free_port() -> int:
