@@ -14,6 +14,7 @@ from typing import Any
 from airflow.sdk import BaseOperator
 
 from colliderflow.backends import stage_task
+from colliderflow.dagkit import TRY_NUMBER_KEY
 from colliderflow.stages import Resources, Stage
 
 TIMES_TASK = "stage_times"
@@ -22,9 +23,9 @@ PUSHGATEWAY = "{{ var.value.get('colliderflow_pushgateway', '') }}"
 
 
 class StageTimesOperator(BaseOperator):
-    """Return {dag_id, run_id, tasks: [{task_id, map_index, state, operator, duration_seconds}]} for the
+    """Return {dag_id, run_id, tasks: [{task_id, state, operator, duration_seconds, try_number}]} for the
     task instances of this DAG run that have finished, in pipeline order (the XCom the metrics job is
-    templated with)."""
+    templated with). The try numbers are those the tasks recorded (dagkit.record_try_number)."""
 
     ui_color = "#eeeeee"
 
@@ -47,6 +48,9 @@ class StageTimesOperator(BaseOperator):
                     "state": str(getattr(crumb.get("state"), "value", crumb.get("state"))),
                     "operator": crumb.get("operator"),
                     "duration_seconds": float(duration) if duration is not None else None,
+                    "try_number": ti.xcom_pull(
+                        task_ids=crumb["task_id"], key=TRY_NUMBER_KEY, map_indexes=map_index
+                    ),
                 }
             )
         self.log.info(

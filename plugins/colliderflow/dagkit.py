@@ -30,7 +30,20 @@ def default_args() -> dict[str, Any]:
         "retry_delay": timedelta(seconds=30),
         "retry_exponential_backoff": True,
         "max_retry_delay": timedelta(minutes=10),
+        "pre_execute": record_try_number,
     }
+
+
+# The XCom key under which every task records its try number (see record_try_number).
+TRY_NUMBER_KEY = "try_number"
+
+
+def record_try_number(context: Any) -> None:
+    """Every task's pre_execute hook: its try number as an XCom. Airflow 3's execution API tells
+    stage_times the states and durations of the run's other tasks but not their tries, and the run
+    report shows which attempt produced each output."""
+    ti = context["ti"]
+    ti.xcom_push(TRY_NUMBER_KEY, ti.try_number)
 
 
 def safe_path(value: str) -> str:

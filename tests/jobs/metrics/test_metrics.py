@@ -127,7 +127,7 @@ def test_report_and_summary(dimuon_run, tmp_path):
                 "dag_id": "cms_dimuon",
                 "run_id": "manual__1",
                 "tasks": [
-                    {"task_id": "dimuon", "state": "success", "duration_seconds": 21.5, "try_number": 1}
+                    {"task_id": "dimuon", "state": "success", "duration_seconds": 21.5, "try_number": 2}
                 ],
             }
         )
@@ -144,6 +144,7 @@ def test_report_and_summary(dimuon_run, tmp_path):
     (app,) = summary["spark"]["applications"]
     assert app["stage"] == "dimuon" and app["totals"]["tasks"] >= job["spark"]["tasks"]
     page = (report / "report.html").read_text()
+    assert "<tr><td>dimuon</td><td>success</td><td>2</td><td>21.5</td></tr>" in page  # the try column
     assert {"stage_times.png", "io_latency.png", "spark_executor_time.png"} <= set(summary["plots"])
     assert any(name.endswith("dimuon_mass.png") for name in summary["plots"])
     for name in summary["plots"]:
