@@ -3,6 +3,10 @@ SHELL := /bin/bash
 UV_VERSION := 0.13.8
 UV := $(shell command -v uv 2>/dev/null || echo $(HOME)/.local/bin/uv)
 export UV_LINK_MODE ?= copy
+# Installs compile every module to bytecode once (36 s): where PYTHONDONTWRITEBYTECODE is set, as on
+# these machines, Python otherwise recompiles what it imports at every start (import tensorflow
+# 11.5 s -> 4.6 s, an `airflow` CLI call 4.0 s -> 1.5 s; a later sync only checks, about 2 s).
+export UV_COMPILE_BYTECODE ?= 1
 export AIRFLOW_HOME ?= $(CURDIR)/.airflow
 export DEMO_DIR ?= $(CURDIR)/out/demo
 
