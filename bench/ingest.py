@@ -5,9 +5,12 @@ per-event oracle measured in the same run and the reference's 17 events/s/core.
 
 --events is per class (three classes); a second input of --small-events per class gives the marginal
 rate and the memory at two sizes. Results: out/bench/ingest.json. Reported:
-- job: events/s of the whole Spark job (wall clock, JVM start included) divided by the task slots,
-  and events per task CPU-second (the per-core rate of the tasks themselves: read, compute, write;
-  CPU time, so that other load on a shared machine does not count);
+- job: events/s of the whole job on --engine (default `auto`, what a DAG run uses: worker processes
+  for a local master; wall clock, start-up included) divided by the task slots, and events per task
+  CPU-second (the per-core rate of the tasks themselves: read, compute, write; CPU time, so that other
+  load on a shared machine does not count);
+- spark: the same job on Spark (JVM start included), beside it, when --engine is not spark (not in
+  --quick);
 - in-process: one core, no Spark, read + compute + Parquet write of a sample of events (CPU time);
 - oracle: bench/fixtures/delphes_oracle.py (plain Python, one event at a time) on a sample, one core,
   CPU time, reading excluded, so the ratio is a lower bound of the speed-up;
@@ -119,7 +122,7 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--files", type=int, default=4, help="files per class")
     parser.add_argument("--master", default="local[2]")
     parser.add_argument(
-        "--engine", choices=["spark", "processes"], default="spark", help="where jobs.ingest's tasks run"
+        "--engine", choices=["auto", "spark", "processes"], default="auto", help="where the tasks run"
     )
     parser.add_argument("--chunk-entries", type=int, default=ingest.DEFAULT_CHUNK_ENTRIES)
     parser.add_argument("--sample-events", type=int, default=3000, help="in-process events per class")
@@ -146,6 +149,15 @@ def main(argv: list[str] | None = None) -> dict:
         (metrics["events"], metrics["wall_seconds"]),
         cores,
     )
+    spark = None
+    if args.engine != "spark" and not args.quick:
+        on_spark = argparse.Namespace(**{**vars(args), "engine": "spark"})
+        spark_metrics, _ = run_ingest(inputs, os.path.join(args.scratch, "out-spark"), on_spark)
+        slots = spark_metrics["spark"].get("default_parallelism") or cores
+        spark = {
+            "wall_seconds": spark_metrics["wall_seconds"],
+            "wall_events_per_s_per_core": spark_metrics["events"] / spark_metrics["wall_seconds"] / slots,
+        }
     single = in_process(inputs, min(args.sample_events, events))
     slow = oracle(inputs, min(args.oracle_events, events))
     result = {
@@ -153,7 +165,8 @@ def main(argv: list[str] | None = None) -> dict:
         "events_written": metrics["events_written"],
         "cores": cores,
         "master": args.master,
-        "engine": args.engine,
+        "engine": ran.get("engine", args.engine),
+        "spark": spark,
         "wall_seconds": metrics["wall_seconds"],
         "wall_events_per_s_per_core": job_per_core,
         "job_events_per_s_per_core": job_per_core,
@@ -178,9 +191,11 @@ def main(argv: list[str] | None = None) -> dict:
     }
     load = os.getloadavg()[0]
     print(f"ingestion of {metrics['events']} events ({metrics['events_written']} written) on {cores} cores:")
-    print(
-        f"  job, wall clock (JVM start incl.): {job_per_core:8.0f} events/s/core  (load average {load:.1f})"
-    )
+    engine = f"({result['engine']})"
+    print(f"  job, wall clock {engine:17}: {job_per_core:8.0f} events/s/core  (load average {load:.1f})")
+    if spark:
+        on_spark = spark["wall_events_per_s_per_core"]
+        print(f"  job on Spark, wall clock (JVM)   : {on_spark:8.0f} events/s/core")
     if marginal:
         print(f"  job, marginal (two inputs)       : {marginal:8.0f} events/s/core")
     print(f"  job, task CPU time               : {task_rate:8.0f} events/s/core")
