@@ -2,18 +2,19 @@
 
     python -m bench.prepare [--events 112000] [--master local[2]] [--scratch /tmp/bench-prepare] [--quick]
 
-Both stages run on a small and the large input (memory at two sizes) in the default particle layout,
-and on the large input in every layout (jobs.dltrigger_schema.PARTICLE_LAYOUTS: bytes per event and
-events/s/core of each stage per layout); results: out/bench/prepare.json. The top-level keys describe
-the default layout.
+Both stages run on --engine (default `auto`, what a DAG run uses: worker processes for a local
+master; `spark`: one Spark session) on a small and the large input (memory at two sizes) in the
+default particle layout, and on the large input in every layout (jobs.dltrigger_schema.PARTICLE_LAYOUTS:
+bytes per event and events/s/core of each stage per layout); results: out/bench/prepare.json. The
+top-level keys describe the default layout.
 
-The input is a synthetic ingestion output (bench/fixtures/ingested.py; generated once and reused
-from the scratch directory). Class shares 30/37/33 % so that undersampling keeps about 90 % of the
-events (>= 100 k with the default). Reported per stage: events/s, events/s per core (Spark task
-slots), MB written and MB/s written, and the ratio to a baseline measured here on the same machine:
-the same per-event work (decode, ΔR sort, scaling, encode) run in one plain Python process on one
-core without Spark. A ratio near 1 means Spark adds little per core; below 1 is the cost of the JVM
-<-> Arrow transfer of the particle lists, the shuffle and the task scheduling.
+The input is a synthetic ingestion output in the layout jobs.ingest writes by default, ragged
+(bench/fixtures/ingested.py; generated once and reused from the scratch directory). Class shares
+30/37/33 % so that undersampling keeps about 90 % of the events (>= 100 k with the default). Reported
+per stage: events/s, events/s per core (task slots), MB written and MB/s written, and the ratio to a
+baseline measured here on the same machine: the same per-event work (decode, ΔR sort, scaling,
+encode) run in one plain Python process on one core, on the padded input. A ratio near 1 means the engine adds little per core; below 1 is the cost of its
+transfers of the particle lists, the shuffle and the task scheduling.
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from bench.common import MEMORY_METHOD, PeakRSS, add_common_args, bytes_under, target, write_result
+from jobs.core.engine import choose_engine, local_cores
 from jobs.core.spark import spark_session
 from jobs.core.tensors import nested_to_numpy, numpy_to_nested
 from jobs.dltrigger_schema import (
@@ -38,6 +40,7 @@ from jobs.dltrigger_schema import (
     GRU_COLUMN,
     HLF_COLUMN,
     LABEL_COLUMN,
+    LAYOUT_SUMMARY_KEY,
     N_HLF,
     N_PARTICLE_FEATURES,
     N_PARTICLES,
@@ -52,18 +55,23 @@ from jobs.tfrecords.job import ShardTask, convert_file
 SHARES = (0.30, 0.37, 0.33)
 
 
-def make_input(directory: str, events: int) -> dict[int, int]:
+def make_input(directory: str, events: int, layout: str = "ragged") -> dict[int, int]:
+    """A synthetic ingestion output (or the one already there) in `layout`: ragged is what jobs.ingest
+    writes by default, padded the reference's layout."""
     from bench.fixtures.ingested import write_ingested
 
     counts = {k: int(events * s) for k, s in enumerate(SHARES)}
     marker = os.path.join(directory, "_summary.json")
     if os.path.exists(marker):
         with open(marker) as f:
-            if json.load(f).get("events_per_class") == {str(k): v for k, v in counts.items()}:
-                return counts
+            summary = json.load(f)
+        if summary.get("events_per_class") == {str(k): v for k, v in counts.items()} and summary.get(
+            LAYOUT_SUMMARY_KEY
+        ) == layout:
+            return counts
     shutil.rmtree(directory, ignore_errors=True)
     t0 = time.perf_counter()
-    write_ingested(directory, counts, seed=1, events_per_file=5000)
+    write_ingested(directory, counts, seed=1, events_per_file=5000, layout=layout)
     print(f"generated {sum(counts.values())} events in {time.perf_counter() - t0:.0f} s -> {directory}")
     return counts
 
@@ -109,12 +117,13 @@ def _uncompressed(tfr_dir: str) -> int:
         return sum(s["uncompressed_bytes"] for s in json.load(f)["splits"].values())
 
 
-def measure(spark, input_dir: str, prepared_dir: str, tfr_dir: str, cores: int, layout: str) -> dict:
-    """jobs.prepare then jobs.tfrecords on one input, in the running Spark session."""
+def measure(where: dict, input_dir: str, prepared_dir: str, tfr_dir: str, cores: int, layout: str) -> dict:
+    """jobs.prepare then jobs.tfrecords on one input, `where` the executor says (a running Spark
+    session, or an engine and a master)."""
     out = {}
     with PeakRSS() as peak:
         t0 = time.perf_counter()
-        m = prepare.run(input_dir, prepared_dir, spark=spark, layout=layout)
+        m = prepare.run(input_dir, prepared_dir, layout=layout, **where)
         wall = time.perf_counter() - t0
         written = m["events_written"]
         out["prepare"] = {
@@ -128,7 +137,7 @@ def measure(spark, input_dir: str, prepared_dir: str, tfr_dir: str, cores: int, 
             "bytes_per_event": bytes_under(prepared_dir) / written,
         }
         t0 = time.perf_counter()
-        m = tfrecords.run(prepared_dir, tfr_dir, compression="gzip", spark=spark)
+        m = tfrecords.run(prepared_dir, tfr_dir, compression="gzip", **where)
         wall = time.perf_counter() - t0
         out["tfrecords"] = {
             "events": m["events"],
@@ -150,6 +159,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--events", type=int, default=None, help="ingested events, ~90%% kept (quick 6000)")
     parser.add_argument("--small-events", type=int, default=None, help="the small input (default events/8)")
     parser.add_argument("--master", default="local[2]")
+    parser.add_argument(
+        "--engine", choices=["auto", "spark", "processes"], default="auto", help="where the tasks run"
+    )
     parser.add_argument("--scratch", default="/tmp/bench-prepare")
     parser.add_argument("--baseline-events", type=int, default=5000)
     parser.add_argument("--keep", action="store_true", help="keep the outputs in the scratch directory")
@@ -160,8 +172,12 @@ def main(argv: list[str] | None = None) -> None:
     if args.quick:
         args.baseline_events = min(args.baseline_events, 2000)
 
-    spark = spark_session("bench-prepare", args.master, conf={"spark.ui.showConsoleProgress": "false"})
-    cores = spark.sparkContext.defaultParallelism
+    engine = choose_engine(args.engine, args.master, None)
+    spark, where = None, {"engine": engine, "master": args.master}
+    cores = local_cores(args.master) or 1
+    if engine == "spark":  # one session for every run: the first run warms the JVM and its workers
+        spark = spark_session("bench-prepare", args.master, conf={"spark.ui.showConsoleProgress": "false"})
+        cores, where = spark.sparkContext.defaultParallelism, {"spark": spark}
     default = resolve_layout("auto", "global")
     runs, dirs, layouts = {}, {}, {}
     try:
@@ -175,7 +191,7 @@ def main(argv: list[str] | None = None) -> None:
                 tfr_dir = os.path.join(args.scratch, f"tfrecords-{size}-{layout}")
                 run = {
                     "input_events": sum(counts.values()),
-                    **measure(spark, input_dir, prepared_dir, tfr_dir, cores, layout),
+                    **measure(where, input_dir, prepared_dir, tfr_dir, cores, layout),
                 }
                 dirs[size, layout] = (input_dir, prepared_dir, tfr_dir)
                 if layout == default:
@@ -183,10 +199,14 @@ def main(argv: list[str] | None = None) -> None:
                 if size == "large":
                     layouts[layout] = run
     finally:
-        spark.stop()
-    # the yardsticks: the naive padded per-event work in one process (bench functions, unchanged)
-    input_dir, prepared_dir, _ = dirs["large", "padded"]
-    base_p = baseline_prepare(input_dir, os.path.join(prepared_dir, "_scaler.json"), args.baseline_events)
+        if spark is not None:
+            spark.stop()
+    # the yardsticks: the naive padded per-event work in one process (bench functions, unchanged), on
+    # the reference's padded input
+    _, prepared_dir, _ = dirs["large", "padded"]
+    padded_input = os.path.join(args.scratch, f"ingest-padded-{args.baseline_events}")
+    make_input(padded_input, args.baseline_events, layout="padded")
+    base_p = baseline_prepare(padded_input, os.path.join(prepared_dir, "_scaler.json"), args.baseline_events)
     base_t = baseline_tfrecords(prepared_dir, os.path.join(args.scratch, "baseline"))
     for run in layouts.values():
         run["prepare"]["baseline_events_per_s_one_core"] = base_p
@@ -197,6 +217,7 @@ def main(argv: list[str] | None = None) -> None:
         "input_events": runs["large"]["input_events"],
         "cores": cores,
         "master": args.master,
+        "engine": engine,
         "layout": default,
     }
     results.update({k: runs["large"][k] for k in ("prepare", "tfrecords")})
@@ -228,7 +249,7 @@ def main(argv: list[str] | None = None) -> None:
             for k, r in layouts.items()
         },
         "peak_rss_mb": {size: r["peak_rss_mb"] for size, r in runs.items()},
-        "memory_method": MEMORY_METHOD + " (both stages of one size, one Spark session)",
+        "memory_method": MEMORY_METHOD + " (both stages of one size)",
         "small": {size_key: runs["small"][size_key] for size_key in ("input_events", "prepare", "tfrecords")},
         "targets": {
             "prepare_vs_baseline": target(
