@@ -13,8 +13,9 @@ The input is a synthetic ingestion output in the layout jobs.ingest writes by de
 30/37/33 % so that undersampling keeps about 90 % of the events (>= 100 k with the default). Reported
 per stage: events/s, events/s per core (task slots), MB written and MB/s written, and the ratio to a
 baseline measured here on the same machine: the same per-event work (decode, ΔR sort, scaling,
-encode) run in one plain Python process on one core, on the padded input. A ratio near 1 means the engine adds little per core; below 1 is the cost of its
-transfers of the particle lists, the shuffle and the task scheduling.
+encode) run in one plain Python process on one core, on the padded input. A ratio near 1 means the
+engine adds little per core; below 1 is the cost of its transfers of the particle lists, the shuffle
+and the task scheduling.
 """
 
 from __future__ import annotations
@@ -65,9 +66,10 @@ def make_input(directory: str, events: int, layout: str = "ragged") -> dict[int,
     if os.path.exists(marker):
         with open(marker) as f:
             summary = json.load(f)
-        if summary.get("events_per_class") == {str(k): v for k, v in counts.items()} and summary.get(
-            LAYOUT_SUMMARY_KEY
-        ) == layout:
+        if (
+            summary.get("events_per_class") == {str(k): v for k, v in counts.items()}
+            and summary.get(LAYOUT_SUMMARY_KEY) == layout
+        ):
             return counts
     shutil.rmtree(directory, ignore_errors=True)
     t0 = time.perf_counter()
