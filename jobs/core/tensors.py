@@ -122,11 +122,24 @@ def pad_rows(rows: np.ndarray, lengths: np.ndarray, n_rows: int) -> np.ndarray:
     return out
 
 
+def _is_ragged(t: pa.DataType) -> bool:
+    return (pa.types.is_list(t) or pa.types.is_large_list(t)) and pa.types.is_fixed_size_list(t.value_type)
+
+
 def particles_to_numpy(arr: pa.Array | pa.ChunkedArray, n_rows: int, width: int) -> np.ndarray:
     """A prepared set's particle column in either layout (jobs.dltrigger_schema.PARTICLE_LAYOUTS) as
     (n, n_rows, width): ragged rows zero-padded, padded lists checked and reshaped."""
-    t = arr.type
-    if (pa.types.is_list(t) or pa.types.is_large_list(t)) and pa.types.is_fixed_size_list(t.value_type):
+    if _is_ragged(arr.type):
         rows, lengths = ragged_to_rows(arr, width, n_rows)
         return pad_rows(rows, lengths, n_rows)
     return nested_to_numpy(arr, (n_rows, width))
+
+
+def particle_rows(arr: pa.Array | pa.ChunkedArray, n_rows: int, width: int) -> tuple[np.ndarray, np.ndarray]:
+    """A particle column in either layout as flat (R, width) rows and each event's row count: the
+    ragged rows as stored, or all `n_rows` rows of each padded event (no zero-padding made up for the
+    ragged layout, whose events hold a tenth of 801 rows)."""
+    if _is_ragged(arr.type):
+        return ragged_to_rows(arr, width, n_rows)
+    dense = nested_to_numpy(arr, (n_rows, width))
+    return dense.reshape(-1, width), np.full(len(dense), n_rows, dtype=np.int64)

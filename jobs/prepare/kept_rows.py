@@ -31,25 +31,44 @@ _OPTIONS = pa.ipc.IpcWriteOptions(compression="lz4")
 
 @dataclass
 class Kept:
-    """Kept events of one batch: HLF (n, 14), particles (n, 801, 19) as read, their identity columns,
-    split and shuffle key."""
+    """Kept events of one batch: HLF (n, 14), the particle rows as read, flat (R, 19) with `lengths[i]`
+    rows for event i (all 801 from the padded layout, the stored ones from the ragged), their identity
+    columns, split and shuffle key."""
 
     hlf: np.ndarray
-    particles: np.ndarray
+    rows: np.ndarray
+    lengths: np.ndarray
     source_file: pa.Array
     entry: pa.Array
     is_test: np.ndarray
     shuffle: np.ndarray
+
+    @property
+    def particles(self) -> np.ndarray:
+        """(n, 801, 19), zero-padded."""
+        if (self.lengths == N_PARTICLES).all():
+            return self.rows.reshape(len(self.lengths), N_PARTICLES, N_PARTICLE_FEATURES)
+        return pad_rows(self.rows, self.lengths, N_PARTICLES)
 
 
 def cache_path(scratch: str, index: int) -> str:
     return os.path.join(scratch, f"kept-{index:05d}.arrow")
 
 
-def _prefix_lengths(particles: np.ndarray) -> np.ndarray:
-    """Per event, the rows up to and including its last non-zero one."""
-    nonzero = np.any(particles != 0, axis=2)
-    return np.where(nonzero.any(axis=1), N_PARTICLES - np.argmax(nonzero[:, ::-1], axis=1), 0)
+def up_to_last_nonzero(rows: np.ndarray, lengths: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Each event's rows up to and including its last non-zero one (the zero padding after it is
+    dropped; zero rows before it stay), and their counts."""
+    nonzero = np.any(rows != 0, axis=1)
+    if nonzero.all():  # the ragged layout stores real rows only
+        return rows, lengths
+    starts = np.concatenate([[0], np.cumsum(lengths)[:-1]]).astype(np.int64)
+    event = np.repeat(np.arange(len(lengths)), lengths)
+    last = np.zeros(len(lengths), dtype=np.int64)
+    where = np.flatnonzero(nonzero)  # increasing, so an event's last hit is its last in this list
+    ends = where[np.r_[event[where][1:] != event[where][:-1], True]] if len(where) else where
+    last[event[ends]] = ends - starts[event[ends]] + 1
+    keep = np.arange(len(rows)) - starts[event] < last[event]
+    return rows[keep], last
 
 
 class KeptWriter:
@@ -62,8 +81,7 @@ class KeptWriter:
         self._writer = pa.ipc.new_file(self._sink, SCHEMA, options=_OPTIONS)
 
     def write(self, kept: Kept) -> None:
-        lengths = _prefix_lengths(kept.particles)
-        rows = kept.particles[np.arange(N_PARTICLES)[None, :] < lengths[:, None]]
+        rows, lengths = up_to_last_nonzero(kept.rows, kept.lengths)
         self._writer.write_batch(
             pa.RecordBatch.from_arrays(
                 [pa.FixedSizeListArray.from_arrays(pa.array(kept.hlf.reshape(-1), pa.float32()), N_HLF),
@@ -85,7 +103,7 @@ class KeptWriter:
 
 
 def read_kept(path: str) -> Iterator[Kept]:
-    """The kept events written by KeptWriter, batch by batch, particles padded back to 801 rows."""
+    """The kept events written by KeptWriter, batch by batch (Kept.particles pads them back to 801 rows)."""
     with pa.memory_map(path) as source:
         reader = pa.ipc.open_file(source)
         for i in range(reader.num_record_batches):
@@ -94,7 +112,8 @@ def read_kept(path: str) -> Iterator[Kept]:
             hlf = batch.column("hlf").flatten().to_numpy(zero_copy_only=False).reshape(-1, N_HLF)
             yield Kept(
                 hlf,
-                pad_rows(rows, lengths, N_PARTICLES),
+                rows,
+                lengths,
                 batch.column(SOURCE_FILE_COLUMN),
                 batch.column(ENTRY_COLUMN),
                 batch.column("is_test").to_numpy(zero_copy_only=False),

@@ -93,14 +93,15 @@ class FitStats:
     m2: np.ndarray = field(default_factory=lambda: np.zeros(N_PARTICLE_FEATURES))
 
     @classmethod
-    def of(cls, hlf: np.ndarray, particles: np.ndarray | None = None) -> FitStats:
-        """Statistics of one batch (particles None: HLF only)."""
+    def of(cls, hlf: np.ndarray, rows: np.ndarray | None = None) -> FitStats:
+        """Statistics of one batch: its HLF (n, 14) and its events' particle rows, flat (R, 19), of which
+        the exact-zero padding rows are left out (rows None: HLF only)."""
         out = cls(events=hlf.shape[0])
         if hlf.shape[0]:
             out.hlf_min = hlf.min(axis=0).astype(np.float64)
             out.hlf_max = hlf.max(axis=0).astype(np.float64)
-        if particles is not None:
-            x = particles[real_rows(particles)].astype(np.float64)
+        if rows is not None:
+            x = rows[np.any(rows != 0, axis=1)].astype(np.float64)
             if x.shape[0]:
                 out.rows = x.shape[0]
                 out.mean = x.mean(axis=0)
@@ -194,26 +195,29 @@ class Scaler:
         }
 
     def transform_rows(
-        self, hlf: np.ndarray, particles: np.ndarray
+        self, hlf: np.ndarray, rows: np.ndarray, lengths: np.ndarray
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Global scaling only, the same values as `transform` without its dense (n, 801, 19) float64
-        work: (scaled HLF (n, 14), the scaled real rows of all events in ΔR order (R, 19) float32,
+        """Global scaling only, the same values as `transform` from the particle rows as stored (flat
+        (R, 19), `lengths[i]` rows for event i, its row 0 the lepton), without the dense (n, 801)
+        work: (scaled HLF (n, 14), the scaled real rows of all events in ΔR order (R', 19) float32,
         the real-row count per event (n,)). `transform`'s GRU_input is these rows zero-padded to 801
         (jobs.core.tensors.pad_rows); the ragged layout stores them as they are."""
         if self.particle_scaling != "global":
             raise ValueError("transform_rows needs global particle scaling (per-event pads non-zero rows)")
-        real = real_rows(particles)
-        n_real = real.sum(axis=1)
-        eta = particles[:, :, ETA].astype(np.float64)
-        phi = particles[:, :, PHI].astype(np.float64)
-        dr2 = delta_r2(eta, phi, eta[:, :1], phi[:, :1])
-        order = np.argsort(np.where(real, -dr2, np.inf), axis=1, kind="stable")  # = sort_by_delta_r
-        width = int(n_real.max()) if len(n_real) else 0
-        keep = np.arange(width)[None, :] < n_real[:, None]
-        events = np.broadcast_to(np.arange(len(n_real))[:, None], keep.shape)[keep]
-        rows = particles[events, order[:, :width][keep]]
+        n = len(lengths)
+        event = np.repeat(np.arange(n), lengths)
+        starts = np.concatenate([[0], np.cumsum(lengths)[:-1]]).astype(np.int64)
+        real = np.flatnonzero(np.any(rows != 0, axis=1))
+        eta = rows[:, ETA].astype(np.float64)
+        phi = rows[:, PHI].astype(np.float64)
+        lepton = starts[event[real]]
+        dr2 = delta_r2(eta[real], phi[real], eta[lepton], phi[lepton])
+        # per event by ΔR descending, ties in input order (= sort_by_delta_r): two stable sorts
+        by_dr = np.argsort(-dr2, kind="stable")
+        order = by_dr[np.argsort(event[real][by_dr], kind="stable")]
+        n_real = np.bincount(event[real], minlength=n)
         mean, std = np.asarray(self.particle_mean), np.asarray(self.particle_std)
-        scaled = ((rows.astype(np.float64) - mean) / std).astype(np.float32)
+        scaled = ((rows[real[order]].astype(np.float64) - mean) / std).astype(np.float32)
         return minmax_scale(hlf, np.asarray(self.hlf_min), np.asarray(self.hlf_max)), scaled, n_real
 
     def to_json(self) -> dict[str, Any]:

@@ -26,7 +26,7 @@ from jobs.core.tensors import (
     numpy_to_nested,
     one_hot,
     pad_rows,
-    particles_to_numpy,
+    particle_rows,
     rows_to_ragged,
 )
 from jobs.dltrigger_schema import (
@@ -95,15 +95,17 @@ def _decided_batches(
             start += batch.num_rows
 
 
-def _arrays(batch: pa.RecordBatch, url: str) -> tuple[np.ndarray, np.ndarray]:
+def _arrays(batch: pa.RecordBatch, url: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """HLF (n, 14) and the particle rows, flat, with each event's row count (tensors.particle_rows)."""
     try:
         hlf = nested_to_numpy(batch.column(FEATURES_HLF_COLUMN), (N_HLF,))
         # either ingestion layout: the reference's padded 801 x 19, or the real rows only (ragged)
-        column = batch.column(FEATURES_PARTICLES_COLUMN)
-        particles = particles_to_numpy(column, N_PARTICLES, N_PARTICLE_FEATURES)
+        rows, lengths = particle_rows(
+            batch.column(FEATURES_PARTICLES_COLUMN), N_PARTICLES, N_PARTICLE_FEATURES
+        )
     except ShapeError as exc:
         raise BadInputError(url, str(exc)) from None
-    return hlf, particles
+    return hlf, rows, lengths
 
 
 @dataclass
@@ -143,13 +145,14 @@ class FitTask:
         cache = KeptWriter(cache_path(self.scratch, f.index)) if self.scratch else None
         try:
             for batch, kept, is_test, shuffle in _decided_batches(f, self.plan):
-                hlf, particles = _arrays(batch, f.url)
+                hlf, rows, lengths = _arrays(batch, f.url)
                 out.split[f.label, 0] += int((kept & ~is_test).sum())
                 out.split[f.label, 1] += int((kept & is_test).sum())
-                sel = np.arange(batch.num_rows) if self.fit_all else np.flatnonzero(kept & ~is_test)
-                stats = stats.merge(FitStats.of(hlf[sel], particles[sel] if self.with_particles else None))
+                sel = np.ones(batch.num_rows, dtype=bool) if self.fit_all else kept & ~is_test
+                sel_rows = rows[np.repeat(sel, lengths)] if self.with_particles else None
+                stats = stats.merge(FitStats.of(hlf[sel], sel_rows))
                 if cache is not None and kept.any():
-                    cache.write(_select(batch, hlf, particles, kept, is_test, shuffle))
+                    cache.write(_select(batch, hlf, rows, lengths, kept, is_test, shuffle))
             if cache is not None:
                 cache.close()
         except BadInputError as exc:
@@ -164,15 +167,15 @@ class FitTask:
         return out
 
 
-def _select(batch: pa.RecordBatch, hlf: np.ndarray, particles: np.ndarray, kept: np.ndarray,
-            is_test: np.ndarray, shuffle: np.ndarray) -> Kept:  # fmt: skip
+def _select(batch: pa.RecordBatch, hlf: np.ndarray, rows: np.ndarray, lengths: np.ndarray,
+            kept: np.ndarray, is_test: np.ndarray, shuffle: np.ndarray) -> Kept:  # fmt: skip
     """The kept events of a decoded batch (numpy takes, not Arrow's take of nested lists)."""
     pos = np.flatnonzero(kept)
     if len(pos) < batch.num_rows:
-        hlf, particles = hlf[pos], particles[pos]
+        hlf, rows, lengths = hlf[pos], rows[np.repeat(kept, lengths)], lengths[pos]
         batch = batch.select([SOURCE_FILE_COLUMN, ENTRY_COLUMN]).take(pa.array(pos))
     source, entry = _identity(batch, np.arange(batch.num_rows))
-    return Kept(hlf, particles, source, entry, is_test[pos], shuffle[pos])
+    return Kept(hlf, rows, lengths, source, entry, is_test[pos], shuffle[pos])
 
 
 def kept_events(f: InputFile, plan: Plan, scratch: str | None) -> Iterator[Kept]:
@@ -198,11 +201,11 @@ class Prepared:
     row_lengths: np.ndarray
 
     @classmethod
-    def of(cls, scaler: Scaler, hlf: np.ndarray, particles: np.ndarray, labels: np.ndarray) -> Prepared:
+    def of(cls, scaler: Scaler, kept: Kept, labels: np.ndarray) -> Prepared:
         if scaler.particle_scaling == "global":
-            hlf_s, rows, n_real = scaler.transform_rows(hlf, particles)
+            hlf_s, rows, n_real = scaler.transform_rows(kept.hlf, kept.rows, kept.lengths)
             return cls(hlf_s, labels, n_real.astype(np.int64), rows, n_real)
-        out = scaler.transform(hlf, particles, labels)
+        out = scaler.transform(kept.hlf, kept.particles, labels)
         n = len(labels)
         rows = out[GRU_COLUMN].reshape(n * N_PARTICLES, N_PARTICLE_FEATURES)
         return cls(out[HLF_COLUMN], labels, out[COUNT_COLUMN], rows, np.full(n, N_PARTICLES))
@@ -325,7 +328,7 @@ class TransformTask:
         try:
             for k in kept_events(f, self.plan, self.scratch):
                 labels = np.full(len(k.shuffle), f.label, dtype=np.int64)
-                out = Prepared.of(self.scaler, k.hlf, k.particles, labels)
+                out = Prepared.of(self.scaler, k, labels)
                 if k.is_test.any():
                     sel = np.flatnonzero(k.is_test)
                     test.write(out.take(sel).table(self.layout, k.source_file.take(sel), k.entry.take(sel)))
