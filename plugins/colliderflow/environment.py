@@ -48,6 +48,12 @@ def airflow_env(home: str | None = None, password: str | None = None) -> dict[st
             # a laptop: a handful of LocalExecutor workers, not one per core of a server
             "AIRFLOW__CORE__PARALLELISM": env.get("AIRFLOW__CORE__PARALLELISM", "4"),
             "AIRFLOW__LOGGING__LOGGING_LEVEL": env.get("AIRFLOW__LOGGING__LOGGING_LEVEL", "INFO"),
+            # Airflow skips storing a changed DAG parsed within 30 s of the last write: a run started
+            # right after the DAG or its data root changed (make demo twice, a test) would then run
+            # the previous version's tasks, asset URIs included
+            "AIRFLOW__CORE__MIN_SERIALIZED_DAG_UPDATE_INTERVAL": env.get(
+                "AIRFLOW__CORE__MIN_SERIALIZED_DAG_UPDATE_INTERVAL", "0"
+            ),
             "COLLIDERFLOW_BACKEND": env.get("COLLIDERFLOW_BACKEND", "local"),
             # `airflow standalone` starts its components as `airflow ...` from PATH: this environment's
             "PATH": os.pathsep.join(filter(None, [os.path.dirname(sys.executable), env.get("PATH")])),
