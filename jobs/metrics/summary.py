@@ -86,6 +86,13 @@ def stage_name(key: str, output: dict[str, Any], taken: set[str]) -> str:
     return key if name in taken else name
 
 
+def in_pipeline_order(stages: dict[str, Any], task_ids: list[str]) -> dict[str, Any]:
+    """The stages in the order of the DAG's tasks of the same name (stage_times lists them in pipeline
+    order); stages without a task after them, as found."""
+    position = {task_id: i for i, task_id in enumerate(task_ids)}
+    return dict(sorted(stages.items(), key=lambda item: position.get(item[0], len(position))))
+
+
 def build_summary(
     run_dir: str,
     dag_id: str,
@@ -154,7 +161,7 @@ def build_summary(
         "run_dir": run_dir,
         "generated_at": datetime.now(UTC).isoformat(timespec="seconds"),
         "stage_times": tasks,
-        "stages": stages,
+        "stages": in_pipeline_order(stages, list(tasks)),
         "spark": {"applications": spark_apps},
         "training": {k: v for k, v in training.items() if k != "history"},
         "evaluation": evaluation,

@@ -51,6 +51,7 @@ def test_end_to_end_on_generated_sample(dl_trigger_local_run, airflow_env):
     summary = json.loads((run / "report" / "summary.json").read_text())
     pipeline = "check_inputs demo_mode generate ingest prepare tfrecords train evaluate".split()
     assert list(summary["stage_times"]) == pipeline  # the report lists the tasks in pipeline order
+    assert list(summary["stages"]) == pipeline[3:]  # and the stages' own figures too
     # the asset events name this run's outputs and carry their key figures
     events = {name: extra for name, _, extra in asset_events(airflow_env) if str(run) in extra.get("url", "")}
     assert events["dl_trigger_features"]["url"] == str(run / "features")

@@ -453,3 +453,13 @@ def test_the_command_line_exit_codes_of_the_gateway(tmp_path, capsys):
         last = capsys.readouterr().err.splitlines()[-1]
         assert last.startswith("error: ") and text in last, last
         assert os.listdir(tmp_path) == []
+
+
+def test_stages_follow_the_pipeline_order_of_their_tasks():
+    from jobs.metrics.summary import build_summary
+
+    folders = {"evaluation": "evaluate", "features": "ingest", "model": "train", "extra": "other"}
+    outputs = {folder: {"metrics": {"stage": stage}} for folder, stage in folders.items()}
+    times = {"tasks": [{"task_id": t} for t in ("check_inputs", "ingest", "train", "evaluate")]}
+    summary = build_summary("run", "dl_trigger", "r", times, outputs, [])
+    assert list(summary["stages"]) == ["ingest", "train", "evaluate", "other"]
