@@ -115,6 +115,13 @@ def ragged_to_rows(
     return flat.reshape(-1, width), lengths
 
 
+def row_events(lengths: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """For flat rows of events with `lengths` rows each: each row's event, and each event's first row."""
+    starts = np.zeros(len(lengths), dtype=np.int64)
+    np.cumsum(lengths[:-1], out=starts[1:])
+    return np.repeat(np.arange(len(lengths)), lengths), starts
+
+
 def pad_rows(rows: np.ndarray, lengths: np.ndarray, n_rows: int) -> np.ndarray:
     """(R, k) rows of events with `lengths` rows each -> (n, n_rows, k), real rows first, zeros after."""
     out = np.zeros((len(lengths), n_rows, rows.shape[1]), dtype=rows.dtype)

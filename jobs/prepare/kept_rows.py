@@ -13,8 +13,9 @@ from dataclasses import dataclass
 import numpy as np
 import pyarrow as pa
 
-from jobs.core.tensors import pad_rows, ragged_to_rows, rows_to_ragged
+from jobs.core.tensors import pad_rows, ragged_to_rows, row_events, rows_to_ragged
 from jobs.dltrigger_schema import ENTRY_COLUMN, N_HLF, N_PARTICLE_FEATURES, N_PARTICLES, SOURCE_FILE_COLUMN
+from jobs.prepare.scaling import real_rows
 
 SCHEMA = pa.schema(
     [
@@ -58,11 +59,10 @@ def cache_path(scratch: str, index: int) -> str:
 def up_to_last_nonzero(rows: np.ndarray, lengths: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Each event's rows up to and including its last non-zero one (the zero padding after it is
     dropped; zero rows before it stay), and their counts."""
-    nonzero = np.any(rows != 0, axis=1)
+    nonzero = real_rows(rows)
     if nonzero.all():  # the ragged layout stores real rows only
         return rows, lengths
-    starts = np.concatenate([[0], np.cumsum(lengths)[:-1]]).astype(np.int64)
-    event = np.repeat(np.arange(len(lengths)), lengths)
+    event, starts = row_events(lengths)
     last = np.zeros(len(lengths), dtype=np.int64)
     where = np.flatnonzero(nonzero)  # increasing, so an event's last hit is its last in this list
     ends = where[np.r_[event[where][1:] != event[where][:-1], True]] if len(where) else where

@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 
 from jobs.core.physics import delta_r2
-from jobs.core.tensors import one_hot
+from jobs.core.tensors import one_hot, row_events
 from jobs.dltrigger_schema import ETA, HLF_NAMES, N_HLF, N_PARTICLE_FEATURES, PARTICLE_FEATURES, PHI
 
 PARTICLE_SCALINGS = ("global", "per-event")
@@ -33,8 +33,8 @@ _EPS = np.finfo(np.float64).eps
 
 
 def real_rows(particles: np.ndarray) -> np.ndarray:
-    """(n, 801) bool: rows that are not exact-zero padding."""
-    return np.any(particles != 0, axis=2)
+    """Rows that are not exact-zero padding: (n, 801) bool of (n, 801, 19) events, (R,) of flat rows."""
+    return np.any(particles != 0, axis=-1)
 
 
 def sort_by_delta_r(particles: np.ndarray, real: np.ndarray | None = None) -> np.ndarray:
@@ -101,7 +101,7 @@ class FitStats:
             out.hlf_min = hlf.min(axis=0).astype(np.float64)
             out.hlf_max = hlf.max(axis=0).astype(np.float64)
         if rows is not None:
-            x = rows[np.any(rows != 0, axis=1)].astype(np.float64)
+            x = rows[real_rows(rows)].astype(np.float64)
             if x.shape[0]:
                 out.rows = x.shape[0]
                 out.mean = x.mean(axis=0)
@@ -204,10 +204,8 @@ class Scaler:
         (jobs.core.tensors.pad_rows); the ragged layout stores them as they are."""
         if self.particle_scaling != "global":
             raise ValueError("transform_rows needs global particle scaling (per-event pads non-zero rows)")
-        n = len(lengths)
-        event = np.repeat(np.arange(n), lengths)
-        starts = np.concatenate([[0], np.cumsum(lengths)[:-1]]).astype(np.int64)
-        real = np.flatnonzero(np.any(rows != 0, axis=1))
+        event, starts = row_events(lengths)
+        real = np.flatnonzero(real_rows(rows))
         eta = rows[:, ETA].astype(np.float64)
         phi = rows[:, PHI].astype(np.float64)
         lepton = starts[event[real]]
@@ -215,7 +213,7 @@ class Scaler:
         # per event by ΔR descending, ties in input order (= sort_by_delta_r): two stable sorts
         by_dr = np.argsort(-dr2, kind="stable")
         order = by_dr[np.argsort(event[real][by_dr], kind="stable")]
-        n_real = np.bincount(event[real], minlength=n)
+        n_real = np.bincount(event[real], minlength=len(lengths))
         mean, std = np.asarray(self.particle_mean), np.asarray(self.particle_std)
         scaled = ((rows[real[order]].astype(np.float64) - mean) / std).astype(np.float32)
         return minmax_scale(hlf, np.asarray(self.hlf_min), np.asarray(self.hlf_max)), scaled, n_real
