@@ -25,9 +25,10 @@ import functools
 import multiprocessing
 import os
 import pickle
+import sys
 import tempfile
 import time
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from typing import Any, TypeVar
@@ -37,7 +38,6 @@ import numpy as np
 from jobs.core.cli import ENGINES, spark_kwargs
 from jobs.core.errors import InfrastructureError, UsageError
 from jobs.core.spark import LOCAL_MASTER, builder_master, spark_info, spark_session
-from jobs.core.storage import is_local
 from jobs.core.task_events import Measured, Round, describe, new_app_id, write_event_log
 
 T = TypeVar("T")
@@ -113,16 +113,17 @@ def spark_hash_partition(keys: np.ndarray, parts: int) -> np.ndarray:
 
 
 class ProcessExecutor:
-    """Tasks in `workers` processes on this machine. Workers fork from this process when every input
-    is a local file (no re-import); with a store's client threads in this process they start from a
-    fresh server process. A worker that dies (a crash, the kernel's OOM killer) fails the stage with
-    one line naming the task's input: an infrastructure fault (exit 1, retried), nothing committed."""
+    """Tasks in `workers` processes on this machine. Workers fork from a server process that Python
+    starts fresh once per driver (multiprocessing's forkserver, Python 3.14's default), never from the
+    driver itself: a driver has threads (a store's client, Arrow's and BLAS's pools, a test runner's),
+    and a worker forked while one of them held a lock waits on it forever. A worker that dies (a
+    crash, the kernel's OOM killer) fails the stage with one line naming the task's input: an
+    infrastructure fault (exit 1, retried), nothing committed."""
 
     name = "processes"
 
-    def __init__(self, workers: int, urls: Iterable[str] = (), master: str | None = None):
+    def __init__(self, workers: int, master: str | None = None):
         self.workers = max(1, workers)
-        self.method = "fork" if all(is_local(u) for u in urls) else "forkserver"
         self.master = builder_master(master)
         self.rounds: list[Round] = []
         self.event_log: dict[str, str] = {}  # app_id and event_log_dir, when its tasks are logged
@@ -159,9 +160,8 @@ class ProcessExecutor:
         return [result for result, _ in done]
 
     def _in_pool(self, task: Measured, items: Sequence[T], workers: int, running: str) -> list:
-        context = multiprocessing.get_context(self.method)
         try:
-            with ProcessPoolExecutor(workers, mp_context=context) as pool:
+            with ProcessPoolExecutor(workers, mp_context=_worker_context()) as pool:
                 return list(pool.map(task, enumerate(items)))
         except BrokenProcessPool:
             crashed = sorted(int(n) for n in os.listdir(running) if n.isdigit())
@@ -185,6 +185,19 @@ class ProcessExecutor:
             if not todo:
                 return []
             return self._run(todo, _SortedPartition(consume, key, spill, batch_rows), "shuffle read")
+
+
+def _worker_context() -> multiprocessing.context.BaseContext:
+    """The forkserver context. Its server (started on first use, one per driver process) imports what
+    the driver has imported of this project and the driver's main module, so that the workers of
+    every round start in milliseconds instead of each importing the stage again."""
+    context = multiprocessing.get_context("forkserver")
+    main = getattr(sys.modules["__main__"].__spec__, "name", None)
+    names = {m for m in sys.modules if m.startswith(("jobs.", "bench.")) and not m.endswith(".__main__")}
+    if main and not main.endswith("__main__"):
+        names.add(main)  # `python -m bench.x`: each worker runs the main module again (as __mp_main__)
+    context.set_forkserver_preload(sorted(names))
+    return context
 
 
 class _Spill:
@@ -333,7 +346,6 @@ def open_executor(
     event_log_dir: str | None = None,
     spark_conf: dict[str, str] | None = None,
     partitions: int | None = None,
-    urls: Iterable[str] = (),
 ) -> Iterator[Executor]:
     """The executor `engine` picks for this master. A given Spark session is used as it is; one this
     opens is stopped on the way out. The process executor's tasks go to `event_log_dir` (if any) as
@@ -348,7 +360,7 @@ def open_executor(
         finally:
             session.stop()
         return
-    executor = ProcessExecutor(local_cores(master) or 1, urls, master)
+    executor = ProcessExecutor(local_cores(master) or 1, master)
     start = int(time.time() * 1e3)
     if event_log_dir:
         executor.event_log = {"app_id": new_app_id(start), "event_log_dir": event_log_dir}

@@ -11,6 +11,9 @@ class BadInputError(Exception):
         self.problem = problem
         super().__init__(f"{source}: {problem}")
 
+    def __reduce__(self):  # raised in a worker process, it reaches the driver whole
+        return type(self), (self.source, self.problem)
+
 
 class UsageError(Exception):
     """A command-line parameter is invalid; the message names the parameter."""

@@ -247,7 +247,6 @@ def run(
             event_log_dir=event_log_dir,
             spark_conf=spark_conf,
             partitions=partitions,
-            urls=urls,
         )
     else:
         total, info = Partial[DimuonResult](), {}

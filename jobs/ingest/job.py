@@ -322,7 +322,6 @@ def run(
                 event_log_dir=event_log_dir,
                 spark_conf=spark_conf,
                 partitions=partitions,
-                urls=[url for urls in files.values() for url in urls],
             )
             if p.items
             else (Partial[ChunkOut](), {"engine": "none"})

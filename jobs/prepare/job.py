@@ -148,7 +148,7 @@ def run(
     if shuffle_partitions:
         conf.setdefault("spark.sql.shuffle.partitions", str(shuffle_partitions))
     todo = [f for f in files if f.rows]
-    where = dict(spark=spark, master=master, event_log_dir=event_log_dir, spark_conf=conf, urls=[input_url])
+    where = dict(spark=spark, master=master, event_log_dir=event_log_dir, spark_conf=conf)
     with open_executor(engine, "colliderflow-prepare", **where) as executor:
         plan = Plan(seed, test_fraction, thresholds(executor, files, counts, seed))
         fitted = _fit(executor, todo, plan, particle_scaling, scaler_fit)

@@ -223,7 +223,6 @@ def run(
             master=master,
             event_log_dir=event_log_dir,
             spark_conf=spark_conf,
-            urls=[input_url],
         )
         if total.bad:
             url = sorted(total.bad)[0]

@@ -3,10 +3,16 @@ rows where Spark's does, and a worker's crash named by its task."""
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import operator
 import os
 import signal
+import subprocess
+import sys
+import textwrap
+import threading
+import time
 
 import numpy as np
 import pyarrow as pa
@@ -19,8 +25,9 @@ from jobs.core.engine import (
     local_cores,
     spark_hash_partition,
 )
-from jobs.core.errors import InfrastructureError, UsageError
+from jobs.core.errors import BadInputError, InfrastructureError, UsageError
 from jobs.core.rootio import Chunk
+from tests.conftest import ROOT
 
 
 @pytest.mark.parametrize(
@@ -53,6 +60,60 @@ def test_pool_folds_in_item_order_in_worker_processes():
     assert squares == [x * x for x in range(40)]
     assert os.getpid() not in pids and 1 <= len(pids) <= 2
     assert ProcessExecutor(4).map_reduce([3], functools.partial(operator.mul, 2), operator.add) == 6
+
+
+HELD = threading.Lock()  # held by a driver thread in the test below
+
+
+def _square_under_the_lock(x: int) -> int:
+    with HELD:
+        return x * x
+
+
+def test_workers_do_not_inherit_a_lock_a_driver_thread_holds():
+    """A driver has threads (a store's client, Arrow's pools, a test runner's); a worker forked from it
+    while one of them holds a lock would wait on that lock forever. Workers start from a fresh server
+    process instead, so a driver thread holding a lock the tasks take all the time delays nothing."""
+    driver = textwrap.dedent("""
+        import operator, threading, time
+        from jobs.core.engine import ProcessExecutor
+        from tests.core import test_engine
+        holding = threading.Event()
+        def hold():
+            with test_engine.HELD:
+                holding.set()
+                time.sleep(600)
+        threading.Thread(target=hold, daemon=True).start()
+        holding.wait()
+        print(ProcessExecutor(2).map_reduce(list(range(8)), test_engine._square_under_the_lock, operator.add))
+    """)
+    run = subprocess.Popen([sys.executable, "-c", driver], cwd=ROOT, stdout=subprocess.PIPE,
+                           stderr=subprocess.PIPE, text=True, start_new_session=True)  # fmt: skip
+    try:
+        out, err = run.communicate(timeout=120)
+    finally:  # a stuck worker too
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(run.pid, signal.SIGKILL)
+    assert run.returncode == 0, err[-2000:]
+    assert out.split() == [str(sum(x * x for x in range(8)))]
+
+
+def _bad_first_then_slow(item: tuple[int, str]) -> int:
+    index, done = item
+    if index == 0:
+        raise BadInputError(f"item {index}", "not a ROOT file")
+    time.sleep(0.1)
+    open(os.path.join(done, str(index)), "w").close()
+    return 1
+
+
+def test_a_bad_input_in_a_worker_ends_the_round_at_once(tmp_path):
+    """A worker's BadInputError reaches the driver whole (its file and problem) and fails the stage at
+    once: the tasks not yet started are dropped, not run first."""
+    items = [(i, str(tmp_path)) for i in range(60)]
+    with pytest.raises(BadInputError, match="item 0: not a ROOT file"):
+        ProcessExecutor(2).map_reduce(items, _bad_first_then_slow, operator.add)
+    assert len(os.listdir(tmp_path)) < 10
 
 
 def test_spark_hash_partition_is_sparks(spark):

@@ -114,24 +114,26 @@ def parts(out: str) -> dict[str, pa.Table]:
 def test_worker_processes_write_what_spark_writes(runs, ingested, tmp_path, monkeypatch):
     """The engine seam: undersampling (two map/reduce rounds), the fit and the shuffle on worker
     processes give the same files, rows in the same order and the same summary as on Spark; the
-    tasks of every round reach the event log; each input file is decoded once (the fit round's kept
-    events wait on this machine for the transform round), not twice as on Spark."""
-    from jobs.prepare import tasks
+    tasks of every round reach the event log; the input is read by the undersampling and fit rounds
+    only (the fit round's kept events wait on this machine for the transform round), not again as on
+    Spark: here the input folder is moved away as soon as the fit round ends."""
+    from jobs.core.engine import ProcessExecutor
 
-    out, logs, reads = str(tmp_path / "processes"), tmp_path / "events", tmp_path / "reads"
-    decided = tasks._decided_batches
+    out, logs, away = str(tmp_path / "processes"), tmp_path / "events", f"{ingested}-away"
+    rounds_run = ProcessExecutor._run
 
-    def counted(f, plan):  # the forked workers inherit it and append to one file
-        with open(reads, "a") as log:
-            log.write(f.url + "\n")
-        return decided(f, plan)
+    def then_hide_input(self, items, fn, name):
+        done = rounds_run(self, items, fn, name)
+        if name == "fit":
+            os.rename(ingested, away)
+        return done
 
-    monkeypatch.setattr(tasks, "_decided_batches", counted)
-    metrics = prepare.run(
-        ingested, out, engine="processes", master="local[2]", shuffle_partitions=2, event_log_dir=str(logs)
-    )
-    read = reads.read_text().splitlines()
-    assert sorted(read) == sorted(set(read)) and len(read) == len(glob.glob(f"{ingested}/*/*.parquet"))
+    monkeypatch.setattr(ProcessExecutor, "_run", then_hide_input)
+    try:
+        where = {"engine": "processes", "master": "local[2]", "event_log_dir": str(logs)}
+        metrics = prepare.run(ingested, out, shuffle_partitions=2, **where)
+    finally:
+        os.rename(away, ingested)
     assert metrics["spark"]["engine"] == "processes" and metrics["spark"]["workers"] == 2
     mine, theirs = parts(out), parts(runs["a"])
     assert sorted(mine) == sorted(theirs) and len(mine) > 4
