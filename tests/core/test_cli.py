@@ -186,7 +186,7 @@ def _commit_many(args) -> list[str]:
 
 def test_a_lost_commit_race_is_one_clear_line(tmp_path):
     url = str(tmp_path / "shared-output")
-    ctx = multiprocessing.get_context("fork")
+    ctx = multiprocessing.get_context("forkserver")  # not forked from this multi-threaded test process
     n, rounds = 4, 40
     with ctx.Manager() as manager:
         barrier = manager.Barrier(n)
