@@ -27,6 +27,7 @@ import os
 import pickle
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor
@@ -113,12 +114,12 @@ def spark_hash_partition(keys: np.ndarray, parts: int) -> np.ndarray:
 
 
 class ProcessExecutor:
-    """Tasks in `workers` processes on this machine. Workers fork from a server process that Python
-    starts fresh once per driver (multiprocessing's forkserver, Python 3.14's default), never from the
-    driver itself: a driver has threads (a store's client, Arrow's and BLAS's pools, a test runner's),
-    and a worker forked while one of them held a lock waits on it forever. A worker that dies (a
-    crash, the kernel's OOM killer) fails the stage with one line naming the task's input: an
-    infrastructure fault (exit 1, retried), nothing committed."""
+    """Tasks in `workers` processes on this machine. Workers fork from the driver while it runs no
+    Python thread but its main one (they start at once, its imports already done); otherwise from a
+    server process Python starts fresh (multiprocessing's forkserver): a worker forked while another
+    thread held a lock (a store client's event loop, a test's server) would wait on it forever. A
+    worker that dies (a crash, the kernel's OOM killer) fails the stage with one line naming the
+    task's input: an infrastructure fault (exit 1, retried), nothing committed."""
 
     name = "processes"
 
@@ -188,9 +189,12 @@ class ProcessExecutor:
 
 
 def _worker_context() -> multiprocessing.context.BaseContext:
-    """The forkserver context. Its server (started on first use, one per driver process) imports what
-    the driver has imported of this project and the driver's main module, so that the workers of
-    every round start in milliseconds instead of each importing the stage again."""
+    """Fork while the driver has no other Python thread (its native pools, BLAS's, Arrow's and the
+    allocator's, reset themselves in a forked child); else the forkserver, whose server (started on
+    first use, one per driver process) imports what the driver has imported of this project and the
+    driver's main module, so that the workers of every round start in milliseconds."""
+    if threading.active_count() == 1:
+        return multiprocessing.get_context("fork")
     context = multiprocessing.get_context("forkserver")
     main = getattr(sys.modules["__main__"].__spec__, "name", None)
     names = {m for m in sys.modules if m.startswith(("jobs.", "bench.")) and not m.endswith(".__main__")}

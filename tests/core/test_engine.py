@@ -63,6 +63,39 @@ def test_pool_folds_in_item_order_in_worker_processes():
 
 
 HELD = threading.Lock()  # held by a driver thread in the test below
+SEEN = "imported"  # what a worker sees: the driver's value when forked from it
+
+
+def _seen(_: int) -> list[str]:
+    return [SEEN]
+
+
+def _driver(script: str) -> str:
+    """Run `script` as a stage driver would run (its own process); its stdout."""
+    run = subprocess.Popen([sys.executable, "-c", textwrap.dedent(script)], cwd=ROOT, stdout=subprocess.PIPE,
+                           stderr=subprocess.PIPE, text=True, start_new_session=True)  # fmt: skip
+    try:
+        out, err = run.communicate(timeout=120)
+    finally:  # a stuck worker too
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(run.pid, signal.SIGKILL)
+    assert run.returncode == 0, err[-2000:]
+    return out
+
+
+def test_workers_fork_from_a_driver_with_one_thread_else_from_a_fresh_server():
+    """The usual stage driver (local files, one thread) forks its workers: they start at once with
+    its imports and state; a driver running another thread has them start from a fresh server."""
+    out = _driver("""
+        import operator, threading
+        from jobs.core.engine import ProcessExecutor
+        from tests.core import test_engine
+        test_engine.SEEN = "set by the driver"
+        print(ProcessExecutor(2).map_reduce([1, 2], test_engine._seen, operator.add))
+        threading.Thread(target=threading.Event().wait, daemon=True).start()
+        print(ProcessExecutor(2).map_reduce([1, 2], test_engine._seen, operator.add))
+    """)
+    assert out.splitlines() == [str(["set by the driver"] * 2), str(["imported"] * 2)]
 
 
 def _square_under_the_lock(x: int) -> int:
@@ -71,10 +104,10 @@ def _square_under_the_lock(x: int) -> int:
 
 
 def test_workers_do_not_inherit_a_lock_a_driver_thread_holds():
-    """A driver has threads (a store's client, Arrow's pools, a test runner's); a worker forked from it
-    while one of them holds a lock would wait on that lock forever. Workers start from a fresh server
-    process instead, so a driver thread holding a lock the tasks take all the time delays nothing."""
-    driver = textwrap.dedent("""
+    """A driver may run threads (a store client's event loop, a test's server); a worker forked from
+    it while one of them holds a lock would wait on that lock forever. Such a driver's workers start
+    from a fresh server process instead, so a thread holding a lock the tasks take delays nothing."""
+    out = _driver("""
         import operator, threading, time
         from jobs.core.engine import ProcessExecutor
         from tests.core import test_engine
@@ -87,14 +120,6 @@ def test_workers_do_not_inherit_a_lock_a_driver_thread_holds():
         holding.wait()
         print(ProcessExecutor(2).map_reduce(list(range(8)), test_engine._square_under_the_lock, operator.add))
     """)
-    run = subprocess.Popen([sys.executable, "-c", driver], cwd=ROOT, stdout=subprocess.PIPE,
-                           stderr=subprocess.PIPE, text=True, start_new_session=True)  # fmt: skip
-    try:
-        out, err = run.communicate(timeout=120)
-    finally:  # a stuck worker too
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(run.pid, signal.SIGKILL)
-    assert run.returncode == 0, err[-2000:]
     assert out.split() == [str(sum(x * x for x in range(8)))]
 
 
