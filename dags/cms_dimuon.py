@@ -14,6 +14,7 @@ from colliderflow.inputs import check_inputs
 from colliderflow.params import (
     common_params,
     engine_args,
+    location_schema,
     optional_string,
     param,
     spark_args,
@@ -33,10 +34,9 @@ with DAG(
         "input": param(
             f"{data_root()}/samples/nanoaod/*.root",
             "Input files",
-            "ROOT files: paths, globs, directories or s3:// / oci:// URLs, space-separated",
+            "ROOT files: paths, globs, directories or s3:// / oci:// / root:// URLs, space-separated",
             "Input",
-            type="string",
-            minLength=1,
+            **location_schema(several=True),
         ),
         "schema": param(
             "auto",

@@ -15,7 +15,14 @@ from colliderflow.collect import collect_metrics
 from colliderflow.dag_docs import attach_docs
 from colliderflow.dagkit import RUN_DIR, data_root, nightly, results_group, task_group
 from colliderflow.inputs import check_inputs
-from colliderflow.params import common_params, engine_args, param, spark_args, spark_resources
+from colliderflow.params import (
+    common_params,
+    engine_args,
+    location_schema,
+    param,
+    spark_args,
+    spark_resources,
+)
 from colliderflow.quality import quality_gate
 from colliderflow.stages import Resources, Stage, flag, option
 from jobs.dltrigger_schema import CLASS_TITLES, CLASSES, SAMPLES
@@ -49,10 +56,9 @@ with DAG(
             f"input_{name}": param(
                 f"{data_root()}/samples/delphes/{SAMPLES[name]}",
                 f"{title} input",
-                f"{SAMPLES[name]}: ROOT files, a glob or a directory (a path, s3:// or oci:// URL)",
+                f"{SAMPLES[name]}: ROOT files, a glob or a directory (a path, s3://, oci:// or root:// URL)",
                 "Input",
-                type="string",
-                minLength=1,
+                **location_schema(several=True),
             )
             for name, title in zip(CLASSES, CLASS_TITLES, strict=True)
         },

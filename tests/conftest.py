@@ -5,6 +5,7 @@ endpoint (moto's server on loopback) with a fresh bucket per test."""
 from __future__ import annotations
 
 import atexit
+import json
 import logging
 import os
 import pathlib
@@ -36,6 +37,16 @@ os.environ.pop("TF_CPP_MIN_LOG_LEVEL", None)
 # py4j logs from __del__ at interpreter exit, after pytest has closed the captured stream
 logging.getLogger("py4j").setLevel(logging.WARNING)
 os.environ.setdefault("COLLIDERFLOW_SPARK_DRIVER_MEMORY", "2g")
+
+
+@pytest.fixture(scope="session", autouse=True)
+def allowed_roots(tmp_path_factory) -> list[str]:
+    """The tests' allowed data roots, as an operator would name them (colliderflow.data_roots): every
+    temporary directory of this session and the scratch directory, before any fixture builds an
+    Airflow environment from os.environ."""
+    roots = [str(tmp_path_factory.getbasetemp()), SCRATCH]
+    os.environ["COLLIDERFLOW_ALLOWED_ROOTS"] = json.dumps(roots)
+    return roots
 
 
 @pytest.fixture(scope="session")

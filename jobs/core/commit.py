@@ -12,7 +12,6 @@ import errno
 import json
 import logging
 import os
-import posixpath
 import shutil
 import socket
 import sys
@@ -26,6 +25,7 @@ import fsspec
 
 from jobs.core.errors import BadInputError, UsageError
 from jobs.core.listing import GLOB_CHARS
+from jobs.core.locations import NotALocation, resolved
 from jobs.core.storage import COMMITTING_MARKER, SUCCESS_MARKER, filesystem, is_local, write_json
 from jobs.core.store_probe import probe_store
 
@@ -105,13 +105,15 @@ def relation(output: str, source: str) -> str:
 
 
 def _location(url: str) -> tuple[str, str]:
-    """(store, normalised path) of a URL or path: a local path with its symlinks and `..` resolved, a
-    URL's path normalised; a glob stands for the folder where its pattern starts."""
-    if is_local(url):
-        path = _before_glob(url.removeprefix("file://"), os.sep)
-        return "file", os.path.realpath(path or ".")
-    protocol, _, rest = url.partition("://")
-    return protocol.lower(), posixpath.normpath("/" + _before_glob(rest, "/")).rstrip("/") or "/"
+    """(store, normalised path) of a URL or path, as jobs.core.locations resolves it for every check
+    and write (`~`, `file://`, `..` and symlinks); a glob stands for the folder where its pattern
+    starts."""
+    base = _before_glob(url, "/") or "."
+    try:
+        where = resolved(base)
+    except NotALocation as exc:
+        raise BadInputError(url, str(exc)) from None
+    return where.store, where.path
 
 
 def _before_glob(path: str, sep: str) -> str:

@@ -15,6 +15,7 @@ from typing import Any
 import fsspec
 
 from jobs.core.errors import BadInputError, UsageError, first_line
+from jobs.core.locations import LOCAL_PROTOCOLS, SUPPORTED_PROTOCOLS, protocol
 
 SUCCESS_MARKER = "_SUCCESS"
 COMMITTING_MARKER = "_COMMITTING"
@@ -103,10 +104,10 @@ def check_protocol(url: str, source: str | None = None) -> None:
     load here (its package is not installed): found before any work, not as a traceback from the
     first listing."""
     protocol = url_protocol(url)
-    if protocol == "file":
+    if protocol in LOCAL_PROTOCOLS:
         return
-    if protocol not in fsspec.available_protocols():
-        raise BadInputError(source or url, f"unknown storage protocol {protocol}://; {STORES_HINT}")
+    if protocol not in SUPPORTED_PROTOCOLS:
+        raise BadInputError(source or url, f"storage protocol {protocol}:// is not supported; {STORES_HINT}")
     try:
         fsspec.get_filesystem_class(protocol)
     except ImportError as exc:
@@ -128,11 +129,12 @@ def filesystem(url: str) -> tuple[fsspec.AbstractFileSystem, str]:
 
 
 def is_local(url: str) -> bool:
-    return "://" not in url or url.startswith("file://")
+    return protocol(url) in LOCAL_PROTOCOLS
 
 
 def url_protocol(url: str) -> str:
-    return url.split("://", 1)[0] if "://" in url else "file"
+    """The protocol fsspec would open `url` with (jobs.core.locations.protocol)."""
+    return protocol(url)
 
 
 def write_json(path: str, obj: Any) -> None:

@@ -121,7 +121,7 @@ def main(argv: list[str] | None = None) -> int:
                     f"  ROC curves         : {run}/evaluation/",
                     f"  dl_trigger report  : {run}/report/report.html",
                 ]
-        except DemoFailed as exc:
+        except (DemoFailed, environment.PrepareFailed) as exc:
             say(f"[demo] {exc}")
             return 1
     say("\n[demo] outputs:\n" + "\n".join(lines))

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -78,15 +79,36 @@ def airflow(env: dict[str, str], *args: str, check: bool = True, **kwargs) -> su
     return subprocess.run([airflow_exe(), *args], env=env, check=check, **kwargs)
 
 
+EXCEPTION_LINE = re.compile(r"^[A-Za-z_][\w.]*(Error|Exception|Exit)\b.*:")
+
+
+class PrepareFailed(Exception):
+    """The metadata DB or the pools could not be set up: one line naming the command and its cause."""
+
+
 def prepare(env: dict[str, str], log: IO | None = None) -> None:
     """Create or upgrade the metadata DB and the pools, and release asset activations that would block
     the DAGs (colliderflow.asset_activation says why); idempotent, output into `log` if given."""
     from colliderflow.asset_activation import release_asset_activations
 
-    out = {"stdout": log or subprocess.DEVNULL, **({"stderr": log} if log else {})}
-    airflow(env, "db", "migrate", **out)
+    _step(env, log, "db", "migrate")
     for name, (slots, description) in POOLS.items():
-        airflow(env, "pools", "set", name, str(slots), description, **out)
+        _step(env, log, "pools", "set", name, str(slots), description)
     released = release_asset_activations(env)
     if log:
         print(f"[colliderflow] asset activations released for the next parse: {released}", file=log)
+
+
+def _step(env: dict[str, str], log: IO | None, *args: str) -> None:
+    """One `airflow` CLI call; its failure as PrepareFailed with the last line it wrote (a missing or
+    unwritable database says so there), its output in `log`."""
+    done = airflow(
+        env, *args, check=False, stdout=log or subprocess.DEVNULL, stderr=subprocess.PIPE, text=True
+    )
+    if log and done.stderr:
+        log.write(done.stderr)
+    if done.returncode != 0:
+        lines = [line.strip() for line in done.stderr.splitlines() if line.strip()]
+        errors = [line for line in lines if EXCEPTION_LINE.match(line)]  # a traceback's last exception
+        cause = (errors or lines or ["no output"])[-1][:300]
+        raise PrepareFailed(f"`airflow {' '.join(args[:2])}` failed (exit {done.returncode}): {cause}")

@@ -50,10 +50,24 @@ def run_type() -> str:
     return str(getattr(kind, "value", kind))
 
 
+def outside_roots(inputs: dict[str, str], output_root: str) -> list[str]:
+    """One line per Param value that leaves the allowed data roots (colliderflow.data_roots): the
+    output root and each space-separated input path or URL."""
+    from colliderflow.data_roots import allowed_roots, refusal
+
+    roots = allowed_roots()
+    values = [("output_root", output_root)] + [(k, word) for k, v in inputs.items() for word in v.split()]
+    return [line for param, value in values if (line := refusal(param, value, roots))]
+
+
 def inputs_present(inputs: dict[str, str], generated: str = "False", output_root: str = "") -> bool:
-    """ShortCircuit condition: True when the stages may start. `generated` ("True") means the run makes
-    its own sample (dl_trigger's demo mode), so there is nothing to look for. On Kubernetes a run root
-    the pods cannot share fails the run here, before any stage starts."""
+    """ShortCircuit condition: True when the stages may start. First, every path the run names must lie
+    inside the allowed data roots (a refusal fails the run, never retried). `generated` ("True") means
+    the run makes its own sample (dl_trigger's demo mode), so there is nothing to look for. On
+    Kubernetes a run root the pods cannot share fails the run here, before any stage starts."""
+    refused = outside_roots({} if generated == "True" else inputs, output_root)
+    if refused:
+        raise AirflowFailException("; ".join(refused))
     if configured_backend() == "kubernetes":
         from colliderflow.backends.kubernetes.config import KubernetesConfig
 

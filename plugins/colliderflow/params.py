@@ -14,6 +14,7 @@ from colliderflow.backends import configured_backend
 from colliderflow.dagkit import data_root
 from colliderflow.stages import Resources
 from jobs.core.cli import ENGINES
+from jobs.core.locations import SUPPORTED_PROTOCOLS
 
 # The form's sections, in the order a run is described: what it reads, the physics choices, the
 # classifier's training, where it computes, where it writes.
@@ -22,6 +23,12 @@ SECTIONS = ("Input", "Physics", "Training", "Quality", "Spark", "Kubernetes", "O
 SPARK_MASTER_PATTERN = r"^(local(\[(\*|[1-9][0-9]*)\])?|spark://\S+|k8s://\S+|yarn)$"
 SUBSET_PATTERN = r"^(auto|all|[0-9]+/[1-9][0-9]*)$"
 MEMORY_PATTERN = r"^[1-9][0-9]*[mg]$"
+# A path, or a URL of a store the project opens: the form and the REST API refuse http(s)://, ftp://,
+# data: and `::` chains at trigger time (the first task checks the allowed roots: colliderflow.data_roots)
+_STORES = "|".join(SUPPORTED_PROTOCOLS)
+_LOCATION = rf"(?!\S*::)(?:(?:{_STORES})://\S+|(?![A-Za-z][A-Za-z0-9+.-]*:)\S+)"
+LOCATION_PATTERN = rf"^{_LOCATION}$"
+LOCATIONS_PATTERN = rf"^\s*{_LOCATION}(?:\s+{_LOCATION})*\s*$"
 # On Kubernetes every Spark stage runs under the cluster's own master (the backend sets it).
 IN_CLUSTER = "k8s://https://kubernetes.default.svc:443"
 
@@ -71,11 +78,22 @@ def common_params(backend: str | None = None) -> dict[str, Param]:
         "output_root": param(
             f"{data_root()}/runs",
             "Output root",
-            "each run writes under <output_root>/<dag id>/<run id>/ (a path, s3:// or oci:// URL)",
+            "each run writes under <output_root>/<dag id>/<run id>/ (a path, s3:// or oci:// URL "
+            "inside the deployment's data roots)",
             "Output",
-            type="string",
-            minLength=1,
+            **location_schema(),
         ),
+    }
+
+
+def location_schema(several: bool = False) -> dict[str, Any]:
+    """The JSON schema of a path Param: one path or URL (`several`: space-separated ones) of a
+    supported store."""
+    return {
+        "type": "string",
+        "minLength": 1,
+        "maxLength": 4000 if several else 1000,
+        "pattern": LOCATIONS_PATTERN if several else LOCATION_PATTERN,
     }
 
 

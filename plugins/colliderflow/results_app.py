@@ -6,7 +6,15 @@ Security: Airflow does not authenticate a plugin's routes. Every route here depe
 `requires_access_dag("GET", DagAccessEntity.RUN)`, the check Airflow's own DAG-run API uses: the caller's
 UI session (the JWT cookie) or bearer token must belong to a user who may read that DAG's runs;
 anyone else gets 401/403. Files are served only from the run directory of an existing run of that DAG,
-by relative paths that cannot leave it (colliderflow.run_files)."""
+by relative paths that cannot leave it (colliderflow.run_files), and only when that directory lies
+inside the allowed data roots (colliderflow.data_roots; else 403 before any I/O on it): a run's conf
+never makes the API server fetch an address of its choosing.
+
+What a run directory holds was written by jobs a run's conf steered, so no served file may script
+Airflow's origin (where the viewer's token cookie lives): each carries `Content-Security-Policy:
+sandbox` (an opaque origin, no scripts) and `nosniff`; HTML (the run report, which needs no script)
+is shown sandboxed, anything but images and plain text is a download. Our own pages allow no script
+either. Error bodies name files relative to the run directory, never a server path."""
 
 from __future__ import annotations
 
@@ -20,7 +28,7 @@ from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from jinja2 import Environment, FileSystemLoader
 from markupsafe import Markup
 
-from colliderflow import run_files, trends
+from colliderflow import data_roots, run_files, trends
 from colliderflow.assets import output_figures
 from colliderflow.run_files import NotFound, Refused
 
@@ -40,11 +48,38 @@ def _can_read_runs():
     return Depends(requires_access_dag("GET", DagAccessEntity.RUN))
 
 
+# every response of ours: no script, no plugin, nothing loaded from elsewhere, no form posted
+CONTENT_POLICY = (
+    "default-src 'none'; img-src 'self' data:; style-src 'unsafe-inline'; base-uri 'none'; form-action 'none'"
+)
+# our pages: framed by Airflow's UI only
+PAGE_POLICY = f"{CONTENT_POLICY}; frame-ancestors 'self'"
+# every file of a run directory: an opaque origin besides (no cookie, no API call as the viewer)
+FILE_POLICY = f"sandbox; {CONTENT_POLICY}"
+# shown in the tab (sandboxed); every other type is served as a download
+INLINE_TYPES = ("text/html", "text/plain", "text/csv", "application/json", "image/png", "image/jpeg",
+                "image/gif", "image/webp", "application/pdf")  # fmt: skip
+
+
 def _run(dag_id: str, run_id: str) -> run_files.Run:
+    """The run, if its directory may be opened: 404 for no such run, 403 (before any I/O on it) for a
+    directory outside the allowed data roots."""
     try:
-        return run_files.the_run(dag_id, run_id)
+        run = run_files.the_run(dag_id, run_id)
     except NotFound as exc:
         raise HTTPException(404, str(exc)) from None
+    if data_roots.outside_roots(run.directory):
+        raise HTTPException(403, f"run {run_id!r} lies outside the allowed data roots: none of it is served")
+    return run
+
+
+def _file_response(path: str, data: bytes) -> Response:
+    kind = mimetypes.guess_type(path)[0] or "application/octet-stream"
+    headers = {"Content-Security-Policy": FILE_POLICY, "X-Content-Type-Options": "nosniff"}
+    if kind not in INLINE_TYPES:
+        name = path.rsplit("/", 1)[-1].encode("ascii", "replace").decode().replace('"', "_")
+        headers["Content-Disposition"] = f'attachment; filename="{name}"'
+    return Response(data, media_type=kind, headers=headers)
 
 
 def _fmt(value: Any) -> str:
@@ -62,6 +97,13 @@ def _figures(run: run_files.Run, folder: str) -> dict[str, str]:
 def create_app() -> FastAPI:
     app = FastAPI(title="colliderflow results", dependencies=[_can_read_runs()])
 
+    @app.middleware("http")
+    async def no_script(request, call_next):  # noqa: ANN001, ANN202 - Starlette's middleware signature
+        response = await call_next(request)
+        response.headers.setdefault("Content-Security-Policy", PAGE_POLICY)
+        response.headers.setdefault("X-Content-Type-Options", "nosniff")
+        return response
+
     @app.get("/runs/{dag_id}/{run_id}/report")
     def report(dag_id: str, run_id: str) -> Response:
         _run(dag_id, run_id)
@@ -76,8 +118,7 @@ def create_app() -> FastAPI:
             raise HTTPException(403, str(exc)) from None
         except NotFound as exc:
             raise HTTPException(404, f"{exc} (the stage may not have written it yet)") from None
-        kind = mimetypes.guess_type(path)[0] or "application/octet-stream"
-        return Response(data, media_type=kind, headers={"X-Content-Type-Options": "nosniff"})
+        return _file_response(path, data)
 
     @app.get("/runs/{dag_id}/{run_id}/tasks/{task_id}", response_class=HTMLResponse)
     def stage(dag_id: str, run_id: str, task_id: str) -> str:
@@ -91,7 +132,9 @@ def create_app() -> FastAPI:
 
     @app.get("/trends/{dag_id}", response_class=HTMLResponse)
     def trend(dag_id: str) -> str:
-        rows = trends.trend_rows(dag_id, run_files.find_runs(dag_id))
+        roots = data_roots.allowed_roots()
+        runs = [r for r in run_files.find_runs(dag_id) if not data_roots.outside_roots(r.directory, roots)]
+        rows = trends.trend_rows(dag_id, runs)
         pngs = [
             png for panel in trends.PANELS.get(dag_id, []) if (png := trends.plot_png(dag_id, rows, panel))
         ]

@@ -93,7 +93,7 @@ def open_file(directory: str, path: str) -> bytes:
         if not real.startswith(root + os.sep):
             raise Refused(f"{path!r} leads out of the run directory")
     if not fs.isfile(where):
-        raise NotFound(f"no file {path!r} in {directory}")
+        raise NotFound(f"no file {path!r} in the run directory")
     if fs.size(where) > MAX_FILE_BYTES:
         raise Refused(f"{path!r} is larger than {MAX_FILE_BYTES >> 20} MB: open it from the store")
     return fs.cat_file(where)

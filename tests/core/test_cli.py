@@ -273,17 +273,27 @@ def test_event_log_dir_must_be_able_to_become_a_directory(not_a_dir, tmp_path):
         check_event_log_dir(str(not_a_dir))
     with pytest.raises(BadInputError, match=f"{not_a_dir} is a file, not a directory$"):
         check_event_log_dir(str(not_a_dir / "events"))
-    with pytest.raises(BadInputError, match="unknown storage protocol foo://"):
+    with pytest.raises(BadInputError, match="storage protocol foo:// is not supported"):
         check_event_log_dir("foo://bucket/events")
 
 
-def test_unknown_storage_protocols_are_refused_naming_the_option(tmp_path):
-    for url in ("foo://x/y", "bogus://"):
-        with pytest.raises(BadInputError) as err:
-            storage.filesystem(url)
-        assert str(err.value) == f"{url}: unknown storage protocol {url.split(':')[0]}://; {STORES_HINT}"
-        with pytest.raises(BadInputError, match=rf"^--input {url}: unknown storage protocol"):
-            storage.check_protocol(url, f"--input {url}")
+@pytest.mark.parametrize(
+    ("url", "kind"),
+    [("foo://x/y", "foo"), ("bogus://", "bogus"), ("http://127.0.0.1:9/x", "http"), ("HTTPS://h/x", "https"),
+     ("ftp://h/x", "ftp"), ("data:text/html,<script>", "data"), ("memory://x", "memory"),
+     ("simplecache::http://h/x", "simplecache::"), ("file:///tmp/x::http://h/y", "file::")],
+)  # fmt: skip
+def test_unsupported_storage_protocols_are_refused_naming_the_option(url, kind):
+    """Only the project's stores are ever opened: fsspec would fetch http(s), ftp and data: URLs (and
+    `::` chains of them) as readily as s3://."""
+    with pytest.raises(BadInputError) as err:
+        storage.filesystem(url)
+    assert str(err.value) == f"{url}: storage protocol {kind}:// is not supported; {STORES_HINT}"
+    with pytest.raises(BadInputError, match=rf"^--input {re.escape(url)}: storage protocol"):
+        storage.check_protocol(url, f"--input {url}")
+
+
+def test_the_project_stores_are_accepted(tmp_path):
     for url in (str(tmp_path), f"file://{tmp_path}", "s3://bucket/key", "root://host//path"):
         storage.check_protocol(url, f"--input {url}")
 

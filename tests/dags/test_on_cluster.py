@@ -19,6 +19,7 @@ import pytest
 import uproot
 
 from bench.fixtures.cluster import isolated, isolated_env
+from colliderflow.data_roots import ENV as ALLOWED_ROOTS_ENV
 from jobs.core import storage
 from jobs.dltrigger_schema import ENTRY_COLUMN, SOURCE_FILE_COLUMN
 from tests.conftest import ROOT, SECRET
@@ -31,6 +32,8 @@ pytestmark = [pytest.mark.slow, pytest.mark.timeout(3000)]
 def dags_test_on_cluster(airflow_env: dict, s3_env: dict, dag_id: str, conf: dict, timeout: int = 1800):
     """`airflow dags test` in its own namespace; only the Airflow home stays visible (its SQLite DB)."""
     env = isolated_env({**airflow_env, **s3_env}, keep=[airflow_env["AIRFLOW_HOME"]])
+    bucket = conf["output_root"].split("/")[2]  # the test's bucket: an operator's allowed root
+    env[ALLOWED_ROOTS_ENV] = json.dumps([*json.loads(env[ALLOWED_ROOTS_ENV]), f"s3://{bucket}"])
     cmd = isolated([os.path.join(os.path.dirname(sys.executable), "airflow"), "dags", "test", dag_id])
     cmd += ["-c", json.dumps(conf)]
     return subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=timeout)

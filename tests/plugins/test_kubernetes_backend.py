@@ -485,7 +485,8 @@ def test_kubernetes_refuses_a_run_root_the_pods_cannot_share(monkeypatch):
     assert "not below the shared volume" in shared.run_root_problem("/workspace/runs")
     # the first task of every DAG says it before any stage starts, without retries
     monkeypatch.setenv("COLLIDERFLOW_BACKEND", "kubernetes")
-    with pytest.raises(AirflowFailException, match="output_root='/opt/airflow/out/demo/runs'"):
+    monkeypatch.setenv("COLLIDERFLOW_ALLOWED_ROOTS", "/opt/airflow/out, s3://physics")
+    with pytest.raises(AirflowFailException, match="output_root='/opt/airflow/out/demo/runs' is a local"):
         inputs_present({"input": "s3://physics/in/*.root"}, output_root="/opt/airflow/out/demo/runs")
     assert inputs_present({"input": "s3://physics/in/*.root"}, output_root="s3://physics/cf/runs") is True
 
