@@ -65,9 +65,7 @@ def check_port(port: int) -> None:
         try:
             probe.bind(("0.0.0.0", port))  # where the api-server listens
         except OSError as exc:
-            raise StartFailed(
-                f"port {port} is in use ({exc.strerror}): stop what holds it or choose --port"
-            ) from None
+            raise StartFailed(f"port {port} is in use ({exc.strerror}): free it or choose --port") from None
 
 
 def run(env: dict[str, str], port: int) -> int:

@@ -8,7 +8,10 @@ in a browser, is tests/ui/test_trigger_form.py.)"""
 from __future__ import annotations
 
 import importlib.util
+import os
+import shutil
 import sys
+import tempfile
 from types import SimpleNamespace
 
 import pendulum
@@ -102,3 +105,22 @@ def test_manual_run_without_input_fails_naming_the_param(airflow_env, tmp_path):
     assert proc.returncode != 0
     assert f"input: {missing}: the glob matches no file" in out, out[-3000:]
     assert not runs.exists(), "a stage ran without input"
+
+
+def test_a_run_outside_the_allowed_data_roots_is_refused_at_the_first_task(airflow_env, tmp_path):
+    """A conf that the Params' schema allows (absolute local paths) but that leaves the deployment's
+    data roots: `check_inputs` fails the run in one line naming each Param and the roots, never retried,
+    before any stage or any write."""
+    elsewhere = tempfile.mkdtemp(prefix="cf-outside-the-roots-", dir="/var/tmp")
+    try:
+        conf = {"input": "/etc/*.root", "output_root": f"{elsewhere}/runs"}
+        proc = dags_test(airflow_env, "cms_dimuon", conf, timeout=300)
+        out = proc.stdout + proc.stderr
+        assert proc.returncode != 0
+        line = next(line for line in out.splitlines() if "outside the allowed data roots" in line)
+        assert f"output_root='{elsewhere}/runs': outside the allowed data roots (" in line, line
+        assert "input='/etc/*.root': outside the allowed data roots (" in line, line
+        assert "COLLIDERFLOW_ALLOWED_ROOTS" in line
+        assert os.listdir(elsewhere) == [], "a stage wrote outside the roots"
+    finally:
+        shutil.rmtree(elsewhere, ignore_errors=True)

@@ -297,9 +297,25 @@ def test_storage_variables_are_the_ones_the_jobs_read():
     config = by_kind(render("colliderflow"), "ConfigMap")["colliderflow-storage"]["data"]
     source = (ROOT / "jobs/core/storage.py").read_text()
     for key in config:
-        if key.startswith("COLLIDERFLOW_") and key != "COLLIDERFLOW_STORAGE_ROOT":
+        if key.startswith("COLLIDERFLOW_") and key not in (
+            "COLLIDERFLOW_STORAGE_ROOT",
+            "COLLIDERFLOW_ALLOWED_ROOTS",
+        ):
             assert key in source, key
     assert "COLLIDERFLOW_S3_ENDPOINT" in storage.S3_ENDPOINT_ENV
+
+
+def test_allowed_roots_reach_airflow_as_the_list_it_reads():
+    """storage.allowedRoots becomes COLLIDERFLOW_ALLOWED_ROOTS in the ConfigMap Airflow loads (extraEnvFrom),
+    read back by colliderflow.data_roots as the same list; a root of an unsupported store is refused."""
+    from colliderflow.data_roots import ENV, parse_roots
+
+    storage = chart_values("colliderflow")["storage"]
+    roots = ["root://eospublic.cern.ch//eos/opendata/cms", "s3://physics/cms"]
+    config = by_kind(render("colliderflow", {"storage": {**storage, "allowedRoots": roots}}), "ConfigMap")
+    assert parse_roots(config["colliderflow-storage"]["data"][ENV]) == roots
+    assert ENV not in by_kind(render("colliderflow"), "ConfigMap")["colliderflow-storage"]["data"]
+    assert "allowedRoots" in refused("colliderflow", {"storage": {**storage, "allowedRoots": ["http://h/x"]}})
 
 
 def test_airflow_chart_values():

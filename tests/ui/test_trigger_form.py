@@ -219,6 +219,12 @@ def test_forms_open_ready_and_their_defaults_run_to_success(page, airflow_ui, ar
         report = page.frame_locator("iframe").first
         report.get_by_text(f"{dag_id} — {run_id}").wait_for()
         page.screenshot(path=f"{artifacts}/{dag_id}-report-tab.png", full_page=True)
+        # served sandboxed (no script, an opaque origin), the report still shows its plots
+        images = report.locator("img")
+        assert images.count() >= 1
+        assert all(
+            images.nth(i).evaluate("i => i.complete && i.naturalWidth > 0") for i in range(images.count())
+        )
 
 
 @pytest.mark.slow
