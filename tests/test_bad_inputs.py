@@ -105,7 +105,11 @@ def _run_case(case: dict, template: pathlib.Path, scratch: pathlib.Path) -> Outc
     case_dir = scratch / case["id"]
     shutil.copytree(template, case_dir, symlinks=True)
     before = _tree(case_dir)
-    env = {**os.environ, "PYTHONPATH": str(ROOT), **case.get("env", {})}
+    env = {
+        **os.environ,
+        "PYTHONPATH": str(ROOT),
+        **{k: _fill(v, case_dir) for k, v in case.get("env", {}).items()},
+    }
     args = [_fill(a, case_dir) for a in case["args"]]
     start = time.monotonic()
     proc = subprocess.run(

@@ -12,6 +12,7 @@ import errno
 import json
 import logging
 import os
+import re
 import shutil
 import socket
 import sys
@@ -80,13 +81,37 @@ def check_owned(output: str, option: str = "--output") -> None:
     if not fs.isdir(path):
         return
     names = {p.rstrip("/").rsplit("/", 1)[-1] for p in fs.ls(path, detail=False)}
-    if not names or names & {OWNER_MARKER, COMMITTING_MARKER}:
+    if OWNER_MARKER in names:
+        return _check_same_stage(fs, f"{path}/{OWNER_MARKER}", f"{option} {output}")
+    if not names or COMMITTING_MARKER in names:
         return
     raise BadInputError(
         f"{option} {output}",
         f"an existing folder that no colliderflow stage wrote (no {OWNER_MARKER} marker); "
         "it is never replaced: choose a new or empty folder",
     )
+
+
+def _check_same_stage(fs: fsspec.AbstractFileSystem, marker: str, source: str) -> None:
+    """Refuse an output whose owner marker names another stage (`dimuon --output <a generate sample>`
+    once deleted the sample): a stage replaces only what it wrote itself. A marker of no stage
+    (a library call, an older version) is accepted."""
+    try:
+        owner = str(json.loads(fs.cat_file(marker)).get("stage") or "")
+    except (OSError, ValueError, AttributeError):
+        owner = ""
+    me = _stage_name()
+    if owner.startswith("jobs.") and me.startswith("jobs.") and owner != me:
+        raise BadInputError(
+            source, f"holds the output of {owner}, not of {me}: a stage replaces only its own outputs; "
+            "choose another folder"
+        )  # fmt: skip
+
+
+def local_target(url: str) -> str:
+    """The one path a local output is checked at and written to (jobs.core.locations.resolved: `~`,
+    `file://`, `..` and symlinks resolved), so that no check and write ever read one URL differently."""
+    return resolved(url).path
 
 
 def relation(output: str, source: str) -> str:
@@ -133,7 +158,7 @@ def check_writable(url: str, option: str = "--output", *, inside: bool = False) 
     if not is_local(url):
         probe_store(url, source=f"{option} {url}", write=True)
         return
-    path = os.path.abspath(fsspec.core.url_to_fs(url)[1])
+    path = local_target(url)
     if os.path.exists(path) and not os.path.isdir(path):
         raise BadInputError(f"{option} {url}", "exists and is not a directory")
     target = path if inside and os.path.isdir(path) else os.path.dirname(path)
@@ -210,31 +235,74 @@ def _owned_name(final: str, kind: str) -> str:
     return f".{os.path.basename(final)}.{kind}-{pid}-{_start_time(pid) or 0}-{uuid.uuid4().hex[:8]}@{_host()}"
 
 
-def _writer_is_gone(name: str, mtime: float) -> bool:
-    """Whether the writer of a leftover named by _owned_name is dead: its process is gone or is a later
-    one with the same pid (same machine), or the folder is older than LEFTOVER_AGE_S (another machine,
-    or a name without a writer, from an older version)."""
-    stem, at, host = name.rpartition("@")
-    fields = stem.rsplit("-", 3)
-    if not (at and host == _host() and len(fields) == 4 and fields[1].isdigit()):
+def _leftover_pattern(final: str) -> re.Pattern[str]:
+    """The exact names _owned_name gives the staging and old folders of `final`."""
+    name = re.escape(os.path.basename(final))
+    return re.compile(rf"\.{name}\.(staging|old)-(\d+)-(\d+)-[0-9a-f]{{8}}@([\w.-]+)")
+
+
+def _writer_is_gone(match: re.Match[str], mtime: float) -> bool:
+    """Whether the writer named in a leftover's name is dead: its process is gone or is a later one
+    with the same pid (this machine), or, on another machine, the folder is older than LEFTOVER_AGE_S."""
+    _, pid, start, host = match.groups()
+    if host != _host():
         return time.time() - mtime > LEFTOVER_AGE_S
-    started = _start_time(int(fields[1]))
-    return not started or fields[2] not in ("0", started)
+    started = _start_time(int(pid))
+    return not started or start not in ("0", started)
+
+
+def _proves_ours(path: str) -> bool:
+    """A folder a stage made: holding the owner marker, which a staging folder gets when it is created
+    and every output before `_SUCCESS`, or nothing but that marker's temporary file (its writer was
+    killed before the marker was in place)."""
+    try:
+        names = os.listdir(path)
+        if all(name.startswith(f"{OWNER_MARKER}.tmp-") for name in names):
+            return True
+        with open(os.path.join(path, OWNER_MARKER)) as f:
+            return "stage" in json.load(f)
+    except (OSError, ValueError, TypeError):
+        return False
+
+
+def _remove_owned(path: str) -> None:
+    """Remove a staging or old folder of ours with its owner marker last: a removal killed midway
+    leaves a folder that still proves it is ours, which the next run finishes removing."""
+    with contextlib.suppress(FileNotFoundError):
+        for entry in os.scandir(path):
+            if entry.name == OWNER_MARKER:
+                continue
+            if entry.is_dir(follow_symlinks=False):
+                shutil.rmtree(entry.path, ignore_errors=True)
+            else:
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(entry.path)
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(os.path.join(path, OWNER_MARKER))
+    shutil.rmtree(path, ignore_errors=True)
 
 
 def reclaim_leftovers(final: str) -> list[str]:
     """Remove the staging and old folders beside a local output whose writers are gone (killed mid-run
-    or mid-commit); those of a live writer are left alone. Returns what was removed."""
-    parent = os.path.dirname(os.path.abspath(final)) or "."
-    prefixes = tuple(f".{os.path.basename(final)}.{kind}-" for kind in ("staging", "old"))
+    or mid-commit); those of a live writer are left alone. Only folders that prove they are ours are
+    touched: the exact name a writer gives them and an owner marker inside (or nothing at all); a
+    folder that only looks like one is left alone, with a warning. Returns what was removed."""
+    parent = os.path.dirname(final) or "."
+    pattern = _leftover_pattern(final)
+    prefixes = tuple(f".{os.path.basename(final)}.{kind}" for kind in ("staging", "old"))
     removed = []
     with contextlib.suppress(FileNotFoundError):
         for entry in os.scandir(parent):
             if not entry.name.startswith(prefixes) or not entry.is_dir(follow_symlinks=False):
                 continue
+            match = pattern.fullmatch(entry.name)
             with contextlib.suppress(FileNotFoundError):
-                if _writer_is_gone(entry.name, entry.stat(follow_symlinks=False).st_mtime):
-                    shutil.rmtree(entry.path, ignore_errors=True)
+                if not match or not _proves_ours(entry.path):
+                    log.warning(
+                        "left %s alone: named like a leftover, but not written by a stage", entry.path
+                    )
+                elif _writer_is_gone(match, entry.stat(follow_symlinks=False).st_mtime):
+                    _remove_owned(entry.path)
                     removed.append(entry.path)
     for path in removed:
         log.info("removed %s, left by a writer that is gone", path)
@@ -276,7 +344,7 @@ def _swap_into_place(staging: str, final: str) -> None:
 
 def _replace_by_two_renames(staging: str, final: str) -> None:
     """The fallback: the old output moved aside, the new one renamed in, the old one removed."""
-    old: str | None = os.path.join(os.path.dirname(os.path.abspath(final)), _owned_name(final, "old"))
+    old: str | None = os.path.join(os.path.dirname(final), _owned_name(final, "old"))
     try:
         os.replace(final, old)
     except FileNotFoundError:  # no previous output (or another run just moved it aside)
@@ -292,17 +360,18 @@ def _replace_by_two_renames(staging: str, final: str) -> None:
         ) from None  # fmt: skip
     finally:
         if old:
-            shutil.rmtree(old, ignore_errors=True)
+            _remove_owned(old)
 
 
 def _local_staging(final: str) -> str:
-    parent = os.path.dirname(os.path.abspath(final)) or "."
+    parent = os.path.dirname(final) or "."
     os.makedirs(parent, exist_ok=True)
     reclaim_leftovers(final)
     staging = os.path.join(parent, _owned_name(final, "staging"))
     umask = os.umask(0)
     os.umask(umask)
     os.mkdir(staging, 0o777 & ~umask)
+    write_json(os.path.join(staging, OWNER_MARKER), _owner_record())  # what makes it reclaimable
     return staging
 
 
@@ -399,7 +468,7 @@ def atomic_output_dir(url: str, *, shared: bool = False) -> Iterator[str]:
         return
     if is_local(url):
         check_writable(url)
-        final = fsspec.core.url_to_fs(url)[1]
+        final = local_target(url)
         staging = _local_staging(final)
     else:
         _remote_target(url)  # a bucket root is refused before any work
@@ -414,7 +483,7 @@ def atomic_output_dir(url: str, *, shared: bool = False) -> Iterator[str]:
                 fs.put(staging.rstrip("/") + "/", path + "/", recursive=True)
     finally:
         if os.path.exists(staging):  # the failed run's files, or the previous output swapped out
-            shutil.rmtree(staging, ignore_errors=True)
+            _remove_owned(staging)
 
 
 def check_free_space(url: str, needed_bytes: int, option: str) -> None:
@@ -423,7 +492,7 @@ def check_free_space(url: str, needed_bytes: int, option: str) -> None:
     is full. Local paths only; an object store's capacity is not known up front."""
     if not is_local(url):
         return
-    path = os.path.abspath(url.removeprefix("file://"))
+    path = local_target(url)
     while not os.path.exists(path):
         path = os.path.dirname(path)
     free = shutil.disk_usage(path).free

@@ -8,7 +8,7 @@ import urllib.parse
 import fsspec
 
 from jobs.core.errors import BadInputError
-from jobs.core.storage import check_complete, filesystem, is_local
+from jobs.core.storage import check_complete, check_regular_files, filesystem, is_local
 from jobs.core.store_probe import probe_store, store_errors
 
 GLOB_CHARS = set("*?[")
@@ -40,13 +40,13 @@ def expand_inputs(patterns: list[str], suffix: str | None = None, missing_ok: bo
     for pattern in patterns:
         with store_errors(pattern):
             out.extend(_expand(pattern, suffix, missing_ok))
-    return list(dict.fromkeys(out))
+    return check_regular_files(list(dict.fromkeys(out)))
 
 
 def _expand(pattern: str, suffix: str | None, missing_ok: bool) -> list[str]:
     fs, path = filesystem(pattern)
     if GLOB_CHARS & set(path):
-        matches = sorted(p for p in fs.glob(path) if fs.isfile(p))
+        matches = sorted(p for p in fs.glob(path) if not fs.isdir(p))  # a FIFO is named, not skipped
         if not matches:
             raise BadInputError(pattern, "the glob matches no file")
         return [_unstrip(fs, p, pattern) for p in matches]

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import stat
 import urllib.parse
 import uuid
 from typing import Any
@@ -15,7 +16,7 @@ from typing import Any
 import fsspec
 
 from jobs.core.errors import BadInputError, UsageError, first_line
-from jobs.core.locations import LOCAL_PROTOCOLS, SUPPORTED_PROTOCOLS, protocol
+from jobs.core.locations import LOCAL_PROTOCOLS, SUPPORTED_PROTOCOLS, local_path, protocol
 
 SUCCESS_MARKER = "_SUCCESS"
 COMMITTING_MARKER = "_COMMITTING"
@@ -135,6 +136,24 @@ def is_local(url: str) -> bool:
 def url_protocol(url: str) -> str:
     """The protocol fsspec would open `url` with (jobs.core.locations.protocol)."""
     return protocol(url)
+
+
+def check_regular_files(paths: list[str]) -> list[str]:
+    """Refuse, before any read, a local input that is not a regular file: a FIFO named `*.root` blocks
+    its reader forever, a device or socket reads endlessly or fails mid-run. Returns `paths`."""
+    for path in paths:
+        if not is_local(path):
+            continue
+        try:
+            mode = os.stat(local_path(path)).st_mode
+        except FileNotFoundError:
+            continue  # reported by the reader (or skipped by a skip policy)
+        if not stat.S_ISREG(mode):
+            kind = "a FIFO" if stat.S_ISFIFO(mode) else "a socket" if stat.S_ISSOCK(mode) else "a device"
+            if stat.S_ISDIR(mode):
+                kind = "a directory"
+            raise BadInputError(path, f"is {kind}, not a regular file: only regular files are read as data")
+    return paths
 
 
 def write_json(path: str, obj: Any) -> None:

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 
 from jobs.core.errors import BadInputError
 from jobs.core.listing import GLOB_CHARS, every_nth
-from jobs.core.storage import SUCCESS_MARKER, check_complete, filesystem, is_local
+from jobs.core.storage import SUCCESS_MARKER, check_complete, check_regular_files, filesystem, is_local
 from jobs.core.store_probe import storage_problem
 
 log = logging.getLogger("jobs.core.tf_staging")
@@ -52,7 +52,7 @@ def list_data_files(url: str, suffixes: tuple[str, ...]) -> list[str]:
     found = sorted(p for p in found if not os.path.basename(p).startswith(("_", ".")))
     if not found:
         raise BadInputError(url, f"holds no {' or '.join(suffixes)} file")
-    return [p if is_local(url) else fs.unstrip_protocol(p) for p in found]
+    return check_regular_files([p if is_local(url) else fs.unstrip_protocol(p) for p in found])
 
 
 def format_files(url: str, fmt: str) -> list[str]:

@@ -10,7 +10,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 from jobs.core.errors import BadInputError
-from jobs.core.storage import check_complete, filesystem, is_local
+from jobs.core.storage import check_complete, check_regular_files, filesystem, is_local
 from jobs.core.store_probe import check_input_dir
 from jobs.dltrigger_schema import (
     CLASS_TITLES,
@@ -134,6 +134,7 @@ def list_inputs(url: str) -> list[InputFile]:
     if not paths:
         raise BadInputError(url, "holds no .parquet file (empty input; expected the jobs.ingest output)")
     check_complete(url, required=True)
+    check_regular_files([p if "://" not in url else fs.unstrip_protocol(p) for p in paths])
     rels = [p[len(root) + 1 :] for p in paths]
     labels = []
     for p, rel in zip(paths, rels, strict=True):

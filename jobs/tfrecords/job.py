@@ -34,7 +34,14 @@ from jobs.core.engine import choose_engine, executor_kwargs, run_map_reduce
 from jobs.core.errors import BadInputError, UsageError
 from jobs.core.job_metrics import job_metrics
 from jobs.core.metering import IOStats, merge_io
-from jobs.core.storage import METRICS_FILE, SUMMARY_FILE, check_complete, filesystem, write_json
+from jobs.core.storage import (
+    METRICS_FILE,
+    SUMMARY_FILE,
+    check_complete,
+    check_regular_files,
+    filesystem,
+    write_json,
+)
 from jobs.core.store_probe import check_input_dir
 from jobs.core.tensors import ShapeError, nested_to_numpy, ragged_to_rows
 from jobs.dltrigger_schema import (
@@ -167,6 +174,7 @@ def plan(input_url: str, compression: str) -> tuple[list[ShardTask], str]:
             for p in fs.find(split_dir)
             if p.endswith(".parquet") and not p.rsplit("/", 1)[-1].startswith((".", "_"))
         )
+        check_regular_files(files if "://" not in input_url else [])
         for i, p in enumerate(files):
             url = p if "://" not in input_url else fs.unstrip_protocol(p)
             tasks.append(ShardTask(split, url, f"{split}/part-{i:05d}{suffix}"))

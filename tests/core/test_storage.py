@@ -487,3 +487,34 @@ def test_the_airflow_side_loads_no_xrootd_client():
     env = {**os.environ, "PYTHONPATH": f"{ROOT}:{ROOT / 'plugins'}"}
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300, env=env)
     assert proc.returncode == 0, proc.stderr[-2000:]
+
+
+def test_only_regular_files_are_opened_as_data(tmp_path):
+    """Issue 28: a FIFO named `*.root` (or among the test shards) blocked its reader forever. Listing
+    refuses it, naming it, before any read; the stage ends in one line with exit 2."""
+    from jobs.core.listing import expand_inputs
+    from jobs.core.tf_staging import TFRECORD_SUFFIXES, list_data_files
+
+    (tmp_path / "nano").mkdir()
+    (tmp_path / "nano" / "a.root").write_bytes(b"x")
+    os.mkfifo(tmp_path / "nano" / "b.root")
+    (tmp_path / "shards").mkdir()
+    os.mkfifo(tmp_path / "shards" / "part-0.tfrecord")
+    fifo = f"{tmp_path}/nano/b.root: is a FIFO, not a regular file"
+    for pattern in (f"{tmp_path}/nano", f"{tmp_path}/nano/*.root", f"{tmp_path}/nano/b.root"):
+        with pytest.raises(BadInputError, match=fifo):
+            expand_inputs([pattern], ".root")
+    with pytest.raises(BadInputError, match="part-0.tfrecord: is a FIFO"):
+        list_data_files(str(tmp_path / "shards"), TFRECORD_SUFFIXES)
+    cmd = [
+        sys.executable,
+        "-m",
+        "jobs.dimuon",
+        "--input",
+        str(tmp_path / "nano"),
+        "--output",
+        str(tmp_path / "o"),
+    ]
+    done = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2 and done.stderr.strip().splitlines()[-1].startswith(f"error: {fifo}")
+    assert not (tmp_path / "o").exists()
