@@ -38,6 +38,7 @@ import numpy as np
 
 from jobs.core.cli import ENGINES, spark_kwargs
 from jobs.core.errors import InfrastructureError, UsageError
+from jobs.core.lifetime import die_with_parent
 from jobs.core.spark import LOCAL_MASTER, builder_master, spark_info, spark_session
 from jobs.core.task_events import Measured, Round, describe, new_app_id, write_event_log
 
@@ -162,7 +163,8 @@ class ProcessExecutor:
 
     def _in_pool(self, task: Measured, items: Sequence[T], workers: int, running: str) -> list:
         try:
-            with ProcessPoolExecutor(workers, mp_context=_worker_context()) as pool:
+            context = _worker_context()
+            with ProcessPoolExecutor(workers, mp_context=context, initializer=die_with_parent) as pool:
                 return list(pool.map(task, enumerate(items)))
         except BrokenProcessPool:
             crashed = sorted(int(n) for n in os.listdir(running) if n.isdigit())
@@ -192,7 +194,8 @@ def _worker_context() -> multiprocessing.context.BaseContext:
     """Fork while the driver has no other Python thread (its native pools, BLAS's, Arrow's and the
     allocator's, reset themselves in a forked child); else the forkserver, whose server (started on
     first use, one per driver process) imports what the driver has imported of this project and the
-    driver's main module, so that the workers of every round start in milliseconds."""
+    driver's main module, so that the workers of every round start in milliseconds. Either way the
+    workers die with the driver (jobs.core.lifetime, jobs.core.forkserver_guard)."""
     if threading.active_count() == 1:
         return multiprocessing.get_context("fork")
     context = multiprocessing.get_context("forkserver")
@@ -200,7 +203,7 @@ def _worker_context() -> multiprocessing.context.BaseContext:
     names = {m for m in sys.modules if m.startswith(("jobs.", "bench.")) and not m.endswith(".__main__")}
     if main and not main.endswith("__main__"):
         names.add(main)  # `python -m bench.x`: each worker runs the main module again (as __mp_main__)
-    context.set_forkserver_preload(sorted(names))
+    context.set_forkserver_preload(["jobs.core.forkserver_guard", *sorted(names)])
     return context
 
 

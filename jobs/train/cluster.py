@@ -19,6 +19,7 @@ from dataclasses import dataclass
 
 from jobs.core.cli import EXIT_BAD_INPUT
 from jobs.core.errors import UsageError
+from jobs.core.lifetime import die_with_parent
 
 log = logging.getLogger("jobs.train")
 
@@ -135,6 +136,7 @@ def launch_local_workers(
             subprocess.Popen(
                 [*wrapper, sys.executable, "-m", module, *argv],
                 env={**base, "TF_CONFIG": json.dumps(config)},
+                preexec_fn=die_with_parent,  # noqa: PLW1509 - a prctl in the child, no lock taken
             )
         )
     log.info(

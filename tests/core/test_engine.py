@@ -7,6 +7,7 @@ import contextlib
 import functools
 import operator
 import os
+import pathlib
 import signal
 import subprocess
 import sys
@@ -96,6 +97,50 @@ def test_workers_fork_from_a_driver_with_one_thread_else_from_a_fresh_server():
         print(ProcessExecutor(2).map_reduce([1, 2], test_engine._seen, operator.add))
     """)
     assert out.splitlines() == [str(["set by the driver"] * 2), str(["imported"] * 2)]
+
+
+def _record_pid_then_wait(folder: str) -> int:
+    pathlib.Path(folder, str(os.getpid())).touch()
+    time.sleep(600)
+    return 0
+
+
+def _alive(pid: int) -> bool:
+    """A process that still runs (a zombie waiting for its new parent to reap it does not)."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] not in ("Z", "X")
+    except (FileNotFoundError, ProcessLookupError):
+        return False
+
+
+@pytest.mark.parametrize("threads", [1, 2], ids=["forked-workers", "forkserver-workers"])
+def test_workers_die_with_their_driver(tmp_path, threads):
+    """Issue 28: after `kill -9` of a stage's driver its workers lived on under PID 1, blocked, holding
+    its stdout open. Now no worker is left 2 s later, however they were started."""
+    script = textwrap.dedent(f"""
+        import operator, threading
+        from jobs.core.engine import ProcessExecutor
+        from tests.core import test_engine
+        for _ in range({threads} - 1):
+            threading.Thread(target=threading.Event().wait, daemon=True).start()
+        wait = test_engine._record_pid_then_wait
+        ProcessExecutor(2).map_reduce([{str(tmp_path)!r}] * 2, wait, operator.add)
+    """)
+    driver = subprocess.Popen([sys.executable, "-c", script], cwd=ROOT, start_new_session=True)
+    try:
+        deadline = time.monotonic() + 60
+        while len(list(tmp_path.iterdir())) < 2 and time.monotonic() < deadline:
+            time.sleep(0.1)
+        workers = [int(p.name) for p in tmp_path.iterdir()]
+        assert len(workers) == 2 and all(map(_alive, workers))
+        driver.kill()
+        driver.wait()
+        time.sleep(2)
+        assert not [pid for pid in workers if _alive(pid)], "workers outlived their driver"
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(driver.pid, signal.SIGKILL)
 
 
 def _square_under_the_lock(x: int) -> int:
