@@ -78,8 +78,7 @@ def common_params(backend: str | None = None) -> dict[str, Param]:
         "output_root": param(
             f"{data_root()}/runs",
             "Output root",
-            "each run writes under <output_root>/<dag id>/<run id>/ (a path, s3:// or oci:// URL "
-            "inside the deployment's data roots)",
+            "each run writes under <output_root>/<dag id>/<run id>/ (a path or URL inside the data roots)",
             "Output",
             **location_schema(),
         ),
