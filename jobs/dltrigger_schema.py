@@ -62,6 +62,13 @@ SHAPES: dict[str, tuple[int, ...]] = {
     GRU_COLUMN: (N_PARTICLES, N_PARTICLE_FEATURES),
     LABEL_COLUMN: (N_CLASSES,),
 }
+# the feature names along the last axis of each array column (errors name the feature, not an index)
+FEATURE_NAMES: dict[str, tuple[str, ...]] = {
+    FEATURES_HLF_COLUMN: HLF_NAMES, FEATURES_PARTICLES_COLUMN: PARTICLE_FEATURES,
+    HLF_COLUMN: HLF_NAMES, GRU_COLUMN: PARTICLE_FEATURES,
+    "hlf_min": HLF_NAMES, "hlf_max": HLF_NAMES,  # the scaler's (_scaler.json)
+    "particle_mean": PARTICLE_FEATURES, "particle_std": PARTICLE_FEATURES,
+}  # fmt: skip
 
 # How the particle list of a prepared set is stored (Parquet and TFRecord alike):
 # - padded: the reference-exact 801 x 19 per event (GRU_input = list<list<float>>, 801 of 19 each;

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import json
 import logging
 import os
 import shutil
@@ -28,6 +29,7 @@ import numpy as np
 from jobs.core import cli
 from jobs.core.commit import atomic_output_dir, claim_output
 from jobs.core.errors import BadInputError, UsageError
+from jobs.core.finite import non_finite
 from jobs.core.storage import METRICS_FILE, filesystem, is_local, write_json
 from jobs.core.tf_input_check import check_dataset, check_model
 from jobs.core.training_history import plot_history, read_history
@@ -214,6 +216,28 @@ def plot_rejection(curves: dict[str, tuple[np.ndarray, np.ndarray]], path: str) 
     plt.close(fig)
 
 
+def trained_max_particles(model: str, asked: int | None) -> int | None:
+    """The particle limit to evaluate with: the one the model was trained with (its folder's
+    _metrics.json, written by jobs.train), which a contradicting --max-particles cannot override (a
+    model trained on 50 rows scores full lists wrongly); `asked` where the model does not say."""
+    fs, path = filesystem(f"{model.rsplit('/', 1)[0] if '/' in model else '.'}/{METRICS_FILE}")
+    try:
+        trained = json.loads(fs.cat_file(path))
+    except (OSError, ValueError):
+        return asked
+    if not isinstance(trained, dict) or trained.get("stage") != "train" or "max_particles" not in trained:
+        return asked
+    limit = trained["max_particles"]
+    if asked is not None and asked != limit:
+        raise BadInputError(
+            f"--max-particles {asked}", f"contradicts the model, trained with max_particles {limit} "
+            f"({path}); leave the flag out to use the model's"
+        )  # fmt: skip
+    if limit is not None:
+        log.info("evaluating with the model's particle limit: the first %d rows", limit)
+    return limit
+
+
 def evaluate(args: argparse.Namespace) -> dict:
     if args.batch_size < 1:
         raise UsageError(f"--batch-size must be positive, got {args.batch_size}")
@@ -222,6 +246,8 @@ def evaluate(args: argparse.Namespace) -> dict:
     claim_output(args.output, [args.model, args.test])
     check_dataset(args.test, "--test")  # before TensorFlow starts: seconds, not a minute
     check_model(args.model)
+    limit = trained_max_particles(args.model, args.max_particles)
+    args = argparse.Namespace(**{**vars(args), "max_particles": limit})
     scratch = tempfile.mkdtemp(prefix="colliderflow-evaluate-")  # staged test set, model copy
     try:
         return _evaluate(args, scratch)
@@ -256,6 +282,12 @@ def _evaluate(args: argparse.Namespace, scratch: str) -> dict:
     t0, timing = time.perf_counter(), {}
     y_true, scores = predict(model, ds, timing)
     wall = time.perf_counter() - t0
+    count, _ = non_finite(scores)
+    if count:
+        raise BadInputError(
+            f"--model {args.model}", f"predicts {count:,} non-finite score(s): its weights are not "
+            "finite (a diverged training); retrain it"
+        )  # fmt: skip
     steady = (
         timing.get("steady_events", 0) / timing["steady_seconds"] if timing.get("steady_seconds") else None
     )
@@ -281,6 +313,7 @@ def _evaluate(args: argparse.Namespace, scratch: str) -> dict:
         test=args.test,
         format=fmt,
         bucketing=args.bucketing,
+        max_particles=args.max_particles,  # the model's own (trained_max_particles)
         first_batch_seconds=timing.get("first_batch_seconds"),
         steady_events_per_second=steady,  # after the first batch (graph tracing excluded)
         plots=plots,

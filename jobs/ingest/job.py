@@ -27,6 +27,7 @@ from jobs.core.chunks import Partial, merger, plan_files, run_chunk, warn_skippe
 from jobs.core.commit import atomic_output_dir, claim_output
 from jobs.core.engine import choose_engine, executor_kwargs, run_map_reduce
 from jobs.core.errors import BadInputError, UsageError
+from jobs.core.finite import check_finite
 from jobs.core.job_metrics import job_metrics
 from jobs.core.listing import expand_inputs, select_subset
 from jobs.core.metering import IOStats, merge_io
@@ -36,6 +37,9 @@ from jobs.core.storage import METRICS_FILE, SUMMARY_FILE, filesystem, write_json
 from jobs.core.tensors import rows_to_ragged
 from jobs.dltrigger_schema import (
     CLASSES,
+    FEATURE_NAMES,
+    FEATURES_HLF_COLUMN,
+    FEATURES_PARTICLES_COLUMN,
     LABELS,
     LAYOUT_SUMMARY_KEY,
     N_HLF,
@@ -168,6 +172,11 @@ class ChunkTask:
                 )
                 for start, arrays in batches:
                     features = compute(arrays, self.options, chunk.url)
+                    check_finite(
+                        chunk.url,
+                        {FEATURES_HLF_COLUMN: features.hlf, FEATURES_PARTICLES_COLUMN: features.particles},
+                        FEATURE_NAMES,
+                    )  # garbled baskets decode to NaN and 3e38: the file is bad, not its features
                     flow += features.cutflow
                     writer.write_table(to_table(features, chunk.url, start, self.layout))
         except BaseException:

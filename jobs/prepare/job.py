@@ -165,6 +165,7 @@ def run(
                 input_url, f"no events to fit the scalers on (--scaler-fit {scaler_fit}); too few events"
             )
         scaler = Scaler.fit(fitted.stats, particle_scaling, scaler_fit)
+        scaler.check_finite(f"{input_url} (the fitted {SCALER_FILE})")
         n_parts = shuffle_partitions or max(
             1, math.ceil(N_CLASSES * n_min * (1 - test_fraction) / ROWS_PER_PARTITION)
         )

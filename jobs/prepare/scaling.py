@@ -23,9 +23,18 @@ from typing import Any
 
 import numpy as np
 
+from jobs.core.finite import check_finite
 from jobs.core.physics import delta_r2
 from jobs.core.tensors import one_hot, row_events
-from jobs.dltrigger_schema import ETA, HLF_NAMES, N_HLF, N_PARTICLE_FEATURES, PARTICLE_FEATURES, PHI
+from jobs.dltrigger_schema import (
+    ETA,
+    FEATURE_NAMES,
+    HLF_NAMES,
+    N_HLF,
+    N_PARTICLE_FEATURES,
+    PARTICLE_FEATURES,
+    PHI,
+)
 
 PARTICLE_SCALINGS = ("global", "per-event")
 SCALER_FITS = ("train", "all")
@@ -175,6 +184,13 @@ class Scaler:
             stats.rows,
         )
 
+    def check_finite(self, source: str) -> None:
+        """Refuse a scaler with a non-finite bound, mean or spread (values near float32's limit in the
+        fit set overflow the variance): every event it scaled would be NaN."""
+        numbers = {k: np.asarray(v, dtype=np.float64) for k, v in self.to_json().items()
+                   if isinstance(v, list)}  # fmt: skip
+        check_finite(source, numbers, FEATURE_NAMES)
+
     def transform(self, hlf: np.ndarray, particles: np.ndarray, labels: np.ndarray) -> dict[str, np.ndarray]:
         """Raw ingestion arrays (n,14), (n,801,19), (n,) -> the prepared-set columns."""
         real = real_rows(particles)
@@ -241,4 +257,6 @@ def load_scaler(path: str) -> Scaler:
 
     fs, p = filesystem(path)
     with fs.open(p, "r") as f:
-        return Scaler.from_json(json.load(f))
+        scaler = Scaler.from_json(json.load(f))
+    scaler.check_finite(path)
+    return scaler

@@ -18,6 +18,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from jobs.core.errors import BadInputError
+from jobs.core.finite import check_finite
 from jobs.core.part_files import PartFile
 from jobs.core.storage import filesystem
 from jobs.core.tensors import (
@@ -32,6 +33,7 @@ from jobs.core.tensors import (
 from jobs.dltrigger_schema import (
     COUNT_COLUMN,
     ENTRY_COLUMN,
+    FEATURE_NAMES,
     FEATURES_COLUMNS,
     FEATURES_HLF_COLUMN,
     FEATURES_LABEL_COLUMN,
@@ -105,6 +107,7 @@ def _arrays(batch: pa.RecordBatch, url: str) -> tuple[np.ndarray, np.ndarray, np
         )
     except ShapeError as exc:
         raise BadInputError(url, str(exc)) from None
+    check_finite(url, {FEATURES_HLF_COLUMN: hlf, FEATURES_PARTICLES_COLUMN: rows}, FEATURE_NAMES)
     return hlf, rows, lengths
 
 

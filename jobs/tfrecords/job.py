@@ -32,6 +32,7 @@ from jobs.core import cli
 from jobs.core.commit import atomic_output_dir, claim_output
 from jobs.core.engine import choose_engine, executor_kwargs, run_map_reduce
 from jobs.core.errors import BadInputError, UsageError
+from jobs.core.finite import check_finite
 from jobs.core.job_metrics import job_metrics
 from jobs.core.metering import IOStats, merge_io
 from jobs.core.storage import (
@@ -46,6 +47,7 @@ from jobs.core.store_probe import check_input_dir
 from jobs.core.tensors import ShapeError, nested_to_numpy, ragged_to_rows
 from jobs.dltrigger_schema import (
     COUNT_COLUMN,
+    FEATURE_NAMES,
     GRU_COLUMN,
     HLF_COLUMN,
     LABEL_COLUMN,
@@ -125,13 +127,18 @@ def convert_file(task: ShardTask, compression: str) -> ShardResult:
                 hlf, label = (nested_to_numpy(batch.column(c), SHAPES[c]) for c in (HLF_COLUMN, LABEL_COLUMN))
                 counts = batch.column(COUNT_COLUMN).to_numpy(zero_copy_only=False).astype(np.int64)
                 if ragged:
-                    rows, lengths = ragged_to_rows(batch.column(GRU_COLUMN), N_PARTICLE_FEATURES, N_PARTICLES)
-                    writer.write_all(encode_examples(hlf, rows, label, counts, gru_lengths=lengths))
+                    gru, lengths = ragged_to_rows(batch.column(GRU_COLUMN), N_PARTICLE_FEATURES, N_PARTICLES)
                 else:
-                    gru = nested_to_numpy(batch.column(GRU_COLUMN), SHAPES[GRU_COLUMN])
-                    writer.write_all(encode_examples(hlf, gru, label, counts))
+                    gru, lengths = nested_to_numpy(batch.column(GRU_COLUMN), SHAPES[GRU_COLUMN]), None
+                check_finite(
+                    task.source, {HLF_COLUMN: hlf, GRU_COLUMN: gru, LABEL_COLUMN: label}, FEATURE_NAMES
+                )
+                writer.write_all(encode_examples(hlf, gru, label, counts, gru_lengths=lengths))
         stats.record(fs.size(path), time.perf_counter() - t0)  # one streamed read of the whole file
         size = writer.close()
+    except BadInputError as exc:
+        writer.abort()
+        return ShardResult(io={task.source: stats}, bad={task.source: exc.problem})
     except (ShapeError, OSError, ValueError) as exc:
         writer.abort()
         return ShardResult(io={task.source: stats}, bad={task.source: str(exc)})

@@ -12,6 +12,7 @@ from jobs.core import tf_env  # noqa: F401  (before TensorFlow)
 # isort: on
 
 import json
+import math
 import os
 import time
 from collections.abc import Callable
@@ -19,6 +20,7 @@ from collections.abc import Callable
 import tensorflow as tf
 import tf_keras as keras
 
+from jobs.core.errors import BadInputError
 from jobs.core.storage import write_json
 
 HISTORY_KEYS = ("loss", "accuracy", "val_loss", "val_accuracy")
@@ -30,6 +32,24 @@ def load_history(path: str) -> list[dict]:
         return []
     with open(path) as f:
         return json.load(f)
+
+
+class FiniteLoss(keras.callbacks.Callback):
+    """Stop a run whose loss is no longer finite, before that epoch is recorded or checkpointed (put it
+    first): NaN weights are no model. Checked per epoch, not per batch, to keep the steps asynchronous."""
+
+    def __init__(self, source: str):
+        super().__init__()
+        self.source = source
+
+    def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
+        for key in ("loss", "val_loss"):
+            value = (logs or {}).get(key)
+            if value is not None and not math.isfinite(float(value)):
+                raise BadInputError(
+                    self.source, f"the {key} became {float(value)} in epoch {epoch + 1}: a non-finite input "
+                    "value or a learning rate too large; no model was written"
+                )  # fmt: skip
 
 
 class EpochRecorder(keras.callbacks.Callback):

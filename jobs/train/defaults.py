@@ -38,8 +38,8 @@ def _positive_or_auto(text: str, kind: type, option: str):
         value = kind(text)
     except ValueError:
         value = 0
-    if value <= 0:
-        raise UsageError(f"{option} must be a positive number or auto, got {text!r}")
+    if not 0 < value < math.inf:  # NaN fails this too
+        raise UsageError(f"{option} must be a positive finite number or auto, got {text!r}")
     return value
 
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import logging
+import math
 import os
 import shutil
 import tempfile
@@ -41,6 +42,8 @@ from jobs.train.defaults import AUTO, batch_arg, lr_arg, relative_steps, resolve
 log = logging.getLogger("jobs.train")
 
 FINAL_KEYS = ("loss", "accuracy", "val_loss", "val_accuracy")
+# far beyond the reference's 6 or 50; a typo of 10^6 would hold a worker for weeks
+MAX_EPOCHS = 10_000
 
 
 def parse_lr_after(text: str) -> list[tuple[int, float]]:
@@ -52,7 +55,7 @@ def parse_lr_after(text: str) -> list[tuple[int, float]]:
             out.append((int(epoch), float(lr)))
         except ValueError:
             sep = ""
-        if not sep or out[-1][0] < 1 or out[-1][1] <= 0:
+        if not sep or out[-1][0] < 1 or not 0 < out[-1][1] < math.inf:
             raise UsageError(f"--lr-after: expected EPOCH:LR entries with EPOCH >= 1, LR > 0, got {item!r}")
     return sorted(out)
 
@@ -137,6 +140,7 @@ def _check_args(args: argparse.Namespace) -> None:
         value = getattr(args, name)
         if value < 1:
             raise UsageError(f"--{name.replace('_', '-')} must be positive, got {value}")
+    cli.check_range(args.epochs, "--epochs", 1, MAX_EPOCHS)
     cli.check_range(args.max_particles, "--max-particles", 1, N_PARTICLES)
     if args.checkpoint_every_steps is not None and args.checkpoint_every_steps < 1:
         raise UsageError(f"--checkpoint-every-steps must be >= 1, got {args.checkpoint_every_steps}")
@@ -219,7 +223,7 @@ def _train(args: argparse.Namespace, cluster: ClusterInfo, scratch: str) -> dict
         resolve_format,
         worker_input,
     )
-    from jobs.train.callbacks import Checkpointer, EpochRecorder, load_history
+    from jobs.train.callbacks import Checkpointer, EpochRecorder, FiniteLoss, load_history
 
     keras = model_lib.keras
     keras.utils.set_random_seed(args.seed)
@@ -338,6 +342,7 @@ def _train(args: argparse.Namespace, cluster: ClusterInfo, scratch: str) -> dict
     recorder.entries = recorder.entries[:initial_epoch]
     tb_dir = os.path.join(private or out, "tensorboard")
     callbacks = [
+        FiniteLoss(f"--train {args.train}"),  # first: a NaN epoch is neither recorded nor checkpointed
         keras.callbacks.LearningRateScheduler(lambda e, _lr: learning_rate(e, args.lr, lr_after, scale)),
         recorder,  # history first, checkpoint second: a resume never lacks the entry of a saved epoch
         Checkpointer(
