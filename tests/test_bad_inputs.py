@@ -93,6 +93,7 @@ def _build_sandbox(root: pathlib.Path) -> None:
     (root / "model" / "model.keras").write_bytes(b"PK\x03\x04 a model folder's stand-in")
     (root / "model" / "checkpoints" / "ckpt-1.weights.h5").write_bytes(b"weights")
     mark_output(str(root / "model"), "train")
+    (root / "model" / "_metrics.json").write_text('{"stage": "train", "max_particles": 50}\n')
     (root / "run").mkdir()
     shutil.copytree(root / "nano", root / "run" / "nano")
 

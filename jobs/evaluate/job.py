@@ -245,9 +245,9 @@ def evaluate(args: argparse.Namespace) -> dict:
     check_thresholds(args.min_auc, args.max_auc_drop)
     claim_output(args.output, [args.model, args.test])
     check_dataset(args.test, "--test")  # before TensorFlow starts: seconds, not a minute
-    check_model(args.model)
     limit = trained_max_particles(args.model, args.max_particles)
     args = argparse.Namespace(**{**vars(args), "max_particles": limit})
+    check_model(args.model)
     scratch = tempfile.mkdtemp(prefix="colliderflow-evaluate-")  # staged test set, model copy
     try:
         return _evaluate(args, scratch)
