@@ -30,6 +30,7 @@ from jobs.core.errors import BadInputError, UsageError
 from jobs.core.finite import check_finite
 from jobs.core.job_metrics import job_metrics
 from jobs.core.listing import expand_inputs, select_subset
+from jobs.core.locations import resolved
 from jobs.core.metering import IOStats, merge_io
 from jobs.core.part_files import PartFile
 from jobs.core.rootio import Chunk, branch_names, iterate_arrays, kind, open_table, require_branches
@@ -211,6 +212,19 @@ def parse_inputs(items: Sequence[str]) -> dict[str, list[str]]:
     return {c: patterns[c] for c in CLASSES}
 
 
+def check_disjoint(files: dict[str, list[str]]) -> None:
+    """Refuse a file listed under two classes (one folder given for all three once labelled the same
+    events 0, 1 and 2): compared where it really is (jobs.core.locations: symlinks, `~`, `..`)."""
+    owner: dict[str, str] = {}
+    for name, urls in files.items():
+        for url in urls:
+            first = owner.setdefault(str(resolved(url)), name)
+            if first != name:
+                raise BadInputError(
+                    f"--input {first}= and --input {name}=", f"both hold {url}: a file belongs to one class"
+                )
+
+
 @dataclass
 class Plan:
     items: list[tuple[Chunk, ChunkTask]]
@@ -314,9 +328,9 @@ def run(
     patterns = parse_inputs(inputs)
     claim_output(output, [url for urls in patterns.values() for url in urls])
     t0 = time.perf_counter()
-    files = {
-        name: select_subset(expand_inputs(urls, suffix=".root"), subset) for name, urls in patterns.items()
-    }
+    listed = {name: expand_inputs(urls, suffix=".root") for name, urls in patterns.items()}
+    check_disjoint(listed)
+    files = {name: select_subset(urls, subset) for name, urls in listed.items()}
     with atomic_output_dir(output, shared=True) as staging:  # executors write parts straight into it
         p = plan(files, staging, options, chunk_entries, batch_entries, on_bad_file, muon_branch, layout)
         total, info = (
