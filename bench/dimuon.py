@@ -141,7 +141,7 @@ def dag_run(workdir: str, root_dir: str) -> dict:
     with open(os.path.join(workdir, "dag.log"), "w") as log:
         environment.prepare(env, log)
         watcher = progress.RunWatcher(env, "cms_dimuon")
-        conf = {"input": os.path.abspath(root_dir), "output_root": os.path.abspath(f"{workdir}/dag-runs")}
+        conf = {"input": [os.path.abspath(root_dir)], "output_root": os.path.abspath(f"{workdir}/dag-runs")}
         t0 = time.perf_counter()
         rc = subprocess.run([environment.airflow_exe(), "dags", "test", "cms_dimuon", "-c", json.dumps(conf)],
                             env=env, stdout=log, stderr=subprocess.STDOUT).returncode  # fmt: skip

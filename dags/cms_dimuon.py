@@ -14,13 +14,13 @@ from colliderflow.inputs import check_inputs
 from colliderflow.params import (
     common_params,
     engine_args,
-    location_schema,
+    locations_schema,
     optional_string,
     param,
     spark_args,
     spark_resources,
 )
-from colliderflow.stages import Stage, option
+from colliderflow.stages import Stage, each, option
 
 RUN = RUN_DIR
 
@@ -32,11 +32,11 @@ with DAG(
     tags=["cms", "dimuon", "spark"],
     params={
         "input": param(
-            f"{data_root()}/samples/nanoaod/*.root",
+            [f"{data_root()}/samples/nanoaod/*.root"],
             "Input files",
-            "ROOT files: paths, globs, directories or s3:// / oci:// / root:// URLs, space-separated",
+            "ROOT files, one per line: a path, glob, directory or s3:// / oci:// / root:// URL",
             "Input",
-            **location_schema(several=True),
+            **locations_schema(),
         ),
         "schema": param(
             "auto",
@@ -60,13 +60,13 @@ with DAG(
         **common_params(),
     },
 ) as dag:
-    check = check_inputs({"input": "{{ params.input }}"})
+    check = check_inputs({"input": "{{ params.input | tojson }}"})
     dimuon = stage_task(
         Stage(
             task_id="dimuon",
             module="dimuon",
             kind="spark",
-            args=["--input", "{{ params.input }}", "--output", f"{RUN}/dimuon",
+            args=[each("params.input", "--input"), "--output", f"{RUN}/dimuon",
                   "--schema", "{{ params.schema }}", *option("--tree", "params.tree"),
                   "--chunk-entries", "{{ params.chunk_entries }}",
                   "--on-bad-file", "{{ params.on_bad_file }}",

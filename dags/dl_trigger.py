@@ -18,13 +18,13 @@ from colliderflow.inputs import check_inputs
 from colliderflow.params import (
     common_params,
     engine_args,
-    location_schema,
+    locations_schema,
     param,
     spark_args,
     spark_resources,
 )
 from colliderflow.quality import quality_gate
-from colliderflow.stages import Resources, Stage, flag, option
+from colliderflow.stages import Resources, Stage, each, flag, option
 from jobs.dltrigger_schema import CLASS_TITLES, CLASSES, SAMPLES
 
 RUN = RUN_DIR
@@ -36,9 +36,10 @@ PREVIOUS_EVALUATION = "previous_run_dir(ti, params.output_root, dag.dag_id, 'eva
 
 
 def class_input(name: str) -> str:
-    """The class's input: the run's own generated sample in demo mode, else the class's URL Param."""
-    generated = f"run_dir(params.output_root, dag.dag_id, run_id) ~ '/samples/{SAMPLES[name]}'"
-    return f"{name}={{{{ ({generated}) if params.demo_events > 0 else params.input_{name} }}}}"
+    """The class's inputs, one `--input CLASS=URL` each: the run's own generated sample in demo mode,
+    else the class's list Param."""
+    generated = f"[run_dir(params.output_root, dag.dag_id, run_id) ~ '/samples/{SAMPLES[name]}']"
+    return each(f"{generated} if params.demo_events > 0 else params.input_{name}", "--input", f"{name}=")
 
 
 # GPUs per training worker are a property of the deployment (node pools, images), not of a run.
@@ -54,11 +55,11 @@ with DAG(
     params={
         **{
             f"input_{name}": param(
-                f"{data_root()}/samples/delphes/{SAMPLES[name]}",
+                [f"{data_root()}/samples/delphes/{SAMPLES[name]}"],
                 f"{title} input",
-                f"{SAMPLES[name]}: ROOT files, a glob or a directory (a path, s3://, oci:// or root:// URL)",
+                f"{SAMPLES[name]}: ROOT files, globs or directories, one per line (paths or URLs)",
                 "Input",
-                **location_schema(several=True),
+                **locations_schema(),
             )
             for name, title in zip(CLASSES, CLASS_TITLES, strict=True)
         },
@@ -173,7 +174,9 @@ with DAG(
         ),
     },
 ) as dag:
-    check = check_inputs({f"input_{name}": f"{{{{ params.input_{name} }}}}" for name in SAMPLES}, DEMO_MODE)
+    check = check_inputs(
+        {f"input_{name}": f"{{{{ params.input_{name} | tojson }}}}" for name in SAMPLES}, DEMO_MODE
+    )
     with task_group("demo_sample", "demo mode only: generates the run's own Delphes-style sample"):
         demo = ShortCircuitOperator(
             task_id="demo_mode",
@@ -194,7 +197,7 @@ with DAG(
             task_id="ingest",
             module="ingest",
             kind="spark",
-            args=[*(a for name in SAMPLES for a in ("--input", class_input(name))),
+            args=[*(class_input(name) for name in SAMPLES),
                   "--output", f"{RUN}/features", "--subset", SUBSET,
                   "--on-bad-file", "{{ params.on_bad_file }}", *engine_args(), *SPARK_ARGS],
             resources=spark_resources(),

@@ -309,8 +309,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--input",
         nargs="+",
+        action="extend",
         required=True,
-        help="ROOT files, globs or directories (fsspec URLs; whitespace-separated also accepted)",
+        help="ROOT files, globs or directories (fsspec URLs); several values or a repeated --input, each "
+        "one path (a path with spaces is one value)",
     )
     parser.add_argument("--output", required=True, help="output directory (replaced atomically)")
     parser.add_argument(
@@ -336,7 +338,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    inputs = [url for item in args.input for url in item.split()]  # one templated string may hold several
+    inputs = list(args.input)  # each value is one path, spaces and all
     run(
         inputs,
         args.output,

@@ -194,8 +194,8 @@ def _process(item: tuple[Chunk, ChunkTask]) -> Partial[ChunkOut]:
 
 
 def parse_inputs(items: Sequence[str]) -> dict[str, list[str]]:
-    """`class=URL` items (URL may be a glob or directory; several whitespace-separated URLs allowed)
-    -> patterns per class; every class needs at least one."""
+    """`class=URL` items (URL may be a glob or directory; one per item, repeat for several) -> patterns
+    per class; every class needs at least one."""
     patterns: dict[str, list[str]] = defaultdict(list)
     for item in items:
         name, sep, urls = item.partition("=")
@@ -205,7 +205,7 @@ def parse_inputs(items: Sequence[str]) -> dict[str, list[str]]:
         if short is None:
             known = ", ".join(f"{s} ({SAMPLES[s]})" for s in CLASSES)
             raise UsageError(f"--input: unknown class {name.strip()!r}; known classes: {known}")
-        patterns[short].extend(urls.split())
+        patterns[short].append(urls)  # one path, spaces and all: repeat --input for several
     missing = [f"{c} ({SAMPLES[c]})" for c in CLASSES if c not in patterns]
     if missing:
         raise UsageError(f"--input: no input for class(es) {', '.join(missing)}; give CLASS=URL for each")
@@ -425,7 +425,7 @@ def build_parser() -> argparse.ArgumentParser:
         required=True,
         metavar="CLASS=URL",
         help=f"class ({', '.join(CLASSES)} or the sample name) = ROOT file, glob or directory (fsspec "
-        "URL; repeatable, whitespace-separated URLs allowed)",
+        "URL; repeatable; each value is one path, spaces and all)",
     )
     parser.add_argument("--output", required=True, help="output directory (replaced atomically)")
     parser.add_argument(

@@ -4,7 +4,7 @@ nightly run on a fresh install, or before the night's files have arrived, is not
 page about. A run triggered by hand fails at once on the same line, without retries (a retry would
 not create the files).
 
-    check = check_inputs({"input": "{{ params.input }}"})
+    check = check_inputs({"input": "{{ params.input | tojson }}"})
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ from airflow.providers.standard.operators.python import ShortCircuitOperator
 from airflow.sdk.exceptions import AirflowFailException
 
 from colliderflow.backends import configured_backend
+from colliderflow.stages import values_of
 
 log = logging.getLogger(__name__)
 
@@ -25,12 +26,12 @@ HINT = "`make demo` writes the demo samples the defaults point at; or trigger wi
 
 
 def missing_input(param: str, value: str) -> str | None:
-    """Why the Param's value (space-separated paths, globs, directories or URLs) finds no ROOT file,
+    """Why the Param's value (a JSON list of paths, globs, directories or URLs) finds no ROOT file,
     or None when every entry finds one."""
     from jobs.core.errors import BadInputError
     from jobs.core.listing import expand_inputs
 
-    patterns = value.split()
+    patterns = values_of(value)
     if not patterns:
         return f"{param} is empty"
     for pattern in patterns:
@@ -52,11 +53,11 @@ def run_type() -> str:
 
 def outside_roots(inputs: dict[str, str], output_root: str) -> list[str]:
     """One line per Param value that leaves the allowed data roots (colliderflow.data_roots): the
-    output root and each space-separated input path or URL."""
+    output root and each input path or URL."""
     from colliderflow.data_roots import allowed_roots, refusal
 
     roots = allowed_roots()
-    values = [("output_root", output_root)] + [(k, word) for k, v in inputs.items() for word in v.split()]
+    values = [("output_root", output_root)] + [(k, path) for k, v in inputs.items() for path in values_of(v)]
     return [line for param, value in values if (line := refusal(param, value, roots))]
 
 
@@ -93,7 +94,8 @@ def inputs_present(inputs: dict[str, str], generated: str = "False", output_root
 
 
 def check_inputs(inputs: dict[str, str], generated: str = "False") -> ShortCircuitOperator:
-    """The check as a task; `inputs` maps each input Param's name to its (templated) value."""
+    """The check as a task; `inputs` maps each input Param's name to its (templated) value, a list
+    Param as JSON (`{{ params.input | tojson }}`)."""
     return ShortCircuitOperator(
         task_id=TASK_ID,
         python_callable=inputs_present,

@@ -28,7 +28,6 @@ MEMORY_PATTERN = r"^[1-9][0-9]*[mg]$"
 _STORES = "|".join(SUPPORTED_PROTOCOLS)
 _LOCATION = rf"(?!\S*::)(?:(?:{_STORES})://\S+|(?![A-Za-z][A-Za-z0-9+.-]*:)\S+)"
 LOCATION_PATTERN = rf"^{_LOCATION}$"
-LOCATIONS_PATTERN = rf"^\s*{_LOCATION}(?:\s+{_LOCATION})*\s*$"
 # On Kubernetes every Spark stage runs under the cluster's own master (the backend sets it).
 IN_CLUSTER = "k8s://https://kubernetes.default.svc:443"
 
@@ -85,15 +84,15 @@ def common_params(backend: str | None = None) -> dict[str, Param]:
     }
 
 
-def location_schema(several: bool = False) -> dict[str, Any]:
-    """The JSON schema of a path Param: one path or URL (`several`: space-separated ones) of a
-    supported store."""
-    return {
-        "type": "string",
-        "minLength": 1,
-        "maxLength": 4000 if several else 1000,
-        "pattern": LOCATIONS_PATTERN if several else LOCATION_PATTERN,
-    }
+def location_schema() -> dict[str, Any]:
+    """The JSON schema of a path Param: a path or a URL of a supported store."""
+    return {"type": "string", "minLength": 1, "maxLength": 1000, "pattern": LOCATION_PATTERN}
+
+
+def locations_schema() -> dict[str, Any]:
+    """The JSON schema of an input Param: a list of paths, globs, directories or URLs (the form shows
+    one per line); each is one value, whatever characters it holds, never split into words."""
+    return {"type": "array", "items": location_schema(), "minItems": 1, "maxItems": 1000}
 
 
 def spark_params(backend: str) -> dict[str, Param]:

@@ -3,6 +3,7 @@ arguments, its kind and its resource request. Backends turn this into an Airflow
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Literal
@@ -25,9 +26,48 @@ def option(name: str, value: str) -> list[str]:
     return [flag(name, value), f"{{{{ ({value}) if ({value}) else '{OMIT}' }}}}"]
 
 
+# An argument that starts with this renders to an option repeated once per value (see `each`).
+EACH = "__colliderflow_each__"
+
+
+def each(values: str, option: str, prefix: str = "") -> str:
+    """A templated option given once per value of the Jinja expression `values` (a list Param, e.g.
+    each("params.input", "--input")): `--input a --input 'b c'`, each path one argument whatever
+    characters it holds (spaces, quotes, newlines), never split into words. A single string counts as
+    one value. Every backend expands it after rendering (`command_args`)."""
+    return f"{EACH}\t{option}\t{prefix}\t{{{{ ({values}) | tojson }}}}"
+
+
+def _each_args(rendered: str) -> list[str]:
+    _, option, prefix, payload = rendered.split("\t", 3)
+    try:
+        values = json.loads(payload)
+    except ValueError:
+        values = payload
+    values = [values] if isinstance(values, str) else values
+    return [arg for value in values for arg in (option, f"{prefix}{value}")]
+
+
 def command_args(args: Sequence) -> list[str]:
-    """Rendered arguments as the job receives them."""
-    return [str(a) for a in args if str(a) != OMIT]
+    """Rendered arguments as the job receives them: OMIT dropped, `each` expanded."""
+    out: list[str] = []
+    for arg in map(str, args):
+        if arg.startswith(EACH):
+            out += _each_args(arg)
+        elif arg != OMIT:
+            out.append(arg)
+    return out
+
+
+def values_of(rendered: str) -> list[str]:
+    """The paths a rendered list Param holds (`{{ params.input | tojson }}`); a plain string is one."""
+    try:
+        values = json.loads(rendered)
+    except ValueError:
+        return [rendered] if rendered.strip() else []
+    if isinstance(values, str):
+        return [values] if values.strip() else []
+    return [str(v) for v in values] if isinstance(values, list) else [rendered]
 
 
 @dataclass(frozen=True)

@@ -14,6 +14,7 @@ import time
 import pyarrow.dataset as ds
 import pytest
 
+from jobs.dltrigger_schema import SAMPLES
 from tests.conftest import ROOT
 from tests.dags.conftest import airflow, backfill_run_states, free_port, http_ok, stop_standalone, wait_for
 
@@ -110,13 +111,12 @@ def test_backfills_three_days_disjoint_subsets_and_clean_stop(airflow_env, sampl
         for dag_id in ("cms_dimuon", "dl_trigger"):
             assert airflow(cli_env, "dags", "unpause", dag_id).returncode == 0
         backfill(
-            cli_env, "cms_dimuon", 2, {"input": samples["nanoaod"], "output_root": str(runs), "subsets": 3}
+            cli_env, "cms_dimuon", 2, {"input": [samples["nanoaod"]], "output_root": str(runs), "subsets": 3}
         )
-        delphes = samples["delphes"]
+        inputs = {f"input_{c}": [f"{samples['delphes']}/{SAMPLES[c]}"] for c in SAMPLES}
         backfill(
             cli_env, "dl_trigger", 3,
-            {"input_qcd": f"{delphes}/qcd_lepFilter_13TeV", "input_ttbar": f"{delphes}/ttbar_lepFilter_13TeV",
-             "input_wjets": f"{delphes}/Wlnu_lepFilter_13TeV", "output_root": str(runs), "subsets": 3,
+            {**inputs, "output_root": str(runs), "subsets": 3,
              "epochs": 1, "batch_size": 32, "min_auc": 0},
         )  # fmt: skip
         wait_for(lambda: finished("cms_dimuon") and finished("dl_trigger"), 1500, "six backfill runs", proc)

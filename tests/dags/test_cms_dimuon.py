@@ -29,7 +29,7 @@ def test_dags_import_without_errors(airflow_env):
 @pytest.mark.slow
 def test_dags_test_end_to_end(airflow_env, sample, tmp_path):
     runs = tmp_path / "runs"
-    proc = dags_test(airflow_env, "cms_dimuon", {"input": f"{sample}/*.root", "output_root": str(runs)})
+    proc = dags_test(airflow_env, "cms_dimuon", {"input": [f"{sample}/*.root"], "output_root": str(runs)})
     assert proc.returncode == 0, (proc.stdout + proc.stderr)[-4000:]
     (run,) = list((runs / "cms_dimuon").iterdir())
     out = run / "dimuon"
@@ -66,7 +66,7 @@ def test_the_dag_still_runs_after_its_data_root_moves(sample, tmp_path):
         env.update(COLLIDERFLOW_DATA=str(tmp_path / root), COLLIDERFLOW_STORAGE_ROOT="")
         env.update(COLLIDERFLOW_SPARK_MASTER="local[2]", COLLIDERFLOW_SPARK_DRIVER_MEMORY="1g")
         environment.prepare(env)
-        conf = {"input": f"{sample}/*.root", "output_root": str(tmp_path / root / "runs")}
+        conf = {"input": [f"{sample}/*.root"], "output_root": str(tmp_path / root / "runs")}
         proc = dags_test(env, "cms_dimuon", conf)
         assert proc.returncode == 0, (proc.stdout + proc.stderr)[-4000:]
         uris.append(asset_events(env)[-1][1])

@@ -85,7 +85,7 @@ def test_cms_dimuon_on_the_cluster_equals_local(airflow_env, spark_cluster, s3_e
     assert done.returncode == 0, done.stderr[-3000:]
 
     conf = {
-        "input": f"s3://{bucket}/samples/nanoaod/*.root",
+        "input": [f"s3://{bucket}/samples/nanoaod/*.root"],
         "output_root": f"s3://{bucket}/runs",
         "spark_master": spark_cluster.master_url,
     }

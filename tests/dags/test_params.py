@@ -100,7 +100,7 @@ def test_tree_passed_only_when_given(monkeypatch):
 def test_manual_run_without_input_fails_naming_the_param(airflow_env, tmp_path):
     runs = tmp_path / "runs"
     missing = f"{tmp_path}/nowhere/*.root"
-    proc = dags_test(airflow_env, "cms_dimuon", {"input": missing, "output_root": str(runs)}, timeout=300)
+    proc = dags_test(airflow_env, "cms_dimuon", {"input": [missing], "output_root": str(runs)}, timeout=300)
     out = proc.stdout + proc.stderr
     assert proc.returncode != 0
     assert f"input: {missing}: the glob matches no file" in out, out[-3000:]
@@ -113,7 +113,7 @@ def test_a_run_outside_the_allowed_data_roots_is_refused_at_the_first_task(airfl
     before any stage or any write."""
     elsewhere = tempfile.mkdtemp(prefix="cf-outside-the-roots-", dir="/var/tmp")
     try:
-        conf = {"input": "/etc/*.root", "output_root": f"{elsewhere}/runs"}
+        conf = {"input": ["/etc/*.root"], "output_root": f"{elsewhere}/runs"}
         proc = dags_test(airflow_env, "cms_dimuon", conf, timeout=300)
         out = proc.stdout + proc.stderr
         assert proc.returncode != 0
@@ -124,3 +124,27 @@ def test_a_run_outside_the_allowed_data_roots_is_refused_at_the_first_task(airfl
         assert os.listdir(elsewhere) == [], "a stage wrote outside the roots"
     finally:
         shutil.rmtree(elsewhere, ignore_errors=True)
+
+
+ODD_PATHS = ["/data/my data/*.root", '/data/it\'s "quoted"', "/data/new\nline/x.root"]
+
+
+@pytest.mark.parametrize("backend", ["local", "kubernetes"])
+def test_input_paths_are_values_not_words(backend, monkeypatch):
+    """Issue 28: a space-separated input Param read `my/` and `data/` for "my data". The input Params are
+    lists; each path reaches the stage as one argument, spaces, quotes and newlines included, on the
+    local command line and in the SparkApplication alike."""
+    cases = (
+        ("cms_dimuon", "dimuon", {"input": ODD_PATHS}, ODD_PATHS),
+        ("dl_trigger", "ingest", {"input_qcd": ODD_PATHS, "input_wjets": ["/w"]},
+         [f"qcd={p}" for p in ODD_PATHS] + ["ttbar=" + "{ttbar}", "wjets=/w"]),
+    )  # fmt: skip
+    for dag_id, task_id, conf, expected in cases:
+        dag = load_dag(ROOT / "dags" / f"{dag_id}.py", backend, monkeypatch)
+        task = dag.get_task(task_id)
+        ctx = context(dag, **conf)
+        task.render_template_fields(ctx)
+        args = task.command() if backend == "local" else task.application_body()["spec"]["arguments"]
+        given = [args[i + 1] for i, a in enumerate(args) if a == "--input"]
+        ttbar = ctx["params"].get("input_ttbar") or [""]
+        assert given == [e.replace("{ttbar}", ttbar[0]) for e in expected], (backend, dag_id, given)

@@ -68,7 +68,7 @@ def test_cms_dimuon_run_ends_with_a_metrics_report(tmp_path):
     env.pop("COLLIDERFLOW_PUSHGATEWAY", None)
     prepare(env)
     conf = {
-        "input": f"{sample}/*.root",
+        "input": [f"{sample}/*.root"],
         "output_root": str(tmp_path / "runs"),
         "spark_master": "local[1]",
         "chunk_entries": 5000,

@@ -475,3 +475,16 @@ def test_on_the_cluster_from_s3_equals_local(spark_cluster, s3_env, bucket, spar
     metrics = json.loads((remote / "_metrics.json").read_text())
     assert sorted(metrics["files"]) == [f"s3://{bucket}/in/nanoaod_000{i}.root" for i in range(2)]
     assert metrics["spark"]["tasks"] == 6 and metrics["bytes_read"] > 0
+
+
+def test_a_path_with_spaces_is_one_path(tmp_path):
+    """Issue 28: `--input "my data"` was split into `my` and `data` (200,000 events read, not 5,000)."""
+    from jobs.generate import nanoaod
+
+    for name, events in (("my", 3000), ("data", 2000), ("my data", 1000)):
+        nanoaod.generate(events=events, output=str(tmp_path / name), files=1, seed=len(name))
+    done = run_cli(
+        "--input", str(tmp_path / "my data"), "--output", str(tmp_path / "out"), "--engine", "processes"
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert next(iter(cutflow(str(tmp_path / "out")).values())) == 1000
