@@ -12,7 +12,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Generic, TypeVar
 
-from jobs.core.errors import BadInputError
+from jobs.core.errors import BadInputError, UsageError
 from jobs.core.metering import IOStats, merge_io
 from jobs.core.rootio import Chunk, open_table, split_entries
 
@@ -30,6 +30,9 @@ class FilePlan:
     io: dict[str, IOStats] = field(default_factory=dict)
 
 
+# the most tasks one plan may hold: far above a real job's (a file of 10^8 events at the default chunk
+# sizes is a few hundred), far below a typo's (--chunk-entries 1)
+MAX_TASKS = 20_000
 PLAN_THREADS = 16  # files opened at once while planning (each open is a few round trips to the store)
 
 
@@ -84,7 +87,20 @@ def plan_files(
             for _, opened in pending:
                 if not opened.cancel() and opened.exception() is None:
                     opened.result()[1].file.close()
+    check_task_count(plan, chunk_entries)
     return plan
+
+
+def check_task_count(plan: FilePlan, chunk_entries: int) -> None:
+    """Refuse a plan of more than MAX_TASKS tasks (`--chunk-entries 1` once planned 100,000 one-event
+    tasks, each a scheduling round trip): said before any task runs, with the numbers."""
+    tasks = sum(len(chunks) for chunks in plan.chunks.values())
+    if tasks > MAX_TASKS:
+        entries = sum(c.stop - c.start for chunks in plan.chunks.values() for c in chunks)
+        raise UsageError(
+            f"--chunk-entries {chunk_entries}: plans {tasks:,} tasks for {entries:,} entries (at most "
+            f"{MAX_TASKS:,}); raise --chunk-entries"
+        )
 
 
 def warn_skipped(bad: dict[str, str]) -> None:

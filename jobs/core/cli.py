@@ -41,12 +41,14 @@ class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescript
 
 
 def new_parser(stage: str, description: str, example: str) -> argparse.ArgumentParser:
-    """The parser of `python -m jobs.<stage>`: its description, defaults in --help, one example."""
+    """The parser of `python -m jobs.<stage>`: its description, defaults in --help, one example. No
+    abbreviations: `--test` must not quietly mean `--test-fraction`."""
     return argparse.ArgumentParser(
         prog=f"python -m jobs.{stage}",
         description=description,
         epilog=f"example:\n  {example}",
         formatter_class=HelpFormatter,
+        allow_abbrev=False,
     )
 
 

@@ -31,6 +31,7 @@ from jobs.core.commit import atomic_output_dir, claim_output
 from jobs.core.errors import BadInputError, UsageError
 from jobs.core.finite import non_finite
 from jobs.core.storage import METRICS_FILE, filesystem, is_local, write_json
+from jobs.core.store_probe import probe_store
 from jobs.core.tf_input_check import check_dataset, check_model
 from jobs.core.training_history import plot_history, read_history
 from jobs.dltrigger_schema import CLASSES, N_PARTICLES
@@ -245,8 +246,10 @@ def evaluate(args: argparse.Namespace) -> dict:
     check_thresholds(args.min_auc, args.max_auc_drop)
     claim_output(args.output, [args.model, args.test])
     check_dataset(args.test, "--test")  # before TensorFlow starts: seconds, not a minute
+    baseline = baseline_auc(args.baseline)  # before any work: a missing baseline is bad input
+    probe_store(args.model, source=f"--model {args.model}")
     limit = trained_max_particles(args.model, args.max_particles)
-    args = argparse.Namespace(**{**vars(args), "max_particles": limit})
+    args = argparse.Namespace(**{**vars(args), "max_particles": limit, "baseline_auc": baseline})
     check_model(args.model)
     scratch = tempfile.mkdtemp(prefix="colliderflow-evaluate-")  # staged test set, model copy
     try:
@@ -319,9 +322,7 @@ def _evaluate(args: argparse.Namespace, scratch: str) -> dict:
         plots=plots,
         staged_in=staged.summary() if staged else None,
     )
-    metrics[QUALITY_KEY] = verdict(
-        auc, args.min_auc, baseline_auc(args.baseline), args.max_auc_drop, args.baseline
-    )
+    metrics[QUALITY_KEY] = verdict(auc, args.min_auc, args.baseline_auc, args.max_auc_drop, args.baseline)
     with atomic_output_dir(args.output) as staging:
         write_json(os.path.join(staging, METRICS_FILE), metrics)
         np.savez_compressed(os.path.join(staging, "predictions.npz"), label=y_true, scores=scores)

@@ -40,6 +40,7 @@ def build_parser() -> argparse.ArgumentParser:
             description=f"Synthetic {kind}-layout sample (toy events, not a physics simulation).",
             epilog=f"example:\n  python -m jobs.generate {kind} --events 10000 --output data/{kind}",
             formatter_class=cli.HelpFormatter,
+            allow_abbrev=False,
         )
         p.add_argument("--events", type=int, required=True, help="events in total (per class for delphes)")
         p.add_argument("--output", required=True, help="output directory (local path or fsspec URL)")
@@ -60,6 +61,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     cli.check_range(args.events, "--events", 1, MAX_EVENTS)
     cli.check_range(args.files, "--files", 1, MAX_FILES)
+    cli.check_range(args.seed, "--seed", 0, 2**32 - 1)  # numpy's seeds are non-negative
     if args.files > args.events:
         raise cli.UsageError(f"--files must be between 1 and --events, got {args.files}")
     claim_output(args.output, [])  # on a store: reachable, bucket there, writable; before any event

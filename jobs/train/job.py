@@ -24,7 +24,7 @@ import time
 from collections.abc import Sequence
 
 from jobs.core import cli
-from jobs.core.commit import claim_output, mark_output
+from jobs.core.commit import claim_output, mark_output, relation
 from jobs.core.errors import BadInputError, UsageError
 from jobs.core.storage import METRICS_FILE, SUCCESS_MARKER, filesystem, is_local, write_json
 from jobs.core.tf_input_check import check_dataset
@@ -145,6 +145,10 @@ def _check_args(args: argparse.Namespace) -> None:
     if args.checkpoint_every_steps is not None and args.checkpoint_every_steps < 1:
         raise UsageError(f"--checkpoint-every-steps must be >= 1, got {args.checkpoint_every_steps}")
     claim_output(args.output, [args.train, args.test], inside=True)
+    if relation(args.test, args.train) == "is the same folder as":
+        raise UsageError(
+            f"--test {args.test}: is the --train set; evaluating on the training events says nothing"
+        )
     if args.lr_after:
         parse_lr_after(args.lr_after)
     check_dataset(args.train, "--train", args.format)

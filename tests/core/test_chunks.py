@@ -7,7 +7,7 @@ import time
 import pytest
 
 from jobs.core.chunks import plan_files
-from jobs.core.errors import BadInputError
+from jobs.core.errors import BadInputError, UsageError
 from jobs.core.metering import IOStats
 
 
@@ -51,3 +51,17 @@ def test_first_bad_file_in_order_is_the_error(files, tmp_path):
     assert err.value.source == bad[0]
     plan = plan_files(urls, slow_first(urls, 0.2), lambda url, t: None, 200, "skip")
     assert set(plan.bad) == set(bad) and list(plan.chunks) == files
+
+
+def test_a_plan_of_too_many_tasks_is_refused_with_its_numbers(files, monkeypatch):
+    """Issue 28: `--chunk-entries 1` planned 100,000 one-event tasks. A plan over MAX_TASKS is refused
+    before any task runs, naming the option and the counts."""
+    from jobs.core import chunks
+
+    monkeypatch.setattr(chunks, "MAX_TASKS", 1000)  # 4,003 entries at one per task
+    with pytest.raises(
+        UsageError, match=r"^--chunk-entries 1: plans 4,003 tasks for 4,003 entries \(at most 1,000\)"
+    ):
+        plan_files(files, lambda url, stats: "Events", lambda url, table: None, 1, "fail")
+    plan = plan_files(files, lambda url, stats: "Events", lambda url, table: None, 8, "fail")
+    assert 500 < sum(map(len, plan.chunks.values())) <= 1000
