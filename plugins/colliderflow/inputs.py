@@ -9,6 +9,7 @@ not create the files).
 
 from __future__ import annotations
 
+import difflib
 import logging
 
 from airflow.providers.standard.operators.python import ShortCircuitOperator
@@ -61,12 +62,31 @@ def outside_roots(inputs: dict[str, str], output_root: str) -> list[str]:
     return [line for param, value in values if (line := refusal(param, value, roots))]
 
 
+def unknown_conf_keys() -> list[str]:
+    """A line naming the run's conf keys that are no Param of the DAG (a typo such as `chunk_entrys`
+    was silently ignored, the run taking the default), with the nearest Param; [] outside a run."""
+    from airflow.sdk import get_current_context
+
+    try:
+        context = get_current_context()
+    except Exception:  # noqa: BLE001 - called outside a task (a test, a script): nothing to check
+        return []
+    known = set(context["task"].dag.params)  # the declared ones: the run's params hold its conf too
+    unknown = sorted(set(context["dag_run"].conf or {}) - known)
+    if not unknown:
+        return []
+    hints = [
+        f"{k} (did you mean {m[0]}?)" if (m := difflib.get_close_matches(k, known, 1)) else k for k in unknown
+    ]
+    return [f"unknown conf key(s): {', '.join(hints)}; the DAG's Params are listed in its trigger form"]
+
+
 def inputs_present(inputs: dict[str, str], generated: str = "False", output_root: str = "") -> bool:
     """ShortCircuit condition: True when the stages may start. First, every path the run names must lie
     inside the allowed data roots (a refusal fails the run, never retried). `generated` ("True") means
     the run makes its own sample (dl_trigger's demo mode), so there is nothing to look for. On
     Kubernetes a run root the pods cannot share fails the run here, before any stage starts."""
-    refused = outside_roots({} if generated == "True" else inputs, output_root)
+    refused = unknown_conf_keys() + outside_roots({} if generated == "True" else inputs, output_root)
     if refused:
         raise AirflowFailException("; ".join(refused))
     if configured_backend() == "kubernetes":

@@ -16,6 +16,8 @@ from colliderflow.stages import Resources
 from jobs.core.cli import ENGINES
 from jobs.core.locations import SUPPORTED_PROTOCOLS
 
+# the longest text Param (paths have their own bound): beyond it the trigger is refused, not the stage
+MAX_STRING = 1000
 # The form's sections, in the order a run is described: what it reads, the physics choices, the
 # classifier's training, where it computes, where it writes.
 SECTIONS = ("Input", "Physics", "Training", "Quality", "Spark", "Kubernetes", "Output")
@@ -36,6 +38,9 @@ def param(default: Any, title: str, description: str, section: str, **schema: An
     """A Param as the trigger form shows it: `title` as the label, `description` under the field."""
     if section not in SECTIONS:
         raise ValueError(f"section {section!r}: choose one of {', '.join(SECTIONS)}")
+    types = schema.get("type", [])
+    if "string" in ([types] if isinstance(types, str) else types):
+        schema.setdefault("maxLength", MAX_STRING)  # a 1 MB value once reached the command line
     return Param(default, title=title, description=description, section=section, **schema)
 
 

@@ -108,12 +108,12 @@ def test_manual_run_without_input_fails_naming_the_param(airflow_env, tmp_path):
 
 
 def test_a_run_outside_the_allowed_data_roots_is_refused_at_the_first_task(airflow_env, tmp_path):
-    """A conf that the Params' schema allows (absolute local paths) but that leaves the deployment's
-    data roots: `check_inputs` fails the run in one line naming each Param and the roots, never retried,
-    before any stage or any write."""
+    """A conf that the Params' schema allows (absolute local paths, an extra key) but that leaves the
+    deployment's data roots: `check_inputs` fails the run in one line naming each Param and the roots,
+    and the unknown key, never retried, before any stage or any write."""
     elsewhere = tempfile.mkdtemp(prefix="cf-outside-the-roots-", dir="/var/tmp")
     try:
-        conf = {"input": ["/etc/*.root"], "output_root": f"{elsewhere}/runs"}
+        conf = {"input": ["/etc/*.root"], "output_root": f"{elsewhere}/runs", "chunk_entrys": 5000}
         proc = dags_test(airflow_env, "cms_dimuon", conf, timeout=300)
         out = proc.stdout + proc.stderr
         assert proc.returncode != 0
@@ -121,6 +121,8 @@ def test_a_run_outside_the_allowed_data_roots_is_refused_at_the_first_task(airfl
         assert f"output_root='{elsewhere}/runs': outside the allowed data roots (" in line, line
         assert "input='/etc/*.root': outside the allowed data roots (" in line, line
         assert "COLLIDERFLOW_ALLOWED_ROOTS" in line
+        # a typo was silently ignored, the run taking the default: now named, with the nearest Param
+        assert "unknown conf key(s): chunk_entrys (did you mean chunk_entries?)" in line, line
         assert os.listdir(elsewhere) == [], "a stage wrote outside the roots"
     finally:
         shutil.rmtree(elsewhere, ignore_errors=True)
@@ -148,3 +150,18 @@ def test_input_paths_are_values_not_words(backend, monkeypatch):
         given = [args[i + 1] for i, a in enumerate(args) if a == "--input"]
         ttbar = ctx["params"].get("input_ttbar") or [""]
         assert given == [e.replace("{ttbar}", ttbar[0]) for e in expected], (backend, dag_id, given)
+
+
+@pytest.mark.parametrize("path", DAG_FILES, ids=lambda p: p.stem)
+def test_every_text_param_is_bounded(path, monkeypatch):
+    """Issue 28: a 1 MB Param reached the command line ("Argument list too long") and was retried; the
+    trigger refuses it now. List Params bound their items and their count."""
+    dag = load_dag(path, "local", monkeypatch)
+    for name in dag.params:
+        schema = dag.params.get_param(name).schema
+        types = schema.get("type")
+        types = [types] if isinstance(types, str) else types or []
+        if "string" in types and not ({"enum", "const"} & set(schema)):
+            assert 0 < schema["maxLength"] <= 1000, name
+        if "array" in types:
+            assert schema["maxItems"] and schema["items"]["maxLength"], name
