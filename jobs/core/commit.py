@@ -159,6 +159,7 @@ def check_writable(url: str, option: str = "--output", *, inside: bool = False) 
         probe_store(url, source=f"{option} {url}", write=True)
         return
     path = local_target(url)
+    check_name_length(path, f"{option} {url}")
     if os.path.exists(path) and not os.path.isdir(path):
         raise BadInputError(f"{option} {url}", "exists and is not a directory")
     target = path if inside and os.path.isdir(path) else os.path.dirname(path)
@@ -170,6 +171,18 @@ def check_writable(url: str, option: str = "--output", *, inside: bool = False) 
         _probe_write(target)
     except OSError as exc:
         raise BadInputError(f"{option} {url}", f"cannot write into {target} ({exc.strerror})") from None
+
+
+def check_name_length(path: str, source: str) -> None:
+    """Refuse an output name too long for the staging folder beside it (its name adds the writer's
+    pid, start time, a random part and the host to the output's): found before the work, not at the
+    commit after it."""
+    name = os.path.basename(path.rstrip("/"))
+    longest = len(os.fsencode(_owned_name(name, "staging"))) + 16  # room for a longer pid and start time
+    limit = os.pathconf(os.path.dirname(path) if os.path.isdir(os.path.dirname(path)) else "/", "PC_NAME_MAX")
+    if longest > limit:
+        spare = limit - (longest - len(os.fsencode(name)))
+        raise BadInputError(source, f"its name is {len(os.fsencode(name))} bytes; at most {spare} here")
 
 
 def _probe_write(directory: str) -> None:

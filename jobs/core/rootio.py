@@ -7,6 +7,7 @@ come back with the requested names as fields, so the stages never see the differ
 
 from __future__ import annotations
 
+import contextlib
 import difflib
 import os
 from collections.abc import Iterable, Iterator, Sequence
@@ -188,6 +189,20 @@ def read_arrays(url: str, table: Table, branches: Sequence[str], start: int, sto
     except Exception as exc:
         raise _unreadable(url, start, stop, exc) from None
     return _named(arrays, branches)
+
+
+@contextlib.contextmanager
+def consistent_data(url: str, start: int, stop: int) -> Iterator[None]:
+    """Around the physics on arrays read from `url`: an IndexError or ValueError there means arrays
+    that do not fit together (garbled bytes in a basket without a checksum, e.g. counts that disagree
+    with their collections), a bad file named in one line, which --on-bad-file skip leaves out."""
+    try:
+        yield
+    except (IndexError, ValueError) as exc:
+        problem = (
+            f"inconsistent data in entries {start}-{stop} ({type(exc).__name__}: {first_line(exc)[:150]})"
+        )
+        raise BadInputError(url, problem) from None
 
 
 def iterate_arrays(

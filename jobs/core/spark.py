@@ -151,6 +151,19 @@ def _upload_event_logs(local: str, url: str) -> None:
         shutil.rmtree(local, ignore_errors=True)
 
 
+DRIVER_MEMORY_ENV = "COLLIDERFLOW_SPARK_DRIVER_MEMORY"
+_JVM_SIZE = re.compile(r"[1-9][0-9]{0,6}[kmgtKMGT]?")
+
+
+def driver_memory() -> str:
+    """The Spark driver's heap from the environment (default 4g), checked before a JVM starts: a bad
+    value made the JVM exit at once, reported only as JAVA_GATEWAY_EXITED."""
+    value = os.environ.get(DRIVER_MEMORY_ENV, "4g").strip()
+    if not _JVM_SIZE.fullmatch(value):
+        raise UsageError(f"{DRIVER_MEMORY_ENV}={value[:40]!r}: expected a JVM size such as 2g or 512m")
+    return value
+
+
 def spark_session(
     app_name: str,
     master: str | None = None,
@@ -168,7 +181,7 @@ def spark_session(
         .master(check_master(master))
         .config("spark.ui.enabled", os.environ.get("COLLIDERFLOW_SPARK_UI", "false"))
         .config("spark.sql.session.timeZone", "UTC")
-        .config("spark.driver.memory", os.environ.get("COLLIDERFLOW_SPARK_DRIVER_MEMORY", "4g"))
+        .config("spark.driver.memory", driver_memory())
         .config("spark.python.worker.reuse", "true")
         .config("spark.ui.showConsoleProgress", "false")  # progress bars garble task logs
         .config("spark.executorEnv.PYTHONPATH", os.pathsep.join(sys.path))

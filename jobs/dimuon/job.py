@@ -33,6 +33,7 @@ from jobs.core.metering import IOStats, merge_io
 from jobs.core.rootio import (
     Chunk,
     branch_names,
+    consistent_data,
     listing,
     near_matches,
     open_root,
@@ -104,7 +105,8 @@ class ChunkTask:
             arrays = read_arrays(chunk.url, table, SCHEMA_BRANCHES[self.schema], chunk.start, chunk.stop)
         finally:
             table.file.close()
-        sel = SELECTIONS[self.schema](arrays)
+        with consistent_data(chunk.url, chunk.start, chunk.stop):
+            sel = SELECTIONS[self.schema](arrays)
         h = new_histograms(self.mass_bins)
         h["dimuon_mass"].fill(sel.mass)
         h["muon_pt"].fill(sel.pt)

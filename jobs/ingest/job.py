@@ -33,7 +33,15 @@ from jobs.core.listing import expand_inputs, select_subset
 from jobs.core.locations import resolved
 from jobs.core.metering import IOStats, merge_io
 from jobs.core.part_files import PartFile
-from jobs.core.rootio import Chunk, branch_names, iterate_arrays, kind, open_table, require_branches
+from jobs.core.rootio import (
+    Chunk,
+    branch_names,
+    consistent_data,
+    iterate_arrays,
+    kind,
+    open_table,
+    require_branches,
+)
 from jobs.core.storage import METRICS_FILE, SUMMARY_FILE, filesystem, write_json
 from jobs.core.tensors import rows_to_ragged
 from jobs.dltrigger_schema import (
@@ -172,7 +180,8 @@ class ChunkTask:
                     self.batch_entries,
                 )
                 for start, arrays in batches:
-                    features = compute(arrays, self.options, chunk.url)
+                    with consistent_data(chunk.url, start, start + len(arrays)):
+                        features = compute(arrays, self.options, chunk.url)
                     check_finite(
                         chunk.url,
                         {FEATURES_HLF_COLUMN: features.hlf, FEATURES_PARTICLES_COLUMN: features.particles},
