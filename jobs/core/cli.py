@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import errno
 import logging
+import os
+import shutil
 import signal
 import sys
 import threading
@@ -153,6 +156,25 @@ def run(main: Callable[[Sequence[str] | None], int | None], argv: Sequence[str] 
             return _fail(exc, EXIT_BAD_INPUT, caller_session)
         except InfrastructureError as exc:
             return _fail(exc, EXIT_INFRASTRUCTURE, caller_session)
+        except OSError as exc:
+            if exc.errno not in DISK_FULL:
+                raise
+            return _fail(InfrastructureError(disk_full(exc)), EXIT_INFRASTRUCTURE, caller_session)
+
+
+# a full disk or quota: the machine's fault, not the input's (exit 1, retried once there is room)
+DISK_FULL = (errno.ENOSPC, errno.EDQUOT)
+
+
+def disk_full(exc: OSError) -> str:
+    """One line for a write that found no room: where, and how much the filesystem has left."""
+    where = os.fsdecode(exc.filename) if exc.filename else None
+    probe = where or "."
+    while probe and not os.path.exists(probe):
+        probe = os.path.dirname(probe)
+    free = shutil.disk_usage(probe or "/").free
+    problem = exc.strerror or "no space left"
+    return f"{where or 'a write'}: {problem} ({free / 1e6:,.1f} MB free on its filesystem)"
 
 
 @contextlib.contextmanager

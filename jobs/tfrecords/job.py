@@ -141,6 +141,8 @@ def convert_file(task: ShardTask, compression: str) -> ShardResult:
         return ShardResult(io={task.source: stats}, bad={task.source: exc.problem})
     except (ShapeError, OSError, ValueError) as exc:
         writer.abort()
+        if isinstance(exc, OSError) and exc.errno in cli.DISK_FULL:
+            raise  # the machine's fault, not the input's: exit 1 (jobs.core.cli)
         return ShardResult(io={task.source: stats}, bad={task.source: str(exc)})
     except BaseException:
         writer.abort()

@@ -336,3 +336,26 @@ def test_run_prints_one_last_line_and_the_exit_code(error, code, capsys):
     assert capsys.readouterr().err.splitlines()[-1] == f"error: {error}"
     # py4j's "Closing down clientserver connection" (INFO, at interpreter exit) cannot follow it
     assert not logging.getLogger("py4j.clientserver").isEnabledFor(logging.INFO)
+
+
+def test_a_full_disk_is_the_machines_fault_in_one_line(tmp_path, capsys):
+    """Issue 28: a full disk ended in a traceback, and tfrecords blamed its input (exit 2, never
+    retried). ENOSPC and EDQUOT are infrastructure: exit 1 (retried), one line naming the file and
+    the space its filesystem has left."""
+    import errno
+
+    def full(_argv):
+        raise OSError(errno.ENOSPC, "No space left on device", str(tmp_path / "out" / "part-0.parquet"))
+
+    assert run(full, []) == 1
+    line = capsys.readouterr().err.strip().splitlines()[-1]
+    assert (
+        line.startswith(f"error: {tmp_path}/out/part-0.parquet: No space left on device (")
+        and "MB free" in line
+    )
+
+    def other(_argv):
+        raise OSError(errno.EACCES, "Permission denied")
+
+    with pytest.raises(PermissionError):  # any other OSError is not dressed up as one
+        run(other, [])
