@@ -18,13 +18,15 @@ from __future__ import annotations
 from jobs.core import tf_env  # noqa: F401  (before TensorFlow)
 # isort: on
 
+import contextlib
 import json
 import os
+from collections.abc import Iterator
 
 import numpy as np
 import tensorflow as tf
 
-from jobs.core.errors import BadInputError, UsageError
+from jobs.core.errors import BadInputError, UsageError, first_line
 from jobs.core.listing import GLOB_CHARS
 from jobs.core.storage import SUMMARY_FILE, filesystem, is_local
 from jobs.core.tf_readers import (
@@ -42,6 +44,7 @@ from jobs.core.tf_staging import (
     format_files,
     stage_in,
 )
+from jobs.core.tfrecord_framing import broken_file
 from jobs.dltrigger_schema import COUNT_COLUMN, GRU_COLUMN, HLF_COLUMN, N_PARTICLES
 
 FORMATS = ("auto", "tfrecord", "parquet")
@@ -120,6 +123,25 @@ def worker_input(
         return url, ((index, count) if count > 1 else None), None
     staged = stage_in(mine, scratch, url)
     return staged.directory, None, staged
+
+
+@contextlib.contextmanager
+def data_loss_named(sets: dict[str, str], fmt: dict[str, str]) -> Iterator[None]:
+    """Around reading TFRecord sets (option -> local URL, option -> format): TensorFlow's DataLossError
+    names no file; the sets' framing is walked to find the truncated or corrupt one, which becomes a
+    one-line bad input naming it."""
+    try:
+        yield
+    except tf.errors.DataLossError as exc:
+        for option, url in sets.items():
+            if fmt.get(option) != "tfrecord" or not is_local(url):
+                continue
+            found = broken_file(data_files(url, "tfrecord"))
+            if found:
+                raise BadInputError(
+                    f"{option} {found[0]}", f"truncated or corrupt TFRecord: {found[1]}"
+                ) from None
+        raise BadInputError(" / ".join(sets), f"corrupt TFRecord data ({first_line(exc)[:200]})") from None
 
 
 def _drop_count(x: dict[str, tf.Tensor], y: tf.Tensor):

@@ -22,7 +22,14 @@ import pyarrow.parquet as pq
 
 from jobs.core.commit import OWNER_MARKER
 from jobs.core.errors import BadInputError
-from jobs.core.storage import COMMITTING_MARKER, METRICS_FILE, SUMMARY_FILE, check_complete, filesystem
+from jobs.core.storage import (
+    COMMITTING_MARKER,
+    METRICS_FILE,
+    SUMMARY_FILE,
+    check_complete,
+    filesystem,
+    is_local,
+)
 from jobs.core.store_probe import probe_store, store_errors
 from jobs.core.tf_staging import (
     FORMAT_SUFFIXES,
@@ -31,7 +38,7 @@ from jobs.core.tf_staging import (
     file_format,
     list_data_files,
 )
-from jobs.core.tfrecord_framing import first_record
+from jobs.core.tfrecord_framing import broken_file, first_record
 from jobs.dltrigger_schema import GRU_COLUMN, HLF_COLUMN, LABEL_COLUMN, SCALER_FILE
 
 CONTRACT = (HLF_COLUMN, GRU_COLUMN, LABEL_COLUMN)
@@ -54,8 +61,20 @@ def check_dataset(url: str, option: str, fmt: str = "auto") -> None:
             raise BadInputError(f"{option} {first}", "is an empty file (0 bytes)")
         if file_format(first) == "tfrecord" or fmt == "tfrecord":
             _check_tfrecord(first, option)
+            _check_framing(files, option)
         else:
             _check_parquet(first, option)
+
+
+def _check_framing(files: list[str], option: str) -> None:
+    """Every local, uncompressed shard walked header to header (a seek per record): TensorFlow reads a
+    shard cut short inside a header as a shorter one, silently, and one cut inside a record as a
+    DataLossError naming no file. Compressed and remote shards are walked only when TensorFlow
+    reports a loss (jobs.core.tf_dataset.data_loss_named)."""
+    plain = [f for f in files if is_local(f) and not f.endswith(".gz")]
+    found = broken_file(plain)
+    if found:
+        raise BadInputError(f"{option} {found[0]}", f"truncated or corrupt TFRecord: {found[1]}")
 
 
 def check_model(url: str, option: str = "--model") -> None:

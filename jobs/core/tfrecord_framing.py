@@ -5,6 +5,7 @@ jobs.tfrecords, checked by the TensorFlow stages before TensorFlow starts (jobs.
 
 from __future__ import annotations
 
+import os
 import struct
 
 import crc32c  # a dependency of oci; hardware-accelerated CRC32C
@@ -32,3 +33,41 @@ def first_record(head: bytes) -> bytes | None:
         return None
     (length,) = struct.unpack("<Q", head[:8])
     return head[HEADER_BYTES : HEADER_BYTES + length]
+
+
+def framing_problem(path: str) -> str | None:
+    """Why the local TFRecord file `path` (plain or .gz) is not a whole sequence of records: a record
+    or a header cut short, or a length that fails its checksum, with the byte offset; None when it is
+    whole. Plain files are walked header to header (a seek per record, no data read). TensorFlow reads
+    a file cut inside a header as a shorter file, silently, and names no file in its DataLossError."""
+    import gzip
+
+    compressed = path.endswith(".gz")
+    size = None if compressed else os.path.getsize(path)
+    offset = 0
+    try:
+        with (gzip.open if compressed else open)(path, "rb") as f:
+            while header := f.read(HEADER_BYTES):
+                if len(header) < HEADER_BYTES or masked_crc32c(header[:8]) != header[8:]:
+                    return f"a record header at byte {offset:,} is cut short or corrupt"
+                length = struct.unpack("<Q", header[:8])[0] + 4
+                end = offset + HEADER_BYTES + length
+                if size is not None:
+                    if end > size:
+                        have, want = size - offset, end - offset
+                        return f"the record at byte {offset:,} is cut short ({have:,} of {want:,} bytes)"
+                    f.seek(end)
+                elif len(f.read(length)) < length:
+                    return f"the record at byte {offset:,} is cut short"
+                offset = end
+    except (OSError, EOFError) as exc:  # a gzip stream cut short or garbled
+        return f"unreadable after byte {offset:,} ({exc})"
+    return None
+
+
+def broken_file(paths: list[str]) -> tuple[str, str] | None:
+    """The first of `paths` whose framing is broken, with why."""
+    for path in paths:
+        if problem := framing_problem(path):
+            return path, problem
+    return None

@@ -229,14 +229,14 @@ def trained_max_particles(model: str, asked: int | None) -> int | None:
     if not isinstance(trained, dict) or trained.get("stage") != "train" or "max_particles" not in trained:
         return asked
     limit = trained["max_particles"]
-    if asked is not None and asked != limit:
+    if asked is not None and asked != (limit or N_PARTICLES):  # no limit: all 801 rows
         raise BadInputError(
             f"--max-particles {asked}", f"contradicts the model, trained with max_particles {limit} "
             f"({path}); leave the flag out to use the model's"
         )  # fmt: skip
     if limit is not None:
         log.info("evaluating with the model's particle limit: the first %d rows", limit)
-    return limit
+    return asked if limit is None else limit
 
 
 def evaluate(args: argparse.Namespace) -> dict:
@@ -264,6 +264,7 @@ def _evaluate(args: argparse.Namespace, scratch: str) -> dict:
     from jobs.core.job_metrics import job_metrics
     from jobs.core.tf_dataset import (
         check_bucketing_input,
+        data_loss_named,
         make_dataset,
         probe,
         resolve_format,
@@ -283,7 +284,8 @@ def _evaluate(args: argparse.Namespace, scratch: str) -> dict:
         test, fmt, batch_size=args.batch_size, bucketing=args.bucketing, max_particles=args.max_particles
     )
     t0, timing = time.perf_counter(), {}
-    y_true, scores = predict(model, ds, timing)
+    with data_loss_named({"--test": test}, {"--test": fmt}):
+        y_true, scores = predict(model, ds, timing)
     wall = time.perf_counter() - t0
     count, _ = non_finite(scores)
     if count:

@@ -37,6 +37,7 @@ from jobs.dltrigger_schema import (
 )
 
 PARTICLE_SCALINGS = ("global", "per-event")
+NUMBER_FIELDS = ("hlf_min", "hlf_max", "particle_mean", "particle_std")  # of Scaler: finite or refused
 SCALER_FITS = ("train", "all")
 _EPS = np.finfo(np.float64).eps
 
@@ -187,8 +188,8 @@ class Scaler:
     def check_finite(self, source: str) -> None:
         """Refuse a scaler with a non-finite bound, mean or spread (values near float32's limit in the
         fit set overflow the variance): every event it scaled would be NaN."""
-        numbers = {k: np.asarray(v, dtype=np.float64) for k, v in self.to_json().items()
-                   if isinstance(v, list)}  # fmt: skip
+        numbers = {k: np.asarray(getattr(self, k), dtype=np.float64) for k in NUMBER_FIELDS
+                   if getattr(self, k) is not None}  # fmt: skip
         check_finite(source, numbers, FEATURE_NAMES)
 
     def transform(self, hlf: np.ndarray, particles: np.ndarray, labels: np.ndarray) -> dict[str, np.ndarray]:

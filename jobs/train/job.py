@@ -222,6 +222,7 @@ def _train(args: argparse.Namespace, cluster: ClusterInfo, scratch: str) -> dict
         check_bucketing_input,
         count_events,
         count_from_summary,
+        data_loss_named,
         make_dataset,
         probe,
         resolve_format,
@@ -360,16 +361,18 @@ def _train(args: argparse.Namespace, cluster: ClusterInfo, scratch: str) -> dict
         keras.callbacks.TensorBoard(tb_dir, update_freq="epoch", profile_batch=0, write_graph=False),
     ]
     t0 = time.perf_counter()
-    if initial_epoch < args.epochs:
-        model.fit(
-            train_ds,
-            validation_data=test_ds,
-            epochs=args.epochs,
-            initial_epoch=initial_epoch,
-            callbacks=callbacks,
-            verbose=2 if cluster.is_chief else 0,
-            **steps,
-        )
+    sets = {f"--{k}": v["local"] for k, v in inputs.items()}
+    with data_loss_named(sets, {f"--{k}": v["fmt"] for k, v in inputs.items()}):
+        if initial_epoch < args.epochs:
+            model.fit(
+                train_ds,
+                validation_data=test_ds,
+                epochs=args.epochs,
+                initial_epoch=initial_epoch,
+                callbacks=callbacks,
+                verbose=2 if cluster.is_chief else 0,
+                **steps,
+            )
     wall = time.perf_counter() - t0
 
     # every worker saves (the save may read sync-on-read variables); only the chief's copy is kept

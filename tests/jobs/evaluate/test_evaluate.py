@@ -219,3 +219,29 @@ def test_quality_verdict_floor_and_drop_against_the_previous_run(trained, tmp_pa
     capsys.readouterr()
     assert _run([*base, "--output", str(tmp_path / "x"), "--min-auc", "1.5"]) == 2  # not a probability
     assert "--min-auc" in capsys.readouterr().err.strip().splitlines()[-1]
+
+
+def test_the_model_says_its_particle_limit(tmp_path):
+    """Issue 28: a model trained on the first 50 rows, evaluated without the flag, scored full lists
+    (AUC 0.22/0.31/0.54 against 0.61/0.57/0.48). The limit comes from the model folder's
+    _metrics.json; a contradicting flag is refused, an agreeing one (801 = no limit) accepted."""
+    from jobs.core.errors import BadInputError
+    from jobs.evaluate.job import trained_max_particles
+
+    def model_with(limit) -> str:
+        folder = tmp_path / f"m{limit}"
+        folder.mkdir(exist_ok=True)
+        (folder / "_metrics.json").write_text(json.dumps({"stage": "train", "max_particles": limit}))
+        return str(folder / "model.keras")
+
+    assert trained_max_particles(model_with(50), None) == 50
+    assert trained_max_particles(model_with(50), 50) == 50
+    with pytest.raises(
+        BadInputError, match="--max-particles 20: contradicts the model, trained with max_particles 50"
+    ):
+        trained_max_particles(model_with(50), 20)
+    assert trained_max_particles(model_with(None), None) is None
+    assert trained_max_particles(model_with(None), 801) == 801
+    with pytest.raises(BadInputError, match="trained with max_particles None"):
+        trained_max_particles(model_with(None), 100)
+    assert trained_max_particles(str(tmp_path / "elsewhere" / "model.keras"), 30) == 30  # says nothing

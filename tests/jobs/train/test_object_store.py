@@ -148,7 +148,8 @@ def test_s3_fewer_shards_refused_and_unstaged_urls_explained(prepared, bucket, c
     from jobs.train import job as train
 
     train_url = _upload(prepared["train_tfrecord"], f"s3://{bucket}/train")
-    argv = ["--train", train_url, "--test", train_url, "--output", f"s3://{bucket}/m", "--workers", "3"]
+    test_url = _upload(prepared["test_tfrecord"], f"s3://{bucket}/test")
+    argv = ["--train", train_url, "--test", test_url, "--output", f"s3://{bucket}/m", "--workers", "3"]
     assert cli.run(train.main, argv) == cli.EXIT_BAD_INPUT
     err = capsys.readouterr().err.strip()
     assert err.count("\n") == 0 and train_url in err and "2 shard(s) for 3 workers" in err, err
@@ -156,7 +157,7 @@ def test_s3_fewer_shards_refused_and_unstaged_urls_explained(prepared, bucket, c
     assert not fs.exists(path)  # refused before anything was written
 
     # an output bucket that does not exist: one line before any training
-    argv = ["--train", train_url, "--test", train_url, "--output", "s3://cf-no-such-bucket/m"]
+    argv = ["--train", train_url, "--test", test_url, "--output", "s3://cf-no-such-bucket/m"]
     assert cli.run(train.main, argv) == cli.EXIT_BAD_INPUT
     err = capsys.readouterr().err.strip()
     assert err.count("\n") == 0 and "--output s3://cf-no-such-bucket/m" in err and "does not exist" in err

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -178,7 +179,7 @@ def test_mixed_precision_runs(prepared, tmp_path):
     from jobs.core.model import keras, load_model
 
     out = str(tmp_path / "mp")
-    metrics = _train(["--train", prepared["test_tfrecord"], "--test", prepared["test_tfrecord"],
+    metrics = _train(["--train", prepared["test_tfrecord"], "--test", prepared["test_parquet"],
                       "--output", out, "--epochs", "1", "--bucketing", "--mixed-precision"])  # fmt: skip
     assert metrics["mixed_precision"] is True and metrics["epochs_run"] == 1
     model = load_model(f"{out}/model.keras")
@@ -542,3 +543,33 @@ def test_worker_input_shards_are_disjoint_and_complete(tmp_path):
     # the count jobs.tfrecords records in <root>/_summary.json is used when present (no full read)
     (tmp_path / "_summary.json").write_text(json.dumps({"splits": {"tfr": {"records": 39}}}))
     assert count_events(tfr, "tfrecord") == 39
+
+
+def test_a_truncated_shard_is_named_and_no_model_is_left(prepared, tmp_path, capsys):
+    """Issue 28: a truncated TFRecord shard ended train in TensorFlow's DataLossError, which names no
+    file, and left a model folder with a marker and no model.keras. Now: one line naming the shard and
+    where it is cut, exit 2, and no model."""
+    from jobs.core.tfrecord_framing import framing_problem
+    from jobs.train import job as train
+
+    train_set = tmp_path / "train"
+    shutil.copytree(prepared["train_tfrecord"], train_set)
+    shards = sorted(p for p in train_set.iterdir() if p.name.endswith(".tfrecord"))
+    cut = shards[-1]
+    cut.write_bytes(cut.read_bytes()[: cut.stat().st_size // 2 + 7])  # inside a record
+    assert framing_problem(str(cut)) and framing_problem(str(shards[0])) is None
+    out = tmp_path / "model"
+    argv = [
+        "--train",
+        str(train_set),
+        "--test",
+        prepared["test_tfrecord"],
+        "--output",
+        str(out),
+        "--epochs",
+        "1",
+    ]
+    assert cli.run(train.main, argv) == cli.EXIT_BAD_INPUT
+    line = capsys.readouterr().err.strip().splitlines()[-1]
+    assert line.startswith(f"error: --train {cut}: truncated or corrupt TFRecord: "), line
+    assert not (out / "model.keras").exists()
