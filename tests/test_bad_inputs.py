@@ -79,6 +79,7 @@ def _build_sandbox(root: pathlib.Path) -> None:
     (root / "link").symlink_to("nano")
     write_ingested(str(root / "feat"), {0: 40, 1: 40, 2: 40}, events_per_file=40)
     mark_output(str(root / "feat"), "ingest")
+    _with_a_nan(root / "feat", root / "feat_nan")
     arrays = generate(64, seed=1, max_particles=8)
     for split in ("train", "test"):
         write_tfrecords(arrays, str(root / "tfrec" / split), shards=1)
@@ -96,6 +97,28 @@ def _build_sandbox(root: pathlib.Path) -> None:
     (root / "model" / "_metrics.json").write_text('{"stage": "train", "max_particles": 50}\n')
     (root / "run").mkdir()
     shutil.copytree(root / "nano", root / "run" / "nano")
+
+
+def _with_a_nan(features: pathlib.Path, copy: pathlib.Path) -> None:
+    """A copy of an ingestion output whose first class file holds one NaN in vtxY (as ingest wrote
+    them from garbled baskets before it checked)."""
+    import numpy as np
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    shutil.copytree(features, copy)
+    part = copy / "label=0" / "part-00000.parquet"
+    table = pq.read_table(part)
+    hlf = table.column("hfeatures").combine_chunks()
+    values = hlf.values.to_numpy(zero_copy_only=False).copy()
+    values[3] = np.nan
+    column = (
+        pa.FixedSizeListArray.from_arrays(pa.array(values, hlf.type.value_type), hlf.type.list_size)
+        if pa.types.is_fixed_size_list(hlf.type)
+        else pa.ListArray.from_arrays(hlf.offsets, pa.array(values))
+    )
+    index = table.schema.get_field_index("hfeatures")
+    pq.write_table(table.set_column(index, table.schema.field(index), column), part)
 
 
 def _fill(value: str, case_dir: pathlib.Path) -> str:

@@ -35,9 +35,3 @@ def check_finite(
         if count:
             where = f"{column}[{feature}]" if feature else column
             raise BadInputError(source, f"{count:,} non-finite value(s) (NaN or infinity) in {where}")
-
-
-def check_finite_number(option: str, value: float | None) -> None:
-    """A command-line number that must be finite (a learning rate, a floor)."""
-    if value is not None and not np.isfinite(value):
-        raise BadInputError(option, f"{value} is not a finite number")
