@@ -12,7 +12,7 @@ import signal
 import sys
 import threading
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, NoReturn
 
 from jobs.core.errors import BadInputError, InfrastructureError, UsageError
 
@@ -175,6 +175,16 @@ def disk_full(exc: OSError) -> str:
     free = shutil.disk_usage(probe or "/").free
     problem = exc.strerror or "no space left"
     return f"{where or 'a write'}: {problem} ({free / 1e6:,.1f} MB free on its filesystem)"
+
+
+def run_and_exit(main: Callable[[Sequence[str] | None], int | None]) -> NoReturn:
+    """`python -m jobs.<stage>`: `run`, then exit with its code. A SIGTERM while the interpreter shuts
+    down (TensorFlow's teardown takes seconds) exits with that code too: the output is committed,
+    and a task killed by the signal (-15) would be retried for nothing."""
+    code = run(main)
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, lambda *_: os._exit(code))
+    raise SystemExit(code)
 
 
 @contextlib.contextmanager

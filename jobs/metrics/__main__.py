@@ -4,4 +4,4 @@ from jobs.core import cli
 from jobs.metrics.job import main
 
 if __name__ == "__main__":
-    raise SystemExit(cli.run(main))
+    cli.run_and_exit(main)

@@ -9,9 +9,11 @@ import logging
 import multiprocessing
 import os
 import re
+import signal
 import socket
 import subprocess
 import sys
+import textwrap
 import time
 
 import pytest
@@ -359,3 +361,21 @@ def test_a_full_disk_is_the_machines_fault_in_one_line(tmp_path, capsys):
 
     with pytest.raises(PermissionError):  # any other OSError is not dressed up as one
         run(other, [])
+
+
+def test_a_sigterm_after_the_work_exits_with_the_works_code(tmp_path):
+    """Issue 28: evaluate, SIGTERMed right after its commit while TensorFlow tore down, exited -15 and
+    was retried for nothing. After `run` returns, a SIGTERM exits with the stage's own code."""
+    started = tmp_path / "tearing-down"
+    script = textwrap.dedent(f"""
+        import atexit, pathlib, time
+        from jobs.core import cli
+        atexit.register(lambda: (pathlib.Path({str(started)!r}).touch(), time.sleep(30)))
+        cli.run_and_exit(lambda argv: 0)
+    """)
+    proc = subprocess.Popen([sys.executable, "-c", script], cwd=ROOT)
+    deadline = time.monotonic() + 60
+    while not started.exists() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(timeout=20) == 0
