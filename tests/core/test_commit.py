@@ -424,3 +424,16 @@ def test_claim_refuses_inputs_and_folders_no_stage_wrote(tmp_path):
         pathlib.Path(d, "part").write_text("1")
     commit.claim_output(str(tmp_path / "ours"), [str(data)])  # a previous output: replaceable
     assert json.loads((tmp_path / "ours" / commit.OWNER_MARKER).read_text())["version"]
+
+
+def test_an_output_reached_through_a_symlink_is_replaced_where_it_is(tmp_path):
+    """Issue 28: a symlinked output's old link was swapped aside as a `.staging` folder and never
+    reclaimed. The output is written where its path leads (commit.local_target): the link stays, the
+    folder it points to holds the new output, nothing is left beside either."""
+    with commit.atomic_output_dir(str(tmp_path / "real")) as d:
+        pathlib.Path(d, "part").write_text("old")
+    (tmp_path / "link").symlink_to(tmp_path / "real")
+    with commit.atomic_output_dir(str(tmp_path / "link")) as d:
+        pathlib.Path(d, "part").write_text("new")
+    assert (tmp_path / "link").is_symlink() and (tmp_path / "link" / "part").read_text() == "new"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["link", "real"]
