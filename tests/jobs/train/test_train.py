@@ -573,3 +573,18 @@ def test_a_truncated_shard_is_named_and_no_model_is_left(prepared, tmp_path, cap
     line = capsys.readouterr().err.strip().splitlines()[-1]
     assert line.startswith(f"error: --train {cut}: truncated or corrupt TFRecord: "), line
     assert not (out / "model.keras").exists()
+
+
+def test_a_diverging_training_stops_without_a_model(prepared, tmp_path, capsys):
+    """Issue 28: `--lr nan` ran to a NaN loss and exit 0. A finite rate so large that the loss diverges
+    is stopped at the end of the epoch, before it is recorded or checkpointed: one line, exit 2, no
+    model.keras."""
+    from jobs.train import job as train
+
+    out = tmp_path / "model"
+    argv = ["--train", prepared["test_tfrecord"], "--test", prepared["test_parquet"], "--output", str(out),
+            "--epochs", "1", "--lr", "1e30", "--no-lr-scaling"]  # fmt: skip
+    assert cli.run(train.main, argv) == cli.EXIT_BAD_INPUT
+    line = capsys.readouterr().err.strip().splitlines()[-1]
+    assert "loss became nan in epoch 1" in line or "loss became inf in epoch 1" in line, line
+    assert not (out / "model.keras").exists()
