@@ -246,7 +246,7 @@ def evaluate(args: argparse.Namespace) -> dict:
     check_thresholds(args.min_auc, args.max_auc_drop)
     claim_output(args.output, [args.model, args.test])
     check_dataset(args.test, "--test")  # before TensorFlow starts: seconds, not a minute
-    baseline = baseline_auc(args.baseline)  # before any work: a missing baseline is bad input
+    baseline = baseline_auc(args.baseline)
     probe_store(args.model, source=f"--model {args.model}")
     limit = trained_max_particles(args.model, args.max_particles)
     args = argparse.Namespace(**{**vars(args), "max_particles": limit, "baseline_auc": baseline})

@@ -10,7 +10,7 @@ import json
 import logging
 from typing import Any
 
-from jobs.core.errors import BadInputError, UsageError
+from jobs.core.errors import UsageError
 from jobs.core.storage import METRICS_FILE, filesystem
 
 log = logging.getLogger("jobs.evaluate")
@@ -25,9 +25,10 @@ def check_thresholds(min_auc: float, max_drop: float) -> None:
 
 
 def baseline_auc(url: str | None) -> dict[str, float] | None:
-    """The per-class AUC of a previous evaluation folder; None when there is none to compare with (the
-    first run gives no --baseline). A --baseline that names no readable evaluation is bad input,
-    checked before any work: a comparison asked for and silently skipped would pass the gate."""
+    """The per-class AUC of a previous evaluation folder; None (with a warning) when there is none to
+    compare with: the first run, or a previous output that is gone or unreadable. Not an error: the
+    DAG passes the previous successful run's evaluation, which a run that skipped its stages (no input
+    that night) or one on another output root never wrote, and the floor still applies."""
     if not url:
         return None
     try:
@@ -35,9 +36,8 @@ def baseline_auc(url: str | None) -> dict[str, float] | None:
         auc = json.loads(fs.cat_file(path))["auc"]
         return {k: float(v) for k, v in auc.items() if v is not None}
     except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
-        raise BadInputError(
-            f"--baseline {url}", f"no evaluation to compare with ({METRICS_FILE} {type(exc).__name__})"
-        ) from None
+        log.warning("no baseline AUC to compare with at %s (%s)", url, type(exc).__name__)
+        return None
 
 
 def verdict(auc: dict[str, float | None], min_auc: float, baseline: dict[str, float] | None,
