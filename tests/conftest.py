@@ -37,6 +37,10 @@ os.environ.pop("TF_CPP_MIN_LOG_LEVEL", None)
 # py4j logs from __del__ at interpreter exit, after pytest has closed the captured stream
 logging.getLogger("py4j").setLevel(logging.WARNING)
 os.environ.setdefault("COLLIDERFLOW_SPARK_DRIVER_MEMORY", "2g")
+# `make airflow`'s launcher escalates SIGINT, SIGINT, SIGTERM, SIGKILL 20 s apart (docs/airflow.md); the
+# Airflow 3.3 scheduler and dag-processor outlive the first three, so each stop of a test's standalone
+# took a minute. The escalation is the same, sooner.
+os.environ.setdefault("COLLIDERFLOW_SHUTDOWN_GRACE_S", "5")
 
 
 @pytest.fixture(scope="session", autouse=True)

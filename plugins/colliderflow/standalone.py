@@ -20,7 +20,8 @@ import urllib.request
 
 from colliderflow import environment
 
-SHUTDOWN_GRACE_S = 20.0
+# how long each shutdown signal waits for the components (a test sets less: COLLIDERFLOW_SHUTDOWN_GRACE_S)
+SHUTDOWN_GRACE_S = float(os.environ.get("COLLIDERFLOW_SHUTDOWN_GRACE_S", "20"))
 
 
 # Airflow's own ports on this host: the worker and triggerer log servers (api-server must not take them)
