@@ -107,7 +107,6 @@ def _arrays(batch: pa.RecordBatch, url: str) -> tuple[np.ndarray, np.ndarray, np
         )
     except ShapeError as exc:
         raise BadInputError(url, str(exc)) from None
-    check_finite(url, {FEATURES_HLF_COLUMN: hlf, FEATURES_PARTICLES_COLUMN: rows}, FEATURE_NAMES)
     return hlf, rows, lengths
 
 
@@ -149,6 +148,10 @@ class FitTask:
         try:
             for batch, kept, is_test, shuffle in _decided_batches(f, self.plan):
                 hlf, rows, lengths = _arrays(batch, f.url)
+                # every row is decoded here first: the transform round reads checked rows only
+                check_finite(
+                    f.url, {FEATURES_HLF_COLUMN: hlf, FEATURES_PARTICLES_COLUMN: rows}, FEATURE_NAMES
+                )
                 out.split[f.label, 0] += int((kept & ~is_test).sum())
                 out.split[f.label, 1] += int((kept & is_test).sum())
                 sel = np.ones(batch.num_rows, dtype=bool) if self.fit_all else kept & ~is_test
