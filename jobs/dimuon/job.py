@@ -3,6 +3,11 @@ and cut-flow. A Spark job: each task reads one (file, entry range) chunk with up
 array-at-a-time; per-chunk histograms merge by addition, so the result is independent of chunking.
 
     python -m jobs.dimuon --input URL [URL ...] --output DIR [--schema auto|nanoaod|aod|pairs|p4]
+    python -m jobs.dimuon --manifest URL [--manifest URL ...] --output DIR
+
+With partition manifests (jobs.core.partitions) the stage reads exactly the files they recorded and
+also writes each partition's own histograms under `partitions/<key>/`, which it logs as the
+partition's result once the output is committed (what jobs.dimuon.cumulative adds up).
 
 Inputs are TTrees or RNTuples (the format of the same name is read by name in either).
 """
@@ -30,6 +35,7 @@ from jobs.core.errors import BadInputError, UsageError
 from jobs.core.job_metrics import job_metrics
 from jobs.core.listing import expand_inputs, select_subset
 from jobs.core.metering import IOStats, merge_io
+from jobs.core.partitions import Manifest, check_files, log_results, read_manifest, safe_key
 from jobs.core.rootio import (
     Chunk,
     branch_names,
@@ -224,8 +230,10 @@ def run(
     event_log_dir: str | None = None,
     spark_conf: dict[str, str] | None = None,
     plot: bool = True,
+    manifests: Sequence[str] = (),
 ) -> dict:
-    """Run the reduction and write the output contract into `output` atomically; returns metrics."""
+    """Run the reduction and write the output contract into `output` atomically; returns metrics.
+    With `manifests` the inputs are the files the partitions recorded (and `inputs` must be empty)."""
     if schema != "auto" and schema not in SCHEMA_BRANCHES:
         raise UsageError(f"--schema: unknown schema {schema!r} (choose auto, {', '.join(SCHEMA_BRANCHES)})")
     cli.check_range(mass_bins, "--mass-bins", 1, MAX_MASS_BINS)
@@ -233,9 +241,17 @@ def run(
     cli.check_range(partitions, "--partitions", 1, cli.MAX_PARTITIONS)
     if spark is None:
         choose_engine(engine, master, event_log_dir)  # a wrong combination fails before any work
-    claim_output(output, inputs)
+    parts = [read_manifest(url, output) for url in manifests]
+    if parts and (inputs or subset):
+        raise UsageError("--manifest: give the partitions' manifests or --input/--subset, not both")
+    claim_output(output, inputs or [f["url"] for m in parts for f in m.files])
     t0 = time.perf_counter()
-    urls = select_subset(expand_inputs(list(inputs), ".root", missing_ok=on_bad_file == "skip"), subset)
+    if parts:
+        for line in check_files(parts):
+            log.warning("%s", line)
+        urls = list(dict.fromkeys(f["url"] for m in parts for f in m.files))
+    else:
+        urls = select_subset(expand_inputs(list(inputs), ".root", missing_ok=on_bad_file == "skip"), subset)
     p = plan(urls, schema, tree, chunk_entries, on_bad_file)
     if p.chunks:
         total, info = run_map_reduce(
@@ -260,9 +276,8 @@ def run(
     good_files = [u for u in urls if u not in bad]
     if not good_files:
         raise BadInputError(listing(urls), "no readable input file (all were skipped)")
-    result = fold_good(total, operator.add) or DimuonResult(
-        new_histograms(mass_bins), np.zeros(len(CUTS[p.schema]), np.int64)
-    )
+    empty = DimuonResult(new_histograms(mass_bins), np.zeros(len(CUTS[p.schema]), np.int64))
+    result = fold_good(total, operator.add) or empty
     wall = time.perf_counter() - t0
     io = merge_io(p.io, total.io)
     metrics = job_metrics(
@@ -291,6 +306,11 @@ def run(
                 events=int(result.counts[0]),
                 pairs=int(result.pairs),
             )
+        for m in parts:
+            part = fold_good(_only(total, m), operator.add) or empty
+            write_result(os.path.join(out, "partitions", safe_key(m.key)), part, p.schema, bad, m)
+    if parts:
+        log_results(parts, {m.key: f"{output.rstrip('/')}/partitions/{safe_key(m.key)}" for m in parts}, output)
     log.info(
         "dimuon: %d events, %d pairs, %.2f s (%.0f events/s) -> %s",
         result.counts[0],
@@ -302,6 +322,25 @@ def run(
     return metrics
 
 
+def _only(total: Partial[DimuonResult], m: Manifest) -> Partial[DimuonResult]:
+    """The per-file values of one partition's files."""
+    mine = {f["url"] for f in m.files}
+    return Partial({u: v for u, v in total.values.items() if u in mine}, bad=total.bad)
+
+
+def write_result(directory: str, result: DimuonResult, schema: str, bad: dict[str, str], m: Manifest) -> None:
+    """One partition's share of the output: its histograms, cut-flow and counts."""
+    os.makedirs(directory, exist_ok=True)
+    mine = {f["url"] for f in m.files}
+    write_histograms(os.path.join(directory, "histograms.root"), result.hists)
+    write_cutflow(os.path.join(directory, "cutflow.json"), schema, result.counts, {u: bad[u] for u in bad if u in mine})
+    write_json(
+        os.path.join(directory, "partition.json"),
+        {"key": m.key, "manifest": m.url, "events": int(result.counts[0]), "pairs": int(result.pairs),
+         "files": len(mine - set(bad))},
+    )  # fmt: skip
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = cli.new_parser(
         "dimuon",
@@ -309,10 +348,16 @@ def build_parser() -> argparse.ArgumentParser:
         "python -m jobs.dimuon --input 'data/nanoaod/*.root' --output out/dimuon --master local[4]",
     )
     parser.add_argument(
+        "--manifest",
+        action="append",
+        default=[],
+        help="a partition's manifest (URL): read exactly the files it recorded; repeat for several",
+    )
+    parser.add_argument(
         "--input",
         nargs="+",
         action="extend",
-        required=True,
+        default=[],
         help="ROOT files, globs or directories (fsspec URLs); several values or a repeated --input, each "
         "one path (a path with spaces is one value)",
     )
@@ -339,8 +384,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
     inputs = list(args.input)  # each value is one path, spaces and all
+    if not inputs and not args.manifest:
+        parser.error("one of --input or --manifest is required")
     run(
         inputs,
         args.output,
@@ -353,5 +401,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         partitions=args.partitions,
         **executor_kwargs(args),
         plot=not args.no_plot,
+        manifests=args.manifest,
     )
     return 0

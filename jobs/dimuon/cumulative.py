@@ -1,0 +1,135 @@
+"""The di-muon result over every partition so far, built by adding the partitions' histograms (never
+by rereading ROOT files): the latest result of each partition counts once, so rerunning a partition
+replaces its contribution. Same output contract as a `dimuon` output, plus `partitions.json`.
+
+    python -m jobs.dimuon.cumulative --manifest URL --output DIR
+
+`--manifest` is any manifest of the source (jobs.core.partitions): its log and inputs say which
+partitions to add.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import time
+from collections.abc import Sequence
+
+import hist
+import numpy as np
+import uproot
+
+from jobs.core import cli
+from jobs.core.commit import atomic_output_dir, claim_output
+from jobs.core.errors import BadInputError
+from jobs.core.partitions import Partition, read_manifest, results_of
+from jobs.core.storage import METRICS_FILE, filesystem, write_json
+from jobs.dimuon.job import DimuonResult, spectrum_peaks, write_cutflow, write_histograms
+
+log = logging.getLogger("jobs.dimuon.cumulative")
+
+REBUILDS = 3  # builds in a row when partitions finish while one is being written
+
+
+def read_result(p: Partition) -> tuple[DimuonResult, str, dict]:
+    """One partition's histograms, counts and schema, as its result folder holds them."""
+    folder = str(p.result["output"])  # type: ignore[index]
+    fs, path = filesystem(folder)
+    try:
+        cutflow = json.loads(fs.cat_file(f"{path}/cutflow.json"))
+        summary = json.loads(fs.cat_file(f"{path}/partition.json"))
+        with fs.open(f"{path}/histograms.root", "rb") as f, uproot.open(f) as root:
+            hists = {name.split(";")[0]: root[name].to_hist() for name in root.keys(cycle=False)}
+    except FileNotFoundError:
+        raise BadInputError(folder, f"the result of partition {p.key} is gone (rerun the partition)") from None
+    counts = np.array([c["events"] for c in cutflow["cuts"]], dtype=np.int64)
+    return DimuonResult(hists, counts, int(summary["pairs"])), str(cutflow["schema"]), summary
+
+
+def add_up(partitions: list[Partition]) -> tuple[DimuonResult, str, list[dict]]:
+    """The sum of the partitions' results; partitions of different schemas do not add."""
+    total: DimuonResult | None = None
+    schema = ""
+    rows = []
+    for p in partitions:
+        result, part_schema, summary = read_result(p)
+        if schema and part_schema != schema:
+            raise BadInputError(
+                str(p.result["output"]),  # type: ignore[index]
+                f"partition {p.key} has schema {part_schema}, the others {schema}: they do not add",
+            )
+        schema = part_schema
+        total = result if total is None else total + result
+        rows.append({"key": p.key, "run": p.result.get("run"), "output": p.result["output"],  # type: ignore[union-attr]
+                     "events": summary["events"], "pairs": summary["pairs"], "files": summary["files"],
+                     "stale": p.stale})  # fmt: skip
+    assert total is not None
+    return total, schema, rows
+
+
+def build(manifest: str, output: str, plot: bool = True) -> dict:
+    """Write the cumulative result into `output` (replaced atomically); rebuilt when partitions finished
+    meanwhile, so the last build holds every result logged before it started."""
+    m = read_manifest(manifest)
+    for _ in range(REBUILDS):
+        done = results_of(m.root, m.source)
+        if not done:
+            raise BadInputError(manifest, "no partition of these inputs has a result yet")
+        metrics = _write(done, output, m.root, plot)
+        if [p.result for p in results_of(m.root, m.source)] == [p.result for p in done]:
+            break
+    return metrics
+
+
+def _write(done: list[Partition], output: str, root: str, plot: bool) -> dict:
+    t0 = time.perf_counter()
+    claim_output(output, [str(p.result["output"]) for p in done])  # type: ignore[index]
+    total, schema, rows = add_up(done)
+    hists: dict[str, hist.Hist] = total.hists
+    metrics = {
+        "stage": "dimuon.cumulative",
+        "events": int(total.counts[0]),
+        "pairs": int(total.pairs),
+        "partitions": len(rows),
+        "files_read": sum(r["files"] for r in rows),
+        "schema": schema,
+        "peaks": spectrum_peaks(hists["dimuon_mass"]),
+        "wall_seconds": time.perf_counter() - t0,
+    }
+    with atomic_output_dir(output) as out:
+        write_histograms(os.path.join(out, "histograms.root"), hists)
+        write_cutflow(os.path.join(out, "cutflow.json"), schema, total.counts, {})
+        write_json(os.path.join(out, "partitions.json"), {"log": root, "partitions": rows})
+        write_json(os.path.join(out, METRICS_FILE), metrics)
+        if plot:
+            from jobs.dimuon.plot import plot_spectrum
+
+            plot_spectrum(hists["dimuon_mass"], os.path.join(out, "dimuon_mass.png"),
+                          events=int(total.counts[0]), pairs=int(total.pairs))  # fmt: skip
+    log.info("cumulative: %d partitions, %d events, %d pairs -> %s", len(rows), total.counts[0], total.pairs, output)
+    return metrics
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = cli.new_parser(
+        "dimuon.cumulative",
+        __doc__.splitlines()[0],
+        "python -m jobs.dimuon.cumulative --manifest runs/cms_dimuon/partitions/log/00000001.json "
+        "--output runs/cms_dimuon/cumulative",
+    )
+    parser.add_argument("--manifest", action="append", required=True, help="a manifest of the source (URL)")
+    parser.add_argument("--output", required=True, help="output directory (replaced atomically)")
+    parser.add_argument("--no-plot", action="store_true", help="skip dimuon_mass.png")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    build(args.manifest[0], args.output, plot=not args.no_plot)
+    return 0
+
+
+if __name__ == "__main__":
+    cli.run_and_exit(main)
