@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from airflow.sdk import DAG
 
-from colliderflow.assets import output_asset
+from colliderflow.assets import cumulative_asset, output_asset
 from colliderflow.backends import stage_task
 from colliderflow.collect import collect_metrics
 from colliderflow.dag_docs import attach_docs
@@ -20,9 +20,11 @@ from colliderflow.params import (
     spark_args,
     spark_resources,
 )
+from colliderflow.partitioning import MANIFESTS, partition_task
 from colliderflow.stages import Stage, each, option
 
 RUN = RUN_DIR
+CUMULATIVE = "{{ params.output_root }}/cms_dimuon/cumulative"
 
 with DAG(
     dag_id="cms_dimuon",
@@ -61,23 +63,31 @@ with DAG(
     },
 ) as dag:
     check = check_inputs({"input": "{{ params.input | tojson }}"})
+    partition = partition_task({"input": "{{ params.input | tojson }}"})
     dimuon = stage_task(
         Stage(
             task_id="dimuon",
             module="dimuon",
             kind="spark",
-            args=[each("params.input", "--input"), "--output", f"{RUN}/dimuon",
+            args=[each(MANIFESTS, "--manifest"), "--output", f"{RUN}/dimuon",
                   "--schema", "{{ params.schema }}", *option("--tree", "params.tree"),
                   "--chunk-entries", "{{ params.chunk_entries }}",
                   "--on-bad-file", "{{ params.on_bad_file }}",
-                  "--subset", "{{ subset_arg(params.subset, params.subsets, dag_run.logical_date) }}",
                   *engine_args(), *spark_args(RUN)],
             resources=spark_resources(),
             outlets=[output_asset("cms_dimuon_histograms", "cms_dimuon", "dimuon")],
             pool="spark",
         )
     )  # fmt: skip
-    check >> dimuon
+    cumulative = stage_task(
+        Stage(
+            task_id="cumulative",
+            module="dimuon.cumulative",
+            args=[each(MANIFESTS, "--manifest"), "--output", CUMULATIVE],
+            outlets=[cumulative_asset("cms_dimuon_cumulative", "cms_dimuon")],
+        )
+    )  # fmt: skip
+    check >> partition >> dimuon >> cumulative
     with results_group():
-        collect_metrics(RUN, after=[dimuon])
+        collect_metrics(RUN, after=[cumulative])
     attach_docs(dag, __file__)

@@ -23,12 +23,12 @@ from colliderflow.params import (
     spark_args,
     spark_resources,
 )
+from colliderflow.partitioning import MANIFESTS, partition_task
 from colliderflow.quality import quality_gate
 from colliderflow.stages import Resources, Stage, each, flag, option
 from jobs.dltrigger_schema import CLASS_TITLES, CLASSES, SAMPLES
 
 RUN = RUN_DIR
-SUBSET = "{{ subset_arg(params.subset, params.subsets, dag_run.logical_date) }}"
 SPARK_ARGS = spark_args(RUN)
 DEMO_MODE = "{{ params.demo_events > 0 }}"
 # the evaluation of this DAG's previous successful run, to compare the AUC with ("" for the first run)
@@ -36,10 +36,10 @@ PREVIOUS_EVALUATION = "previous_run_dir(ti, params.output_root, dag.dag_id, 'eva
 
 
 def class_input(name: str) -> str:
-    """The class's inputs, one `--input CLASS=URL` each: the run's own generated sample in demo mode,
-    else the class's list Param."""
+    """The class's inputs as the partition task lists them: the run's own generated sample in demo
+    mode, else the class's list Param (JSON)."""
     generated = f"[run_dir(params.output_root, dag.dag_id, run_id) ~ '/samples/{SAMPLES[name]}']"
-    return each(f"{generated} if params.demo_events > 0 else params.input_{name}", "--input", f"{name}=")
+    return f"{{{{ ({generated} if params.demo_events > 0 else params.input_{name}) | tojson }}}}"
 
 
 # GPUs per training worker are a property of the deployment (node pools, images), not of a run.
@@ -197,14 +197,12 @@ with DAG(
             task_id="ingest",
             module="ingest",
             kind="spark",
-            args=[*(class_input(name) for name in SAMPLES),
-                  "--output", f"{RUN}/features", "--subset", SUBSET,
+            args=[each(MANIFESTS, "--manifest"), "--output", f"{RUN}/features",
                   "--on-bad-file", "{{ params.on_bad_file }}", *engine_args(), *SPARK_ARGS],
             resources=spark_resources(),
             outlets=[output_asset("dl_trigger_features", "dl_trigger", "features")],
             pool="spark",
         ),
-        trigger_rule="none_failed",
     )  # fmt: skip
     prepare = stage_task(
         Stage(
@@ -260,7 +258,8 @@ with DAG(
             resources=Resources(cpu=2, memory="8Gi"),
         )
     )  # fmt: skip
-    check >> demo >> generate >> ingest >> prepare >> tfrecords >> train >> evaluate
+    partition = partition_task({name: class_input(name) for name in SAMPLES}, trigger_rule="none_failed")
+    check >> demo >> generate >> partition >> ingest >> prepare >> tfrecords >> train >> evaluate
     with results_group():
         quality_gate(RUN, after=collect_metrics(RUN, after=[evaluate]))
     attach_docs(dag, __file__)

@@ -48,7 +48,9 @@ def check_format(body: dict[str, Any], source: str) -> None:
     """Refuse an entry written by a newer colliderflow (its meaning is not ours to guess)."""
     found = body.get("format")
     if not isinstance(found, int) or found > FORMAT:
-        raise BadInputError(source, f"written in partition-log format {found!r}; this colliderflow reads {FORMAT}")
+        raise BadInputError(
+            source, f"written in partition-log format {found!r}; this colliderflow reads {FORMAT}"
+        )
 
 
 def read_entry(url: str) -> dict[str, Any]:

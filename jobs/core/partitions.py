@@ -120,13 +120,24 @@ def describe(urls: list[str], input_name: str) -> list[dict[str, Any]]:
     for url in urls:
         fs, path = filesystem(url)
         info = fs.info(path)
-        out.append({"url": url, "size": int(info.get("size") or 0), "version": file_version(info), "input": input_name})
+        out.append(
+            {
+                "url": url,
+                "size": int(info.get("size") or 0),
+                "version": file_version(info),
+                "input": input_name,
+            }
+        )
     return out
 
 
 def list_source(source: Source) -> list[dict[str, Any]]:
     """Every ROOT file the source's inputs hold now, described."""
-    return [f for name, patterns in source.inputs.items() for f in describe(expand_inputs(patterns, ".root"), name)]
+    return [
+        f
+        for name, patterns in source.inputs.items()
+        for f in describe(expand_inputs(patterns, ".root"), name)
+    ]
 
 
 def changed_files(recorded: list[dict[str, Any]], now: dict[str, dict[str, Any]]) -> list[str]:
@@ -268,7 +279,10 @@ def plan_run(
         p for p in of_source(state, source)
         if p.key not in mine and p.result is None and not is_live(p.owner)
     ]  # fmt: skip
-    notes += [f"partition {p.key} of run {p.owner} has no result (its run failed): taken by this run" for p in orphans]
+    notes += [
+        f"partition {p.key} of run {p.owner} has no result (its run failed): taken by this run"
+        for p in orphans
+    ]
     chosen = [p for p in of_source(state, source) if p.key in mine] + orphans
     if take == "all":
         chosen += [p for p in of_source(state, source) if p.result is not None and p not in chosen]
@@ -304,9 +318,13 @@ def mark_stale(root: str, partitions: list[Partition], now: dict[str, dict[str, 
         changed = [u for u in changed_files(recorded, now) if u not in p.stale]
         if not changed:
             continue
-        notes += [f"{u} changed after partition {p.key} recorded it: partition {p.key} is stale" for u in changed]
+        notes += [
+            f"{u} changed after partition {p.key} recorded it: partition {p.key} is stale" for u in changed
+        ]
 
-        def decide(entries: list[Entry], key: str = p.key, files: list[str] = changed) -> dict[str, Any] | None:
+        def decide(
+            entries: list[Entry], key: str = p.key, files: list[str] = changed
+        ) -> dict[str, Any] | None:
             current = fold(entries)[key]
             todo = [u for u in files if u not in current.stale]
             return {"kind": "stale", "key": key, "files": todo} if todo else None
@@ -357,7 +375,9 @@ def check_files(manifests: list[Manifest]) -> list[str]:
                 missing.append(f["url"])
                 continue
             if (int(info.get("size") or 0), file_version(info)) != (f["size"], f["version"]):
-                changed.append(f"{f['url']} changed after partition {m.key} recorded it; reading its new content")
+                changed.append(
+                    f"{f['url']} changed after partition {m.key} recorded it; reading its new content"
+                )
     if missing:
         more = f" and {len(missing) - 3} more" if len(missing) > 3 else ""
         raise BadInputError(", ".join(missing[:3]) + more, "recorded in a partition but gone from the store")
@@ -370,7 +390,10 @@ def log_results(manifests: list[Manifest], outputs: dict[str, str], run: str) ->
     for m in manifests:
         now = {f["url"]: f for f in describe([f["url"] for f in m.files], "")}
         files = [{**f, "size": now[f["url"]]["size"], "version": now[f["url"]]["version"]} for f in m.files]
-        settle(m.root, _once({"kind": "result", "key": m.key, "output": outputs[m.key], "run": run, "files": files}))
+        settle(
+            m.root,
+            _once({"kind": "result", "key": m.key, "output": outputs[m.key], "run": run, "files": files}),
+        )
 
 
 def _once(body: dict[str, Any]) -> Callable[[list[Entry]], dict[str, Any] | None]:
@@ -391,4 +414,3 @@ def results_of(root: str, source: Source) -> list[Partition]:
 def safe_key(key: str) -> str:
     """A key as a folder name: `03/16` -> `03-16`."""
     return "".join(c if c.isalnum() or c in "._@-" else "-" for c in key)
-

@@ -43,7 +43,9 @@ def read_result(p: Partition) -> tuple[DimuonResult, str, dict]:
         with fs.open(f"{path}/histograms.root", "rb") as f, uproot.open(f) as root:
             hists = {name.split(";")[0]: root[name].to_hist() for name in root.keys(cycle=False)}
     except FileNotFoundError:
-        raise BadInputError(folder, f"the result of partition {p.key} is gone (rerun the partition)") from None
+        raise BadInputError(
+            folder, f"the result of partition {p.key} is gone (rerun the partition)"
+        ) from None
     counts = np.array([c["events"] for c in cutflow["cuts"]], dtype=np.int64)
     return DimuonResult(hists, counts, int(summary["pairs"])), str(cutflow["schema"]), summary
 
@@ -108,7 +110,13 @@ def _write(done: list[Partition], output: str, root: str, plot: bool) -> dict:
 
             plot_spectrum(hists["dimuon_mass"], os.path.join(out, "dimuon_mass.png"),
                           events=int(total.counts[0]), pairs=int(total.pairs))  # fmt: skip
-    log.info("cumulative: %d partitions, %d events, %d pairs -> %s", len(rows), total.counts[0], total.pairs, output)
+    log.info(
+        "cumulative: %d partitions, %d events, %d pairs -> %s",
+        len(rows),
+        total.counts[0],
+        total.pairs,
+        output,
+    )
     return metrics
 
 

@@ -310,7 +310,9 @@ def run(
             part = fold_good(_only(total, m), operator.add) or empty
             write_result(os.path.join(out, "partitions", safe_key(m.key)), part, p.schema, bad, m)
     if parts:
-        log_results(parts, {m.key: f"{output.rstrip('/')}/partitions/{safe_key(m.key)}" for m in parts}, output)
+        log_results(
+            parts, {m.key: f"{output.rstrip('/')}/partitions/{safe_key(m.key)}" for m in parts}, output
+        )
     log.info(
         "dimuon: %d events, %d pairs, %.2f s (%.0f events/s) -> %s",
         result.counts[0],
@@ -333,7 +335,9 @@ def write_result(directory: str, result: DimuonResult, schema: str, bad: dict[st
     os.makedirs(directory, exist_ok=True)
     mine = {f["url"] for f in m.files}
     write_histograms(os.path.join(directory, "histograms.root"), result.hists)
-    write_cutflow(os.path.join(directory, "cutflow.json"), schema, result.counts, {u: bad[u] for u in bad if u in mine})
+    write_cutflow(
+        os.path.join(directory, "cutflow.json"), schema, result.counts, {u: bad[u] for u in bad if u in mine}
+    )
     write_json(
         os.path.join(directory, "partition.json"),
         {"key": m.key, "manifest": m.url, "events": int(result.counts[0]), "pairs": int(result.pairs),

@@ -33,6 +33,7 @@ from jobs.core.listing import expand_inputs, select_subset
 from jobs.core.locations import resolved
 from jobs.core.metering import IOStats, merge_io
 from jobs.core.part_files import PartFile
+from jobs.core.partitions import Manifest, check_files, log_results, read_manifest
 from jobs.core.rootio import (
     Chunk,
     branch_names,
@@ -307,6 +308,17 @@ def resolve_layout(layout: str) -> str:
     return "ragged" if layout == "auto" else layout
 
 
+def manifest_inputs(parts: list[Manifest]) -> dict[str, list[str]]:
+    """The files the partitions recorded, by class (a manifest's input names are the classes)."""
+    files: dict[str, list[str]] = {}
+    for m in parts:
+        for f in m.files:
+            if f["input"] not in SAMPLES:
+                raise BadInputError(m.url, f"input {f['input']!r} is not a class ({', '.join(SAMPLES)})")
+            files.setdefault(f["input"], []).append(f["url"])
+    return files
+
+
 def run(
     inputs: Sequence[str],
     output: str,
@@ -324,6 +336,7 @@ def run(
     spark_conf: dict[str, str] | None = None,
     engine: str = "auto",
     layout: str = "auto",
+    manifests: Sequence[str] = (),
 ) -> dict:
     """Ingest the inputs (CLASS=URL items) into `output` atomically; returns the metrics. The tight
     muons come from collection `muon_branch` (None: MuonTight if the files hold it, else Muon). The
@@ -334,10 +347,17 @@ def run(
     layout = resolve_layout(layout)
     if spark is None:
         choose_engine(engine, master, event_log_dir)  # a wrong combination fails before any work
-    patterns = parse_inputs(inputs)
+    parts = [read_manifest(url, output) for url in manifests]
+    if parts and (inputs or subset):
+        raise UsageError("--manifest: give the partitions' manifests or --input/--subset, not both")
+    patterns = manifest_inputs(parts) if parts else parse_inputs(inputs)
     claim_output(output, [url for urls in patterns.values() for url in urls])
     t0 = time.perf_counter()
-    listed = {name: expand_inputs(urls, suffix=".root") for name, urls in patterns.items()}
+    for line in check_files(parts):
+        log.warning("%s", line)
+    listed = (
+        patterns if parts else {name: expand_inputs(urls, suffix=".root") for name, urls in patterns.items()}
+    )
     check_disjoint(listed)
     files = {name: select_subset(urls, subset) for name, urls in listed.items()}
     with atomic_output_dir(output, shared=True) as staging:  # executors write parts straight into it
@@ -409,6 +429,8 @@ def run(
         )
         write_json(os.path.join(staging, SUMMARY_FILE), summary)
         write_json(os.path.join(staging, METRICS_FILE), metrics)
+    if parts:  # the run's features are each partition's result (prepare reads them whole)
+        log_results(parts, {m.key: output for m in parts}, output)
     log.info(
         "ingest: %d events read, %d written, %.2f s (%.0f events/s) -> %s",
         events,
@@ -429,9 +451,15 @@ def build_parser() -> argparse.ArgumentParser:
         "--output out/features",
     )
     parser.add_argument(
+        "--manifest",
+        action="append",
+        default=[],
+        help="a partition's manifest (URL): ingest exactly the files it recorded, by class; repeatable",
+    )
+    parser.add_argument(
         "--input",
         action="append",
-        required=True,
+        default=[],
         metavar="CLASS=URL",
         help=f"class ({', '.join(CLASSES)} or the sample name) = ROOT file, glob or directory (fsspec "
         "URL; repeatable; each value is one path, spaces and all)",
@@ -487,7 +515,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not args.input and not args.manifest:
+        parser.error("one of --input or --manifest is required")
     run(
         args.input,
         args.output,
@@ -500,5 +531,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         partitions=args.partitions,
         layout=args.layout,
         **executor_kwargs(args),
+        manifests=args.manifest,
     )
     return 0

@@ -28,6 +28,11 @@ def output_asset(name: str, dag_id: str, folder: str) -> Asset:
     return Asset(name=name, uri=f"{location_uri(data_root())}/runs/{dag_id}/*/{folder}")
 
 
+def cumulative_asset(name: str, dag_id: str) -> Asset:
+    """The asset of a DAG's cumulative result, `<output root>/<dag_id>/cumulative`."""
+    return Asset(name=name, uri=f"{location_uri(data_root())}/runs/{dag_id}/cumulative")
+
+
 def output_figures(url: str) -> dict[str, Any]:
     """The key figures of the stage output at `url` (its _metrics.json)."""
     from jobs.core.job_metrics import key_figures
@@ -53,6 +58,11 @@ class RecordOutput:
             extra.update(output_figures(url))
         except Exception as exc:  # noqa: BLE001 - the figures are a courtesy; the output is committed
             log.warning("no key figures for the asset event of %s: %s", url, exc)
+        keys = context["ti"].xcom_pull(task_ids="partition", key="partition_keys") or []
+        if keys:
+            extra["partitions"] = keys
         for outlet in task.outlets:
             if isinstance(outlet, Asset):
                 context["outlet_events"][outlet].extra = extra
+                if keys:
+                    context["outlet_events"][outlet].add_partitions(keys)

@@ -1,5 +1,5 @@
-"""Shared DAG conventions: default retries with backoff, per-run output directories, dataset subsets
-for backfills, and the Jinja filters the DAG files use. No physics here."""
+"""Shared DAG conventions: default retries with backoff, per-run output directories, and the Jinja
+filters the DAG files use. No physics here."""
 
 from __future__ import annotations
 
@@ -52,17 +52,6 @@ def safe_path(value: str) -> str:
     return re.sub(r"[^A-Za-z0-9._=-]+", "-", str(value)).strip("-")
 
 
-def subset_arg(subset: str, subsets: int, logical_date: datetime | None) -> str:
-    """The job's --subset value. 'auto' maps a run's logical date to one of `subsets` disjoint file
-    slices (consecutive days -> different slices), so a backfill over N <= subsets days touches each
-    file once; a manual run without a logical date, or subsets == 1, takes everything."""
-    if subset not in ("", "auto"):
-        return subset
-    if subsets <= 1 or logical_date is None:
-        return "all"
-    return f"{logical_date.toordinal() % subsets}/{subsets}"
-
-
 def run_dir(output_root: str, dag_id: str, run_id: str) -> str:
     return f"{output_root.rstrip('/')}/{dag_id}/{safe_path(run_id)}"
 
@@ -79,7 +68,7 @@ def previous_run_dir(ti: Any, output_root: str, dag_id: str, folder: str = "") -
 # Jinja: the run's output directory, <output_root>/<dag_id>/<run id>; every stage writes below it.
 RUN_DIR = "{{ run_dir(params.output_root, dag.dag_id, run_id) }}"
 USER_DEFINED_FILTERS = {"safe_path": safe_path}
-USER_DEFINED_MACROS = {"subset_arg": subset_arg, "run_dir": run_dir, "previous_run_dir": previous_run_dir}
+USER_DEFINED_MACROS = {"run_dir": run_dir, "previous_run_dir": previous_run_dir}
 
 
 def nightly(cron: str) -> dict[str, Any]:

@@ -23,7 +23,8 @@ MAX_STRING = 1000
 SECTIONS = ("Input", "Physics", "Training", "Quality", "Spark", "Kubernetes", "Output")
 
 SPARK_MASTER_PATTERN = r"^(local(\[(\*|[1-9][0-9]*)\])?|spark://\S+|k8s://\S+|yarn)$"
-SUBSET_PATTERN = r"^(auto|all|[0-9]+/[1-9][0-9]*)$"
+PARTITION_SCHEME_PATTERN = r"^(night|folder|hash/[1-9][0-9]{0,3})$"
+PARTITION_KEY_PATTERN = r"^[A-Za-z0-9._@/-]+$"
 MEMORY_PATTERN = r"^[1-9][0-9]*[mg]$"
 # A path, or a URL of a store the project opens: the form and the REST API refuse http(s)://, ftp://,
 # data: and `::` chains at trigger time (the first task checks the allowed roots: colliderflow.data_roots)
@@ -51,7 +52,7 @@ def optional_string(title: str, description: str, section: str, **schema: Any) -
 
 
 def common_params(backend: str | None = None) -> dict[str, Param]:
-    """The Params every DAG has: bad-file policy, dataset subsets, where Spark runs, the output root."""
+    """The Params every DAG has: bad-file policy, which partitions, where Spark runs, the output root."""
     backend = backend or configured_backend()
     return {
         "on_bad_file": param(
@@ -61,23 +62,7 @@ def common_params(backend: str | None = None) -> dict[str, Param]:
             "Input",
             enum=["fail", "skip"],
         ),
-        "subset": param(
-            "auto",
-            "Input subset",
-            "k/N: the k-th of N disjoint slices of the input files; all; auto: from the run's date",
-            "Input",
-            type="string",
-            pattern=SUBSET_PATTERN,
-        ),
-        "subsets": param(
-            1,
-            "Subsets for auto",
-            "N for subset=auto: consecutive days process disjoint 1/N slices; 1 takes every file",
-            "Input",
-            type="integer",
-            minimum=1,
-            maximum=10000,
-        ),
+        **partition_params(),
         **spark_params(backend),
         "output_root": param(
             f"{data_root()}/runs",
@@ -85,6 +70,45 @@ def common_params(backend: str | None = None) -> dict[str, Param]:
             "each run writes under <output_root>/<dag id>/<run id>/ (a path or URL inside the data roots)",
             "Output",
             **location_schema(),
+        ),
+    }
+
+
+def partition_params() -> dict[str, Param]:
+    """Which data a run reads (colliderflow.partitioning): new files by default, everything, or named
+    partitions. A backfill run ignores these (it reprocesses its night's recorded partition)."""
+    return {
+        "take": param(
+            "new",
+            "Data to process",
+            "new: files no partition holds yet (the nightly default); all: everything so far; named: the "
+            "partitions listed below. A backfill always reprocesses its nights' partitions",
+            "Input",
+            enum=["new", "all", "named"],
+            values_display={
+                "new": "New files only (nightly)",
+                "all": "Everything (every partition)",
+                "named": "Named partitions",
+            },
+        ),
+        "partition_keys": param(
+            [],
+            "Partition keys",
+            "with Data = named: partitions, one per line: a night (2026-12-07), a folder (Run2012B) or a "
+            "hash bucket (03/16)",
+            "Input",
+            type="array",
+            items={"type": "string", "minLength": 1, "maxLength": 200, "pattern": PARTITION_KEY_PATTERN},
+            maxItems=1000,
+        ),
+        "partition_by": param(
+            "night",
+            "New partitions by",
+            "night: the run's night; folder: the first folder below the input; hash/N: N stable buckets "
+            "of the file names",
+            "Input",
+            type="string",
+            pattern=PARTITION_SCHEME_PATTERN,
         ),
     }
 

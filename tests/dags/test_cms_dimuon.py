@@ -75,7 +75,7 @@ def test_the_dag_still_runs_after_its_data_root_moves(sample, tmp_path):
 
 @pytest.mark.parametrize(
     "bad",
-    [{"schema": "miniaod"}, {"chunk_entries": 10}, {"spark_master": "mesos://x"}, {"subset": "3 of 4"}],
+    [{"schema": "miniaod"}, {"chunk_entries": 10}, {"spark_master": "mesos://x"}, {"partition_by": "month"}, {"take": "some"}],
 )
 def test_invalid_conf_rejected_before_any_task(airflow_env, tmp_path, bad):
     assert_conf_rejected(airflow_env, "cms_dimuon", tmp_path, bad)
