@@ -5,10 +5,21 @@ generated sample, Params rejecting a bad conf before any task runs. (Its real ba
 from __future__ import annotations
 
 import json
+import pathlib
+import shutil
 
+import numpy as np
 import pytest
+import uproot
 
-from tests.dags.conftest import assert_conf_rejected, asset_events, dags_test, environment, import_errors
+from tests.dags.conftest import (
+    airflow,
+    assert_conf_rejected,
+    asset_events,
+    dags_test,
+    environment,
+    import_errors,
+)
 
 
 @pytest.fixture(scope="module")
@@ -26,33 +37,58 @@ def test_dags_import_without_errors(airflow_env):
     assert "cms_dimuon" in parsed["dags"]
 
 
+def night(env: dict[str, str], date: str, conf: dict):
+    """`airflow dags test cms_dimuon <date>`: the scheduled run of that night, run in place."""
+    return airflow(env, "dags", "test", "cms_dimuon", date, "-c", json.dumps(conf), timeout=900)
+
+
 @pytest.mark.slow
-def test_dags_test_end_to_end(airflow_env, sample, tmp_path):
-    runs = tmp_path / "runs"
-    proc = dags_test(airflow_env, "cms_dimuon", {"input": [f"{sample}/*.root"], "output_root": str(runs)})
-    assert proc.returncode == 0, (proc.stdout + proc.stderr)[-4000:]
-    (run,) = list((runs / "cms_dimuon").iterdir())
-    out = run / "dimuon"
+def test_nights_take_only_new_files_and_the_cumulative_adds_up(airflow_env, sample, tmp_path):
+    """Three nights on a folder that grows: the first reduces its 4 files, the second only the 2 that
+    arrived, the third finds nothing new and succeeds with its stages skipped. The cumulative result
+    equals one `jobs.dimuon` run over all 6 files, bin for bin; asset events carry the partition key."""
+    from jobs.dimuon import job
+
+    inp, runs = tmp_path / "in", tmp_path / "runs"
+    inp.mkdir()
+    files = sorted(pathlib.Path(sample).glob("*.root"))
+    conf = {"input": [str(inp)], "output_root": str(runs)}
+    for date, batch in (("2026-03-01", files[:4]), ("2026-03-02", files[4:]), ("2026-03-03", [])):
+        for f in batch:
+            shutil.copy(f, inp / f.name)
+        proc = night(airflow_env, date, conf)
+        assert proc.returncode == 0, (proc.stdout + proc.stderr)[-4000:]
+    quiet = proc.stdout + proc.stderr
+    assert "nothing new under" in quiet and "the stages are skipped" in quiet
+    run_dirs = sorted(p for p in (runs / "cms_dimuon").iterdir() if p.name.startswith("manual__"))
+    # the third night ran no stage; each run's dimuon output holds its night's partition
+    assert [[p.name for p in (d / "dimuon" / "partitions").iterdir()] for d in run_dirs] == [
+        ["2026-03-01"],
+        ["2026-03-02"],
+    ]
+    read = [json.loads((d / "dimuon" / "_metrics.json").read_text())["files"] for d in run_dirs]
+    assert [len(r) for r in read] == [4, 2] and not set(read[0]) & set(read[1])
+    out = run_dirs[0] / "dimuon"
     assert {"_SUCCESS", "histograms.root", "cutflow.json", "_metrics.json", "dimuon_mass.png"} <= {
         p.name for p in out.iterdir()
     }
-    cuts = json.loads((out / "cutflow.json").read_text())["cuts"]
-    assert cuts[0] == {
-        "cut": "events",
-        "events": 60_000,
-        "fraction_of_previous": 1.0,
-        "fraction_of_total": 1.0,
+    cumulative = runs / "cms_dimuon" / "cumulative"
+    job.run([str(inp)], str(tmp_path / "single"), engine="processes", plot=False)
+    with (
+        uproot.open(cumulative / "histograms.root") as a,
+        uproot.open(tmp_path / "single/histograms.root") as b,
+    ):
+        for name in ("dimuon_mass", "muon_pt", "muon_eta", "muon_phi"):
+            assert np.array_equal(a[name].values(), b[name].values()), name
+    cuts = json.loads((cumulative / "cutflow.json").read_text())["cuts"]
+    assert cuts[0]["events"] == 60_000 and (cumulative / "dimuon_mass.png").exists()
+    events = {
+        e[1].rsplit("/", 1)[-1]: e[2]
+        for e in asset_events(airflow_env)
+        if e[2].get("url", "").startswith(str(runs))
     }
-    assert any((run / "spark-events").iterdir()), "the Spark stage wrote no event log"
-    metrics = json.loads((out / "_metrics.json").read_text())
-    (event,) = [e for e in asset_events(airflow_env) if e[2].get("url") == str(out)]
-    name, uri, extra = event
-    assert (
-        name == "cms_dimuon_histograms"
-        and uri.startswith("file:///")
-        and uri.endswith("/cms_dimuon/*/dimuon")
-    )
-    assert extra["events"] == 60_000 and extra["pairs"] == metrics["pairs"] > 0
+    assert events["dimuon"]["partitions"] == ["2026-03-02"] and events["dimuon"]["pairs"] > 0
+    assert events["cumulative"]["events"] == 60_000 and events["cumulative"]["partitions"] == ["2026-03-02"]
 
 
 @pytest.mark.slow
@@ -75,7 +111,13 @@ def test_the_dag_still_runs_after_its_data_root_moves(sample, tmp_path):
 
 @pytest.mark.parametrize(
     "bad",
-    [{"schema": "miniaod"}, {"chunk_entries": 10}, {"spark_master": "mesos://x"}, {"partition_by": "month"}, {"take": "some"}],
+    [
+        {"schema": "miniaod"},
+        {"chunk_entries": 10},
+        {"spark_master": "mesos://x"},
+        {"partition_by": "month"},
+        {"take": "some"},
+    ],
 )
 def test_invalid_conf_rejected_before_any_task(airflow_env, tmp_path, bad):
     assert_conf_rejected(airflow_env, "cms_dimuon", tmp_path, bad)
