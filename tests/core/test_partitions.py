@@ -38,7 +38,11 @@ def layout(tmp_path):
     inp = tmp_path / "in"
     for name in ("f0000", "f0001", "f0002"):
         touch_root(inp / f"{name}.root")
-    return Source({"input": [str(inp)]}, str(tmp_path / "runs")), str(tmp_path / "runs" / "d" / "partitions"), inp
+    return (
+        Source({"input": [str(inp)]}, str(tmp_path / "runs")),
+        str(tmp_path / "runs" / "d" / "partitions"),
+        inp,
+    )
 
 
 def test_a_partition_never_moves_when_files_arrive(layout):
@@ -135,7 +139,9 @@ def test_a_changed_file_is_named_and_its_partition_marked_stale(layout):
     touch_root(inp / "f0001.root", size=20)
     plan = plan_run(root, source, "r2", "2026-03-02")
     assert plan.partitions == []  # not claimed a second time
-    assert plan.notes == [f"{inp}/f0001.root changed after partition 2026-03-01 recorded it: partition 2026-03-01 is stale"]
+    assert plan.notes == [
+        f"{inp}/f0001.root changed after partition 2026-03-01 recorded it: partition 2026-03-01 is stale"
+    ]
     stale = [e for e in read_log(root) if e.kind == "stale"]
     assert [(e.key, e.body["files"]) for e in stale] == [("2026-03-01", [f"{inp}/f0001.root"])]
     assert plan_run(root, source, "r3", "2026-03-03").notes == []  # said once
@@ -144,7 +150,9 @@ def test_a_changed_file_is_named_and_its_partition_marked_stale(layout):
 def test_wrong_names_and_manifests_are_refused(layout, tmp_path):
     source, root, inp = layout
     plan = plan_run(root, source, "r1", "2026-03-01")
-    with pytest.raises(BadInputError, match="partition 2027-01-01: is not recorded under .*known: 2026-03-01"):
+    with pytest.raises(
+        BadInputError, match="partition 2027-01-01: is not recorded under .*known: 2026-03-01"
+    ):
         plan_run(root, source, "r2", "2026-03-02", take="named", names=["2027-01-01"])
     other = Source({"input": [str(tmp_path / "other")]}, source.output_root)
     with pytest.raises(BadInputError, match="recorded for other inputs"):

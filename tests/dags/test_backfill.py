@@ -1,34 +1,33 @@
-"""Real backfills through `make airflow`'s launcher (`airflow standalone`: api-server, scheduler with the
-LocalExecutor, dag-processor, triggerer): three days of each DAG with `subsets=3` give three runs per DAG,
-each on its own third of the input files, each in its own run directory; then SIGINT stops everything."""
+"""Real nights and a real backfill through `make airflow`'s launcher (`airflow standalone`: api-server,
+scheduler with the LocalExecutor, dag-processor, triggerer): two nights of cms_dimuon on a folder that
+grows record two partitions; a backfill over those nights, created after one more file arrived,
+reprocesses exactly the files each night recorded (not a new listing); then SIGINT stops everything."""
 
 from __future__ import annotations
 
 import json
 import os
 import pathlib
+import shutil
 import subprocess
 import sys
 import time
 
-import pyarrow.dataset as ds
 import pytest
 
-from jobs.dltrigger_schema import SAMPLES
 from tests.conftest import ROOT
-from tests.dags.conftest import airflow, backfill_run_states, free_port, http_ok, stop_standalone, wait_for
+from tests.dags.conftest import airflow, free_port, http_ok, metadata_rows, stop_standalone, wait_for
 
-DAYS = (1, 2, 3)
+DAYS = (1, 2)
 
 
 @pytest.fixture(scope="module")
 def samples(tmp_path_factory) -> dict[str, str]:
-    from jobs.generate import delphes, nanoaod
+    from jobs.generate import nanoaod
 
     base = tmp_path_factory.mktemp("backfill-samples")
     nanoaod.generate(events=60_000, output=str(base / "nanoaod"), files=6, seed=11)
-    delphes.generate(events=3_000, output=str(base / "delphes"), files=3, seed=12)
-    return {"nanoaod": str(base / "nanoaod"), "delphes": str(base / "delphes")}
+    return {"nanoaod": str(base / "nanoaod")}
 
 
 def processes_with_env(entry: str) -> list[str]:
@@ -47,10 +46,10 @@ def processes_with_env(entry: str) -> list[str]:
 
 
 def final_attempt_logs(logs: pathlib.Path) -> dict[str, pathlib.Path]:
-    """The log of each task's last attempt in the backfill runs (the runs all succeeded, so these are
+    """The log of each task's last attempt in cms_dimuon's runs (they all succeeded, so these are
     successful tasks' logs; an earlier, retried attempt may rightly hold an error)."""
     last: dict[str, pathlib.Path] = {}
-    for path in logs.glob("dag_id=*/run_id=backfill__*/task_id=*/attempt=*.log"):
+    for path in logs.glob("dag_id=cms_dimuon/run_id=*/task_id=*/attempt=*.log"):
         task = str(path.parent.relative_to(logs))
         if task not in last or int(path.stem.split("=")[1]) > int(last[task].stem.split("=")[1]):
             last[task] = path
@@ -79,9 +78,14 @@ def backfill(env: dict[str, str], dag_id: str, hour: int, conf: dict) -> None:
     assert created.returncode == 0, created.stderr[-3000:]
 
 
+def run_states(env: dict[str, str], dag_id: str, prefix: str) -> list[str]:
+    query = "SELECT state FROM dag_run WHERE dag_id = :d AND run_id LIKE :p ORDER BY run_id"
+    return [state for (state,) in metadata_rows(env, query, d=dag_id, p=f"{prefix}%")]
+
+
 @pytest.mark.slow
-@pytest.mark.timeout(1800)  # the runs may take up to wait_for's 1500 s on a loaded machine
-def test_backfills_three_days_disjoint_subsets_and_clean_stop(airflow_env, samples, tmp_path):
+@pytest.mark.timeout(1500)
+def test_nights_then_a_backfill_reprocess_recorded_partitions_and_clean_stop(airflow_env, samples, tmp_path):
     env = dict(airflow_env)
     port = free_port()
     home = tmp_path / "home"
@@ -91,18 +95,20 @@ def test_backfills_three_days_disjoint_subsets_and_clean_stop(airflow_env, sampl
         [sys.executable, "-m", "colliderflow.standalone", "--port", str(port)],
         env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
     )  # fmt: skip
-    runs = tmp_path / "runs"
+    runs, inp = tmp_path / "runs", tmp_path / "in"
+    inp.mkdir()
+    files = sorted(pathlib.Path(samples["nanoaod"]).glob("*.root"))
+    conf = {"input": [str(inp)], "output_root": str(runs)}
     # unpausing creates a scheduled run of each DAG with the default Params: it must not land in the
     # user's out/ (COLLIDERFLOW_DATA points into the session's scratch directory, tests/conftest.py)
     user_runs = lambda: sorted(str(p) for p in (ROOT / "out" / "demo" / "runs").glob("*/*"))  # noqa: E731
+
+    def done(prefix: str, count: int) -> bool:
+        states = run_states(env, "cms_dimuon", prefix)
+        assert "failed" not in states, f"a {prefix} run failed: {states}"
+        return states == ["success"] * count
+
     before = user_runs()
-
-    # a run is done when its last task is: dl_trigger's quality gate runs after the report is written
-    def finished(dag_id: str) -> bool:
-        states = backfill_run_states(env, dag_id)
-        assert "failed" not in states, f"a backfill run of {dag_id} failed: {states}"
-        return states == ["success"] * 3
-
     try:
         health = f"http://127.0.0.1:{port}/api/v2/monitor/health"
         wait_for(lambda: http_ok(health), 420, "the api-server", proc)
@@ -110,16 +116,16 @@ def test_backfills_three_days_disjoint_subsets_and_clean_stop(airflow_env, sampl
         assert airflow(cli_env, "dags", "reserialize").returncode == 0
         for dag_id in ("cms_dimuon", "dl_trigger"):
             assert airflow(cli_env, "dags", "unpause", dag_id).returncode == 0
-        backfill(
-            cli_env, "cms_dimuon", 2, {"input": [samples["nanoaod"]], "output_root": str(runs), "subsets": 3}
-        )
-        inputs = {f"input_{c}": [f"{samples['delphes']}/{SAMPLES[c]}"] for c in SAMPLES}
-        backfill(
-            cli_env, "dl_trigger", 3,
-            {**inputs, "output_root": str(runs), "subsets": 3,
-             "epochs": 1, "batch_size": 32, "min_auc": 0},
-        )  # fmt: skip
-        wait_for(lambda: finished("cms_dimuon") and finished("dl_trigger"), 1500, "six backfill runs", proc)
+        for n, (day, batch) in enumerate(((1, files[:4]), (2, files[4:5]))):
+            for f in batch:
+                shutil.copy(f, inp / f.name)
+            when = f"2026-03-0{day}T12:00:00+00:00"
+            triggered = airflow(cli_env, "dags", "trigger", "cms_dimuon", "-l", when, "-c", json.dumps(conf))
+            assert triggered.returncode == 0, triggered.stderr[-3000:]
+            wait_for(lambda n=n: done("manual__", n + 1), 600, f"night {day}", proc)
+        shutil.copy(files[5], inp / files[5].name)  # arrives after the nights: no backfill reads it
+        backfill(cli_env, "cms_dimuon", 2, conf)
+        wait_for(lambda: done("backfill__", 2), 900, "two backfill runs", proc)
     finally:
         try:
             assert stop_standalone(proc), "airflow standalone did not stop on SIGINT"
@@ -129,27 +135,20 @@ def test_backfills_three_days_disjoint_subsets_and_clean_stop(airflow_env, sampl
     assert processes_with_env(f"AIRFLOW_HOME={home}") == [], "processes left after SIGINT"
     assert user_runs() == before, "a run of this test wrote into the user's out/demo/runs"
 
-    def run_dirs(dag_id: str, hour: int) -> list[str]:
-        names = sorted(p.name for p in (runs / dag_id).iterdir() if p.name.startswith("backfill__"))
-        assert names == [f"backfill__2026-03-0{d}T{hour:02d}-00-00-00-00" for d in DAYS]
-        return [str(runs / dag_id / n) for n in names]
+    def files_read(prefix: str) -> list[set[str]]:
+        dirs = sorted(p for p in (runs / "cms_dimuon").iterdir() if p.name.startswith(prefix))
+        return [set(json.loads((d / "dimuon" / "_metrics.json").read_text())["files"]) for d in dirs]
 
-    dimuon_files = [
-        set(json.loads(open(f"{d}/dimuon/_metrics.json").read())["files"]) for d in run_dirs("cms_dimuon", 2)
+    nights, backfills = files_read("manual__"), files_read("backfill__")
+    assert [len(f) for f in nights] == [4, 1] and not nights[0] & nights[1]
+    assert backfills == nights, "a backfill night read other files than its partition recorded"
+    cumulative = json.loads((runs / "cms_dimuon" / "cumulative" / "partitions.json").read_text())
+    assert [(p["key"], p["files"]) for p in cumulative["partitions"]] == [
+        ("2026-03-01", 4),
+        ("2026-03-02", 1),
     ]
-    assert all(len(f) == 2 for f in dimuon_files)
-    assert len(set.union(*dimuon_files)) == 6, "the di-muon runs' subsets overlap"
-
-    trigger_files = []
-    for d in run_dirs("dl_trigger", 3):
-        table = ds.dataset(f"{d}/features", format="parquet", exclude_invalid_files=True).to_table(
-            columns=["source_file"]
-        )
-        trigger_files.append(set(table.column("source_file").unique().to_pylist()))
-        assert os.path.exists(f"{d}/model/model.keras") and os.path.exists(f"{d}/evaluation/_metrics.json")
-    assert all(len(f) == 3 for f in trigger_files)  # one file of each class per run
-    assert len(set.union(*trigger_files)) == 9, "the dl_trigger runs' subsets overlap"
+    assert all("backfill__" in p["run"] for p in cumulative["partitions"])  # the reruns replaced them
     logs = final_attempt_logs(home / "logs")
-    assert len(logs) >= 6 * 4, sorted(logs)  # every task of the six runs (cms_dimuon has 4, dl_trigger 10)
+    assert len(logs) >= 4 * 5, sorted(logs)  # every task of the four runs (cms_dimuon has 6)
     noisy = {task: lines for task, path in logs.items() if (lines := error_lines(path))}
     assert not noisy, noisy  # a successful task's log holds no ERROR line

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import pathlib
 import signal
 import subprocess
 import sys
@@ -14,9 +15,7 @@ import time
 import pyarrow.dataset as ds
 import pytest
 
-from colliderflow.dagkit import subset_arg
 from tests.dags.conftest import (
-    airflow,
     assert_conf_rejected,
     asset_events,
     import_errors,
@@ -85,36 +84,35 @@ def delphes_sample(tmp_path_factory) -> str:
     return out
 
 
-def test_backfill_days_map_to_disjoint_subsets(airflow_env, delphes_sample, tmp_path):
-    """`airflow backfill create --dry-run` lists three daily runs; their logical dates pick three disjoint
-    file subsets that cover the input, and ingesting each subset reads exactly its files. (The real
-    scheduler backfill of the same mechanism runs in test_cms_dimuon.py.)"""
-    dry = airflow(
-        airflow_env, "backfill", "create", "--dag-id", "dl_trigger", "--from-date", "2026-04-01",
-        "--to-date", "2026-04-03T03:00:00+00:00", "--dry-run",
-    )  # fmt: skip
-    assert dry.returncode == 0, dry.stderr[-3000:]
-    dates = [f"2026-04-0{d} 03:00:00+00:00" for d in (1, 2, 3)]
-    assert all(d in dry.stdout for d in dates), dry.stdout[-3000:]
-    from datetime import datetime
+def test_ingest_reads_exactly_each_nights_partition(delphes_sample, tmp_path):
+    """Two nights on class folders that grow: each night's partition holds the files that arrived,
+    and `jobs.ingest --manifest` (what the DAG's ingest runs) reads exactly those, class by class."""
+    import shutil
 
+    from jobs.core.partitions import Source, partitions_root, plan_run
     from jobs.dltrigger_schema import SAMPLES
 
-    subsets = [subset_arg("auto", 3, datetime.fromisoformat(d)) for d in dates]
-    assert len(set(subsets)) == 3
-    inputs = [f"{name}={delphes_sample}/{sample}" for name, sample in SAMPLES.items()]
+    inp = tmp_path / "in"
+    source = Source({name: [str(inp / sample)] for name, sample in SAMPLES.items()}, str(tmp_path / "runs"))
+    root = partitions_root(source.output_root, "dl_trigger")
     seen = []
-    for subset in subsets:
-        out = tmp_path / subset.replace("/", "-")
-        cmd = [sys.executable, "-m", "jobs.ingest", *(a for i in inputs for a in ("--input", i)),
-               "--output", str(out), "--subset", subset, "--master", "local[1]"]  # fmt: skip
-        assert subprocess.run(cmd, capture_output=True, timeout=600).returncode == 0
+    for night, pick in (("2026-04-01", slice(0, 1)), ("2026-04-02", slice(1, None))):
+        for sample in SAMPLES.values():
+            (inp / sample).mkdir(parents=True, exist_ok=True)
+            for f in sorted((pathlib.Path(delphes_sample) / sample).glob("*.root"))[pick]:
+                shutil.copy(f, inp / sample / f.name)
+        (partition,) = plan_run(root, source, f"run-{night}", night).partitions
+        out = tmp_path / "runs" / "dl_trigger" / night / "features"
+        cmd = [sys.executable, "-m", "jobs.ingest", "--manifest", partition.manifest, "--output", str(out),
+               "--master", "local[1]"]  # fmt: skip
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+        assert proc.returncode == 0, proc.stderr[-3000:]
         table = ds.dataset(out, format="parquet", exclude_invalid_files=True).to_table(
             columns=["source_file"]
         )
         seen.append(set(table.column("source_file").unique().to_pylist()))
-    assert all(len(s) == 3 for s in seen)  # one file of each class
-    assert len(set.union(*seen)) == 9, "backfill subsets overlap"
+        assert seen[-1] == {f["url"] for f in partition.files}
+    assert [len(s) for s in seen] == [3, 6] and not seen[0] & seen[1]
 
 
 def parquet_rows(path) -> list[tuple]:

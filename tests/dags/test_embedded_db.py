@@ -96,7 +96,7 @@ def test_backfill_create_survives_a_writer_at_its_savepoint(own_airflow, fixed):
         kept = [p for p in env["PYTHONPATH"].split(os.pathsep) if p != settings_dir]
         env["PYTHONPATH"] = os.pathsep.join(kept)
     args = ["backfill", "create", "--dag-id", "cms_dimuon", "--from-date", "2026-01-01",
-            "--to-date", "2026-01-03T02:00:00+00:00", "--dag-run-conf", '{"subsets": 3}']  # fmt: skip
+            "--to-date", "2026-01-03T02:00:00+00:00", "--dag-run-conf", '{"take": "all"}']  # fmt: skip
     proc = subprocess.run(
         [sys.executable, "-c", BACKFILL_UNDER_CONTENTION, *args],
         env=env, cwd=ROOT, capture_output=True, text=True, timeout=600,

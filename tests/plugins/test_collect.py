@@ -72,7 +72,7 @@ def test_cms_dimuon_run_ends_with_a_metrics_report(tmp_path):
         "output_root": str(tmp_path / "runs"),
         "spark_master": "local[1]",
         "chunk_entries": 5000,
-        "subset": "all",
+        "take": "all",
     }
     stop = threading.Event()
     killed = kill_first_job("dimuon", stop)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import pathlib
 import re
 import subprocess
 import sys
@@ -253,29 +254,26 @@ def set_datetime(page, dialog, which: int, date: str, time_of_day: str) -> None:
 
 
 @pytest.mark.slow
-def test_backfill_from_the_ui_with_override_gets_disjoint_subsets(page, airflow_ui, artifacts):
-    """Airflow 3.3's Backfill dialog, as docs/airflow.md tells a user to use it: a date range, "Override
-    parameters on existing runs" ticked and Subsets = 3 in the form. The three runs read disjoint thirds
-    of the input files, together all of them."""
+def test_a_ui_backfill_without_recorded_partitions_is_refused_in_one_line(page, airflow_ui, artifacts):
+    """Airflow 3.3's Backfill dialog over two nights that recorded no partition, "Override parameters"
+    left unticked (the dialog then drops the form's Params): the runs read nothing. Each fails at its
+    `partition` task with one line naming the night's missing partition, instead of silently reading
+    the default input."""
     dialog = open_form(page, airflow_ui, "cms_dimuon")
     dialog.get_by_text("Backfill", exact=True).first.click()
     set_datetime(page, dialog, 0, "2026/03/01", "00:00")
-    set_datetime(page, dialog, 1, "2026/03/03", "02:00")
-    dialog.get_by_text("Override parameters on existing runs").click()
-    if not dialog.locator("input[name=element_subsets]").is_visible():
-        dialog.get_by_text("Input", exact=True).click()  # the section opens on a click
-    dialog.locator("input[name=element_subsets]").fill("3")
+    set_datetime(page, dialog, 1, "2026/03/02", "02:00")
     page.screenshot(path=f"{artifacts}/cms_dimuon-backfill-dialog.png", full_page=True)
     dialog.get_by_role("button", name="Run Backfill").click()
     backfills = lambda: [r for r in airflow_ui.runs("cms_dimuon") if r["run_type"] == "backfill"]  # noqa: E731
-    wait_for(lambda: len(backfills()) == 3 and all(r["state"] in ("success", "failed") for r in backfills()),
-             RUN_TIMEOUT_S, "the three backfill runs")  # fmt: skip
-    assert {r["state"] for r in backfills()} == {"success"}, backfills()
-    read = []
+    wait_for(lambda: len(backfills()) == 2 and all(r["state"] in ("success", "failed") for r in backfills()),
+             RUN_TIMEOUT_S, "the two backfill runs")  # fmt: skip
+    assert {r["state"] for r in backfills()} == {"failed"}, backfills()
+    logs = pathlib.Path(airflow_ui.env["AIRFLOW_HOME"]) / "logs" / "dag_id=cms_dimuon"
     for run in backfills():
-        metrics = os.path.join(airflow_ui.data, "runs", "cms_dimuon", safe_path(run["dag_run_id"]), "dimuon",
-                               "_metrics.json")  # fmt: skip
-        with open(metrics) as f:
-            read.append(set(json.load(f)["files"]))
-    assert all(len(files) == 1 for files in read), read  # 3 files, 3 subsets
-    assert len(set.union(*read)) == 3, f"the backfill runs' subsets overlap: {read}"
+        night = run["logical_date"][:10]
+        (log,) = (logs / f"run_id={run['dag_run_id']}" / "task_id=partition").glob("attempt=*.log")
+        assert f"partition {night}: is not recorded under" in log.read_text(), log
+        assert not os.path.exists(
+            os.path.join(airflow_ui.data, "runs", "cms_dimuon", safe_path(run["dag_run_id"]))
+        )
