@@ -81,8 +81,8 @@ def partition_params() -> dict[str, Param]:
         "take": param(
             "new",
             "Data to process",
-            "new: files no partition holds yet (the nightly default); all: everything so far; named: the "
-            "partitions listed below. A backfill always reprocesses its nights' partitions",
+            "new: files no partition holds (nightly); all: everything; named: the keys below (backfills: "
+            "their nights)",
             "Input",
             enum=["new", "all", "named"],
             values_display={
@@ -94,8 +94,7 @@ def partition_params() -> dict[str, Param]:
         "partition_keys": param(
             [],
             "Partition keys",
-            "with Data = named: partitions, one per line: a night (2026-12-07), a folder (Run2012B) or a "
-            "hash bucket (03/16)",
+            "for Data = named, one per line: a night (2026-12-07), a folder (Run2012B), a bucket (03/16)",
             "Input",
             type="array",
             items={"type": "string", "minLength": 1, "maxLength": 200, "pattern": PARTITION_KEY_PATTERN},
@@ -104,8 +103,7 @@ def partition_params() -> dict[str, Param]:
         "partition_by": param(
             "night",
             "New partitions by",
-            "night: the run's night; folder: the first folder below the input; hash/N: N stable buckets "
-            "of the file names",
+            "night: the run's night; folder: the first folder below the input; hash/N: N name buckets",
             "Input",
             type="string",
             pattern=PARTITION_SCHEME_PATTERN,

@@ -42,7 +42,14 @@ def context(dag, **conf) -> dict:
         "run_id": "manual__2026-11-25T10:00:00+00:00",
         "dag": dag,
         "dag_run": SimpleNamespace(logical_date=pendulum.datetime(2026, 11, 25, tz="UTC")),
+        "ti": SimpleNamespace(
+            xcom_pull=lambda task_ids=None, **_: MANIFESTS if task_ids == "partition" else None
+        ),
     }
+
+
+# what the partition task hands the stages: the manifests of the run's partitions
+MANIFESTS = ["/runs/d/partitions/log/00000001.json", "/runs/d/partitions/log/00000002.json"]
 
 
 @pytest.mark.parametrize("backend", ["local", "kubernetes"])
@@ -134,22 +141,26 @@ ODD_PATHS = ["/data/my data/*.root", '/data/it\'s "quoted"', "/data/new\nline/x.
 @pytest.mark.parametrize("backend", ["local", "kubernetes"])
 def test_input_paths_are_values_not_words(backend, monkeypatch):
     """Issue 28: a space-separated input Param read `my/` and `data/` for "my data". The input Params are
-    lists; each path reaches the stage as one argument, spaces, quotes and newlines included, on the
-    local command line and in the SparkApplication alike."""
+    lists; each path reaches the partition task as one value, spaces, quotes and newlines included, and
+    each manifest it chose reaches the stage as one argument, on the local command line and in the
+    SparkApplication alike."""
+    from colliderflow.stages import values_of
+
     cases = (
-        ("cms_dimuon", "dimuon", {"input": ODD_PATHS}, ODD_PATHS),
+        ("cms_dimuon", "dimuon", {"input": ODD_PATHS}, {"input": ODD_PATHS}),
         ("dl_trigger", "ingest", {"input_qcd": ODD_PATHS, "input_wjets": ["/w"]},
-         [f"qcd={p}" for p in ODD_PATHS] + ["ttbar=" + "{ttbar}", "wjets=/w"]),
+         {"qcd": ODD_PATHS, "wjets": ["/w"]}),
     )  # fmt: skip
     for dag_id, task_id, conf, expected in cases:
         dag = load_dag(ROOT / "dags" / f"{dag_id}.py", backend, monkeypatch)
+        partition = dag.get_task("partition")
+        partition.render_template_fields(context(dag, **conf))
+        inputs = {k: values_of(v) for k, v in partition.op_kwargs["inputs"].items()}
+        assert {k: inputs[k] for k in expected} == expected, (backend, dag_id, inputs)
         task = dag.get_task(task_id)
-        ctx = context(dag, **conf)
-        task.render_template_fields(ctx)
+        task.render_template_fields(context(dag, **conf))
         args = task.command() if backend == "local" else task.application_body()["spec"]["arguments"]
-        given = [args[i + 1] for i, a in enumerate(args) if a == "--input"]
-        ttbar = ctx["params"].get("input_ttbar") or [""]
-        assert given == [e.replace("{ttbar}", ttbar[0]) for e in expected], (backend, dag_id, given)
+        assert [args[i + 1] for i, a in enumerate(args) if a == "--manifest"] == MANIFESTS, (backend, dag_id)
 
 
 @pytest.mark.parametrize("path", DAG_FILES, ids=lambda p: p.stem)

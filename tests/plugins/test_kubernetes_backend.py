@@ -535,7 +535,7 @@ def test_cms_dimuon_dag_on_kubernetes_submits_a_spark_application(monkeypatch, s
         "run_id": "manual__2026-11-25T10:00:00+00:00",
         "dag": dag,
         "dag_run": SimpleNamespace(logical_date=pendulum.datetime(2026, 11, 25, tz="UTC")),
-        "ti": SimpleNamespace(dag_id=dag.dag_id),
+        "ti": SimpleNamespace(dag_id=dag.dag_id, xcom_pull=lambda task_ids=None, **_: MANIFESTS),
     }
     op.render_template_fields(context)
     body = op.application_body()
@@ -664,12 +664,15 @@ def load_dag(path, monkeypatch):
     return module.dag
 
 
+MANIFESTS = ["s3://colliderflow/runs/d/partitions/log/00000001.json"]
+
+
 def run_context(dag, output_root: str) -> dict:
     """What Airflow hands render_template_fields for a scheduled run (only the keys the DAGs use)."""
     params = {k: dag.params[k] for k in dag.params} | {"output_root": output_root}
     times = {"dag_id": dag.dag_id, "run_id": "r", "tasks": [{"task_id": "x", "duration_seconds": 1.0}]}
     ti = SimpleNamespace(dag_id=dag.dag_id, task_id="t", try_number=1, map_index=-1,
-                         xcom_pull=lambda task_ids=None, **_: times,
+                         xcom_pull=lambda task_ids=None, **_: MANIFESTS if task_ids == "partition" else times,
                          get_previous_dagrun=lambda state=None: None)  # fmt: skip
     return {
         "params": params,
@@ -713,5 +716,6 @@ def test_every_dag_renders_valid_manifests_on_kubernetes(dag_file, monkeypatch, 
         assert not [a for a in args if "{{" in a or "{%" in a], (task.task_id, args)
         for option in ("--output", "--event-log-dir"):
             if option in args:
-                assert args[args.index(option) + 1].startswith(run), (task.task_id, option, args)
+                where = run if task.task_id != "cumulative" else f"{root}/{dag.dag_id}/cumulative"
+                assert args[args.index(option) + 1].startswith(where), (task.task_id, option, args)
     assert rendered >= 2  # the stages and collect_metrics at least
