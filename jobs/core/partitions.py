@@ -411,6 +411,17 @@ def results_of(root: str, source: Source) -> list[Partition]:
     return [p for p in of_source(fold(read_log(root)), source) if p.result is not None]
 
 
+def result_outputs(manifest: str, window: int = 0) -> list[str]:
+    """The result folders of the source's finished partitions, oldest first: all of them, or the last
+    `window` (what a stage that learns from all the data so far reads)."""
+    m = read_manifest(manifest)
+    done = results_of(m.root, m.source)
+    if not done:
+        raise BadInputError(manifest, "no partition of these inputs has a result yet")
+    chosen = done[-window:] if window > 0 else done
+    return list(dict.fromkeys(str(p.result["output"]) for p in chosen))  # type: ignore[index]
+
+
 def safe_key(key: str) -> str:
     """A key as a folder name: `03/16` -> `03-16`."""
     return "".join(c if c.isalnum() or c in "._@-" else "-" for c in key)

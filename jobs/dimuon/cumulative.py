@@ -51,7 +51,9 @@ def read_result(p: Partition) -> tuple[DimuonResult, str, dict]:
 
 
 def add_up(partitions: list[Partition]) -> tuple[DimuonResult, str, list[dict]]:
-    """The sum of the partitions' results; partitions of different schemas do not add."""
+    """The sum of the partitions' results, and after each partition the figures so far (the
+    cumulative curve of the trends: pairs, the Z peak with its uncertainties); partitions of different
+    schemas do not add."""
     total: DimuonResult | None = None
     schema = ""
     rows = []
@@ -64,9 +66,11 @@ def add_up(partitions: list[Partition]) -> tuple[DimuonResult, str, list[dict]]:
             )
         schema = part_schema
         total = result if total is None else total + result
+        so_far = {"events": int(total.counts[0]), "pairs": int(total.pairs),
+                  "peaks": spectrum_peaks(total.hists["dimuon_mass"])}  # fmt: skip
         rows.append({"key": p.key, "run": p.result.get("run"), "output": p.result["output"],  # type: ignore[union-attr]
                      "events": summary["events"], "pairs": summary["pairs"], "files": summary["files"],
-                     "stale": p.stale})  # fmt: skip
+                     "stale": p.stale, "so_far": so_far})  # fmt: skip
     assert total is not None
     return total, schema, rows
 

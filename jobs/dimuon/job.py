@@ -278,6 +278,7 @@ def run(
         raise BadInputError(listing(urls), "no readable input file (all were skipped)")
     empty = DimuonResult(new_histograms(mass_bins), np.zeros(len(CUTS[p.schema]), np.int64))
     result = fold_good(total, operator.add) or empty
+    shares = {m.key: fold_good(_only(total, m), operator.add) or empty for m in parts}
     wall = time.perf_counter() - t0
     io = merge_io(p.io, total.io)
     metrics = job_metrics(
@@ -292,6 +293,7 @@ def run(
         pairs=int(result.pairs),
         files_read=len(good_files),
         peaks=spectrum_peaks(result.hists["dimuon_mass"]),
+        **({"partitions": [partition_figures(m, shares[m.key], bad) for m in parts]} if parts else {}),
     )
     with atomic_output_dir(output) as out:
         write_histograms(os.path.join(out, "histograms.root"), result.hists)
@@ -307,8 +309,7 @@ def run(
                 pairs=int(result.pairs),
             )
         for m in parts:
-            part = fold_good(_only(total, m), operator.add) or empty
-            write_result(os.path.join(out, "partitions", safe_key(m.key)), part, p.schema, bad, m)
+            write_result(os.path.join(out, "partitions", safe_key(m.key)), shares[m.key], p.schema, bad, m)
     if parts:
         log_results(
             parts, {m.key: f"{output.rstrip('/')}/partitions/{safe_key(m.key)}" for m in parts}, output
@@ -330,6 +331,13 @@ def _only(total: Partial[DimuonResult], m: Manifest) -> Partial[DimuonResult]:
     return Partial({u: v for u, v in total.values.items() if u in mine}, bad=total.bad)
 
 
+def partition_figures(m: Manifest, result: DimuonResult, bad: dict[str, str]) -> dict:
+    """A partition's key and counts, as its result folder and the run's metrics record them."""
+    mine = {f["url"] for f in m.files}
+    return {"key": m.key, "manifest": m.url, "events": int(result.counts[0]), "pairs": int(result.pairs),
+            "files": len(mine - set(bad))}  # fmt: skip
+
+
 def write_result(directory: str, result: DimuonResult, schema: str, bad: dict[str, str], m: Manifest) -> None:
     """One partition's share of the output: its histograms, cut-flow and counts."""
     os.makedirs(directory, exist_ok=True)
@@ -338,11 +346,7 @@ def write_result(directory: str, result: DimuonResult, schema: str, bad: dict[st
     write_cutflow(
         os.path.join(directory, "cutflow.json"), schema, result.counts, {u: bad[u] for u in bad if u in mine}
     )
-    write_json(
-        os.path.join(directory, "partition.json"),
-        {"key": m.key, "manifest": m.url, "events": int(result.counts[0]), "pairs": int(result.pairs),
-         "files": len(mine - set(bad))},
-    )  # fmt: skip
+    write_json(os.path.join(directory, "partition.json"), partition_figures(m, result, bad))
 
 
 def build_parser() -> argparse.ArgumentParser:

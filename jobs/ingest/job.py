@@ -33,7 +33,7 @@ from jobs.core.listing import expand_inputs, select_subset
 from jobs.core.locations import resolved
 from jobs.core.metering import IOStats, merge_io
 from jobs.core.part_files import PartFile
-from jobs.core.partitions import Manifest, check_files, log_results, read_manifest
+from jobs.core.partitions import Manifest, check_files, log_results, read_manifest, safe_key
 from jobs.core.rootio import (
     Chunk,
     branch_names,
@@ -43,7 +43,15 @@ from jobs.core.rootio import (
     open_table,
     require_branches,
 )
-from jobs.core.storage import METRICS_FILE, SUMMARY_FILE, filesystem, write_json
+from jobs.core.storage import (
+    METRICS_FILE,
+    SUCCESS_MARKER,
+    SUMMARY_FILE,
+    filesystem,
+    is_local,
+    local_path,
+    write_json,
+)
 from jobs.core.tensors import rows_to_ragged
 from jobs.dltrigger_schema import (
     CLASSES,
@@ -269,10 +277,12 @@ class FileCheck:
 def plan(
     files: dict[str, list[str]], staging: str, options: Options, chunk_entries: int, batch_entries: int,
     on_bad_file: str, muon_branch: str | None = None, layout: str = "padded",
+    folders: dict[str, str] | None = None,
 ) -> Plan:  # fmt: skip
     """Check the tree and the leaves of every file of every class and split it into entry ranges (one
     Spark task each); bad files raise or, with on_bad_file=skip, are recorded and left out.
-    `muon_branch` None: chosen from the first good file (see FileCheck)."""
+    `muon_branch` None: chosen from the first good file (see FileCheck). `folders`: the subfolder of
+    the output each file's rows go to (its partition's), else the output itself."""
     items: list[tuple[Chunk, ChunkTask]] = []
     bad: dict[str, str] = {}
     io: dict[str, IOStats] = {}
@@ -281,11 +291,19 @@ def plan(
         p = plan_files(urls, lambda url, stats: TREE, check, chunk_entries, on_bad_file)
         task_options = dataclasses.replace(options, muon_branch=check.muon_branch or MUON_TIGHT)
         for index, url in enumerate(urls):
-            task = ChunkTask(name, index, staging, task_options, batch_entries, layout)
+            task = ChunkTask(
+                name, index, subfolder(staging, folders, url), task_options, batch_entries, layout
+            )
             items += [(c, task) for c in p.chunks.get(url, [])]
         bad.update(p.bad)
         io = merge_io(io, p.io)
     return Plan(items, bad, io, check.muon_branch)
+
+
+def subfolder(staging: str, folders: dict[str, str] | None, url: str) -> str:
+    """Where a file's rows are written: its partition's folder of the output, else the output."""
+    folder = (folders or {}).get(url)
+    return f"{staging.rstrip('/')}/{folder}" if folder else staging
 
 
 def class_summary(name: str, files: list[str], bad: dict[str, str], flow: np.ndarray | None) -> dict:
@@ -306,6 +324,18 @@ def resolve_layout(layout: str) -> str:
     if layout not in LAYOUT_CHOICES:
         raise UsageError(f"--layout: choose {', '.join(LAYOUT_CHOICES)}, got {layout!r}")
     return "ragged" if layout == "auto" else layout
+
+
+def write_partition(folder: str, m: Manifest, good: dict[str, ChunkOut], bad: dict[str, str]) -> None:
+    """Mark a partition's folder complete: its counts, then `_SUCCESS` (prepare requires it)."""
+    mine = [f["url"] for f in m.files]
+    if is_local(folder):
+        os.makedirs(local_path(folder), exist_ok=True)
+    written = sum(good[u].written for u in mine if u in good)
+    write_json(f"{folder}/partition.json", {"key": m.key, "manifest": m.url, "events_written": int(written),
+                                            "files": len([u for u in mine if u not in bad])})  # fmt: skip
+    fs, path = filesystem(f"{folder}/{SUCCESS_MARKER}")
+    fs.pipe_file(path, b"")
 
 
 def manifest_inputs(parts: list[Manifest]) -> dict[str, list[str]]:
@@ -360,8 +390,11 @@ def run(
     )
     check_disjoint(listed)
     files = {name: select_subset(urls, subset) for name, urls in listed.items()}
+    folders = {f["url"]: safe_key(m.key) for m in parts for f in m.files}
     with atomic_output_dir(output, shared=True) as staging:  # executors write parts straight into it
-        p = plan(files, staging, options, chunk_entries, batch_entries, on_bad_file, muon_branch, layout)
+        p = plan(
+            files, staging, options, chunk_entries, batch_entries, on_bad_file, muon_branch, layout, folders
+        )
         total, info = (
             run_map_reduce(
                 engine,
@@ -391,7 +424,9 @@ def run(
             for index, url in enumerate(urls):  # a file that failed in one chunk is dropped whole
                 if url in total.bad:
                     fs, path = filesystem(
-                        os.path.join(staging, part_name(LABELS[name], SAMPLES[name], index))
+                        os.path.join(
+                            subfolder(staging, folders, url), part_name(LABELS[name], SAMPLES[name], index)
+                        )
                     )
                     for part in fs.glob(path):
                         fs.rm(part)
@@ -429,8 +464,10 @@ def run(
         )
         write_json(os.path.join(staging, SUMMARY_FILE), summary)
         write_json(os.path.join(staging, METRICS_FILE), metrics)
-    if parts:  # the run's features are each partition's result (prepare reads them whole)
-        log_results(parts, {m.key: output for m in parts}, output)
+        for m in parts:  # each partition's rows, a complete ingestion output of their own
+            write_partition(subfolder(staging, folders, m.files[0]["url"]), m, good, bad)
+    if parts:  # each partition's folder is its result (prepare reads the partitions so far)
+        log_results(parts, {m.key: f"{output.rstrip('/')}/{safe_key(m.key)}" for m in parts}, output)
     log.info(
         "ingest: %d events read, %d written, %.2f s (%.0f events/s) -> %s",
         events,

@@ -20,7 +20,7 @@ from typing import Any
 
 from jobs.core import cli
 from jobs.core.commit import atomic_output_dir, check_contained, claim_output
-from jobs.core.storage import write_json
+from jobs.core.storage import filesystem, write_json
 from jobs.core.store_probe import check_input_dir
 from jobs.metrics.eventlog import read_applications
 from jobs.metrics.plots import stage_plots
@@ -29,6 +29,14 @@ from jobs.metrics.report import render_html
 from jobs.metrics.summary import build_summary, find_stage_outputs, load_stage_times
 
 log = logging.getLogger("jobs.metrics")
+
+
+def cumulative_of(run_dir: str) -> str | None:
+    """The DAG's result over every partition so far, beside its runs (`<root>/<dag id>/cumulative`),
+    when there is one."""
+    where = f"{run_dir.rstrip('/').rsplit('/', 1)[0]}/cumulative"
+    fs, path = filesystem(f"{where}/_SUCCESS")
+    return where if fs.exists(path) else None
 
 
 def collect(
@@ -58,6 +66,7 @@ def collect(
         log.warning("skipped event log %s: %s", err["log"], err["problem"])
     summary = build_summary(run_dir, dag_id, run_id, times, outputs, apps)
     summary["spark"]["unreadable_event_logs"] = log_errors
+    summary["cumulative"] = cumulative_of(run_dir)
     with atomic_output_dir(output) as staging:
         plots = stage_plots(outputs, summary, staging)
         summary["plots"] = plots

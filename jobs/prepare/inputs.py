@@ -6,6 +6,7 @@ data itself is only ever read inside the Spark tasks."""
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
@@ -155,6 +156,18 @@ def list_inputs(url: str) -> list[InputFile]:
         InputFile(u, k, rel, rows, i, has_label)
         for i, (u, k, rel, (rows, has_label)) in enumerate(zip(urls, labels, rels, footers, strict=True))
     ]
+
+
+def list_all(urls: Sequence[str]) -> list[InputFile]:
+    """The Parquet files of several ingestion outputs (the partitions so far), numbered across all of
+    them; a file's relative path is prefixed by its input's position, so no two files share one."""
+    if len(urls) == 1:
+        return list_inputs(urls[0])
+    out: list[InputFile] = []
+    for n, url in enumerate(urls):
+        for f in list_inputs(url):
+            out.append(InputFile(f.url, f.label, f"{n:05d}/{f.rel}", f.rows, len(out), f.has_label_column))
+    return out
 
 
 def _url(fs, path: str, template: str) -> str:

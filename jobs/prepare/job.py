@@ -36,6 +36,7 @@ from jobs.core.commit import atomic_output_dir, claim_output
 from jobs.core.engine import choose_engine, executor_kwargs, open_executor
 from jobs.core.errors import BadInputError, UsageError
 from jobs.core.job_metrics import job_metrics
+from jobs.core.partitions import result_outputs
 from jobs.core.storage import METRICS_FILE, SUMMARY_FILE, filesystem, write_json
 from jobs.dltrigger_schema import (
     CLASS_TITLES,
@@ -44,7 +45,7 @@ from jobs.dltrigger_schema import (
     PARTICLE_LAYOUTS,
     SCALER_FILE,
 )
-from jobs.prepare.inputs import InputFile, class_counts, list_inputs
+from jobs.prepare.inputs import InputFile, class_counts, list_all
 from jobs.prepare.sampling import Plan, thresholds
 from jobs.prepare.scaling import PARTICLE_SCALINGS, SCALER_FITS, Scaler
 from jobs.prepare.tasks import (
@@ -110,7 +111,7 @@ def _dir_summary(url: str, per_class: dict[int, int]) -> dict:
 
 
 def run(
-    input_url: str,
+    input_url: str | Sequence[str],
     output: str,
     *,
     seed: int = DEFAULT_SEED,
@@ -139,9 +140,13 @@ def run(
     layout = resolve_layout(layout, particle_scaling)
     if spark is None:
         choose_engine(engine, master, event_log_dir)  # a wrong combination fails before any work
-    claim_output(output, [input_url])
+    inputs = [input_url] if isinstance(input_url, str) else list(input_url)
+    if not inputs:
+        raise UsageError("--input: give at least one jobs.ingest output")
+    input_url = inputs[0] if len(inputs) == 1 else f"{inputs[0]} (and {len(inputs) - 1} more inputs)"
+    claim_output(output, inputs)
     t0 = time.perf_counter()
-    files = list_inputs(input_url)
+    files = list_all(inputs)
     counts = class_counts(files, input_url)
     n_min = min(counts.values())
     conf = dict(spark_conf or {})
@@ -194,7 +199,7 @@ def run(
             info = executor.info()
             wall = time.perf_counter() - t0
             summary = {
-                "input": input_url,
+                "input": inputs[0] if len(inputs) == 1 else inputs,
                 "classes": {str(k): CLASS_TITLES[k] for k in range(N_CLASSES)},
                 "per_class_before": {str(k): v for k, v in counts.items()},
                 "per_class_after": {str(k): v for k, v in after.items()},
@@ -237,7 +242,22 @@ def build_parser() -> argparse.ArgumentParser:
         __doc__.splitlines()[0],
         "python -m jobs.prepare --input out/features --output out/prepared --seed 42",
     )
-    parser.add_argument("--input", required=True, help="the jobs.ingest output directory (label=K/ Parquet)")
+    parser.add_argument(
+        "--input",
+        nargs="+",
+        action="extend",
+        default=[],
+        help="the jobs.ingest output directory (label=K/ Parquet); several are read as one",
+    )
+    parser.add_argument(
+        "--manifest",
+        action="append",
+        default=[],
+        help="a partition manifest of the source: read the features of its finished partitions",
+    )
+    parser.add_argument(
+        "--window", type=int, default=0, help="with --manifest: only the last N finished partitions (0: all)"
+    )
     parser.add_argument("--output", required=True, help="output directory (replaced atomically)")
     parser.add_argument(
         "--seed", type=int, default=DEFAULT_SEED, help="seed of undersampling, split, shuffle"
@@ -277,9 +297,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if bool(args.input) == bool(args.manifest):
+        parser.error("give --input or --manifest (one of them)")
+    cli.check_range(args.window, "--window", 0, None)
     run(
-        args.input,
+        args.input or result_outputs(args.manifest[0], args.window),
         args.output,
         seed=args.seed,
         test_fraction=args.test_fraction,

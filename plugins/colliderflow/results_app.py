@@ -138,8 +138,10 @@ def create_app() -> FastAPI:
         pngs = [
             png for panel in trends.PANELS.get(dag_id, []) if (png := trends.plot_png(dag_id, rows, panel))
         ]
+        so_far = trends.cumulative_rows(dag_id, runs)
+        pngs += [png for key in trends.CUMULATIVE if (png := trends.cumulative_png(so_far, key))]
         titles = {k: v[0] for k, v in trends.FIGURES.get(dag_id, {}).items()}
         return _page(f"{dag_id}: nightly trends", "trends.html.j2", rows=rows, pngs=pngs, keys=list(titles),
-                     titles=titles, dag_id=dag_id, fmt=_fmt)  # fmt: skip
+                     titles=titles, dag_id=dag_id, fmt=_fmt, so_far=so_far)  # fmt: skip
 
     return app

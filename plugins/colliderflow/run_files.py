@@ -36,11 +36,20 @@ class Run:
     state: str | None
     start_date: Any  # when it started, else when it was due (a queued run)
     conf: dict
+    logical_date: Any = None  # the night it stands for (a March backfill: March), None for some manual runs
+
+    @property
+    def output_root(self) -> str:
+        return str((self.conf or {}).get("output_root") or default_output_root())
 
     @property
     def directory(self) -> str:
-        root = (self.conf or {}).get("output_root") or default_output_root()
-        return run_dir(str(root), self.dag_id, self.run_id)
+        return run_dir(self.output_root, self.dag_id, self.run_id)
+
+    @property
+    def date(self) -> Any:
+        """The date the trends plot it at: its logical date, else when it ran."""
+        return self.logical_date or self.start_date
 
 
 def find_runs(dag_id: str, run_id: str | None = None, limit: int = 200) -> list[Run]:
@@ -49,7 +58,14 @@ def find_runs(dag_id: str, run_id: str | None = None, limit: int = 200) -> list[
     from airflow.utils.session import create_session
     from sqlalchemy import select
 
-    columns = (DagRun.run_id, DagRun.state, DagRun.start_date, DagRun.run_after, DagRun.conf)
+    columns = (
+        DagRun.run_id,
+        DagRun.state,
+        DagRun.start_date,
+        DagRun.run_after,
+        DagRun.conf,
+        DagRun.logical_date,
+    )
     query = select(*columns).where(DagRun.dag_id == dag_id)
     if run_id is not None:
         query = query.where(DagRun.run_id == run_id)
@@ -60,7 +76,7 @@ def find_runs(dag_id: str, run_id: str | None = None, limit: int = 200) -> list[
 
 def _run(dag_id: str, row: Any) -> Run:
     state = str(row.state) if row.state else None
-    return Run(dag_id, row.run_id, state, row.start_date or row.run_after, row.conf or {})
+    return Run(dag_id, row.run_id, state, row.start_date or row.run_after, row.conf or {}, row.logical_date)
 
 
 def the_run(dag_id: str, run_id: str) -> Run:
