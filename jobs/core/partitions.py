@@ -214,6 +214,7 @@ class Plan:
 
     partitions: list[Partition]
     notes: list[str] = field(default_factory=list)
+    latest: str | None = None  # the source's newest manifest (what a cumulative sum is told to add)
 
     @property
     def manifests(self) -> list[str]:
@@ -269,7 +270,8 @@ def plan_run(
         raise UsageError(f"take {take!r}: choose new, all or named")
     state = fold(read_log(root))
     if take == "named":
-        return Plan(_named(state, source, names or [], root))
+        chosen = _named(state, source, names or [], root)
+        return Plan(chosen, latest=of_source(state, source)[-1].manifest)
     now = {f["url"]: f for f in list_source(source)}
     notes = mark_stale(root, of_source(state, source), now)
     claimed = claim_new(root, source, run_id, night, scheme, list(now.values()))
@@ -286,7 +288,8 @@ def plan_run(
     chosen = [p for p in of_source(state, source) if p.key in mine] + orphans
     if take == "all":
         chosen += [p for p in of_source(state, source) if p.result is not None and p not in chosen]
-    return Plan(chosen, notes)
+    everything = of_source(state, source)
+    return Plan(chosen, notes, everything[-1].manifest if everything else None)
 
 
 def _named(state: dict[str, Partition], source: Source, names: list[str], root: str) -> list[Partition]:

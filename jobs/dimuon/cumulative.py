@@ -68,7 +68,8 @@ def add_up(partitions: list[Partition]) -> tuple[DimuonResult, str, list[dict]]:
         total = result if total is None else total + result
         so_far = {"events": int(total.counts[0]), "pairs": int(total.pairs),
                   "peaks": spectrum_peaks(total.hists["dimuon_mass"])}  # fmt: skip
-        rows.append({"key": p.key, "run": p.result.get("run"), "output": p.result["output"],  # type: ignore[union-attr]
+        rows.append({"key": p.key, "result": p.result.get("id"), "run": p.result.get("run"),  # type: ignore[union-attr]
+                     "output": p.result["output"],  # type: ignore[index]
                      "events": summary["events"], "pairs": summary["pairs"], "files": summary["files"],
                      "stale": p.stale, "so_far": so_far})  # fmt: skip
     assert total is not None
@@ -79,14 +80,33 @@ def build(manifest: str, output: str, plot: bool = True) -> dict:
     """Write the cumulative result into `output` (replaced atomically); rebuilt when partitions finished
     meanwhile, so the last build holds every result logged before it started."""
     m = read_manifest(manifest)
+    metrics: dict = {}
     for _ in range(REBUILDS):
         done = results_of(m.root, m.source)
         if not done:
             raise BadInputError(manifest, "no partition of these inputs has a result yet")
-        metrics = _write(done, output, m.root, plot)
-        if [p.result for p in results_of(m.root, m.source)] == [p.result for p in done]:
-            break
+        if up_to_date(output, done):
+            log.info("cumulative: %s already holds the %d partition result(s) so far", output, len(done))
+            return metrics or _read_metrics(output)
+        metrics = _write(done, output, m.root, plot)  # the next round checks nothing finished meanwhile
     return metrics
+
+
+def up_to_date(output: str, done: list[Partition]) -> bool:
+    """Whether the complete cumulative result at `output` was built from exactly these results."""
+    fs, path = filesystem(output)
+    try:
+        if not fs.exists(f"{path}/_SUCCESS"):
+            return False
+        rows = json.loads(fs.cat_file(f"{path}/partitions.json"))["partitions"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return False
+    return [(r.get("key"), r.get("result")) for r in rows] == [(p.key, p.result.get("id")) for p in done]  # type: ignore[union-attr]
+
+
+def _read_metrics(output: str) -> dict:
+    fs, path = filesystem(f"{output.rstrip('/')}/{METRICS_FILE}")
+    return json.loads(fs.cat_file(path))
 
 
 def _write(done: list[Partition], output: str, root: str, plot: bool) -> dict:

@@ -1,7 +1,8 @@
 """The task after check_inputs: which partitions this run processes (jobs.core.partitions). Its
 return value, the manifests' URLs, is what the stages read (`--manifest`, one per partition), so no
-stage lists an input on its own, on any backend. An empty list skips the stages: a night with nothing
-new ends `success` after one log line saying so.
+stage lists an input on its own, on any backend. An empty list skips the stage right after it (and what
+depends on it): a night with nothing new ends `success` after one log line saying so; the cumulative
+sum still runs, which brings it up to date if an earlier run was killed while writing it.
 
 What a run takes is decided by its kind, then its Params:
 - a scheduled run, `airflow dags test` and a triggered run with Take = new: its own partitions (a
@@ -27,6 +28,7 @@ log = logging.getLogger(__name__)
 TASK_ID = "partition"
 LIVE_STATES = ("queued", "running")
 KEYS_XCOM = "partition_keys"
+SOURCE_XCOM = "source_manifest"
 
 
 def night_of(context: dict[str, Any]) -> str:
@@ -77,6 +79,7 @@ def choose(inputs: dict[str, str], output_root: str, take: str, keys: str, schem
         raise AirflowFailException(f"{exc}{hint}") from None
     for note in plan.notes:
         log.warning("%s", note)
+    context["ti"].xcom_push(SOURCE_XCOM, plan.latest)
     if not plan.partitions:
         log.info("nothing new under %s since the last partition: the stages are skipped", ", ".join(
             v for vs in source.inputs.values() for v in vs))  # fmt: skip
@@ -100,9 +103,12 @@ def partition_task(inputs: dict[str, str], **kwargs: Any) -> ShortCircuitOperato
             "scheme": "{{ params.partition_by }}",
         },
         doc_md=__doc__,
+        ignore_downstream_trigger_rules=False,  # the stage right after it is skipped, not the cumulative sum
         **kwargs,
     )
 
 
 # Jinja: the manifests the partition task chose, for `each(MANIFESTS, "--manifest")`
 MANIFESTS = f"ti.xcom_pull(task_ids='{TASK_ID}')"
+# Jinja: the source's newest manifest, for a task that adds up every partition so far
+SOURCE_MANIFEST = f"{{{{ ti.xcom_pull(task_ids='{TASK_ID}', key='{SOURCE_XCOM}') }}}}"

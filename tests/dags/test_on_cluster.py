@@ -43,9 +43,14 @@ def download_run(bucket: str, dag_id: str, dest: pathlib.Path) -> pathlib.Path:
     """The single run directory of `dag_id` under s3://bucket/runs, copied to `dest` for comparison."""
     fs, _ = storage.filesystem(f"s3://{bucket}")
     fs.invalidate_cache()
-    (run,) = fs.ls(f"{bucket}/runs/{dag_id}", detail=False)
+    (run,) = [
+        p for p in fs.ls(f"{bucket}/runs/{dag_id}", detail=False) if p.rsplit("/", 1)[-1] not in NOT_RUNS
+    ]
     fs.get(run, str(dest), recursive=True)
     return dest
+
+
+NOT_RUNS = ("partitions", "cumulative")  # beside the run directories: the partition log, the sum so far
 
 
 def histograms(path: pathlib.Path) -> dict[str, np.ndarray]:
@@ -101,6 +106,12 @@ def test_cms_dimuon_on_the_cluster_equals_local(airflow_env, spark_cluster, s3_e
     assert cutflow["cuts"] == json.loads((local / "cutflow.json").read_text())["cuts"]
     assert any((run / "spark-events").rglob("*")), "the Spark event log did not reach the run directory"
     assert_no_secret(run)
+    # the partition log and the cumulative result on S3: one partition, its sum equal to the local run
+    fs.get(f"{bucket}/runs/cms_dimuon/cumulative", str(tmp_path / "cumulative"), recursive=True)
+    summed = histograms(tmp_path / "cumulative" / "histograms.root")
+    for name, values in theirs.items():
+        np.testing.assert_array_equal(summed[name], values, err_msg=name)
+    assert len(fs.ls(f"{bucket}/runs/cms_dimuon/partitions/log")) == 2  # the claim and its result
 
 
 def test_dl_trigger_on_the_cluster_equals_local(

@@ -6,15 +6,21 @@ out."""
 from __future__ import annotations
 
 import json
+import os
 import shutil
+import subprocess
+import sys
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import pytest
 import uproot
 
 from jobs.core.errors import BadInputError
+from jobs.core.partition_log import read_log
 from jobs.core.partitions import Source, partitions_root, plan_run
 from jobs.dimuon import cumulative, job
+from tests.conftest import ROOT
 
 
 @pytest.fixture(scope="module")
@@ -90,3 +96,75 @@ def test_gone_files_and_gone_results_are_named(nights, tmp_path):
     shutil.rmtree(runs / "cms_dimuon" / "2026-03-02")
     with pytest.raises(BadInputError, match="the result of partition 2026-03-02 is gone"):
         cumulative.build(manifests[-1], str(tmp_path / "cumulative"), plot=False)
+
+
+# --- a night killed at each step: the next run, or the retry, leaves everything consistent ---------------
+
+STRACE = shutil.which("strace")
+
+
+def _night(inp, runs, run_id: str, key: str, *strace_args: str) -> subprocess.CompletedProcess:
+    cmd = [sys.executable, "-m", "tests.jobs.dimuon.night", str(inp), str(runs), run_id, key]
+    if strace_args:
+        cmd = [STRACE, "-f", "-qq", *strace_args, *cmd]
+    return subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300)
+
+
+def _steps(tmp_path, files) -> list[tuple[str, int, str]]:
+    """(syscall, its ordinal in the night's driver, the step it interrupts), read off a traced night:
+    the claim's log entry, the stage's start (its first link after the claim), the stage's commit,
+    the partition's result entry, the cumulative result's commit."""
+    inp = tmp_path / "traced" / "in"
+    inp.mkdir(parents=True)
+    for f in files:
+        shutil.copy(f, inp / f.name)
+    trace = tmp_path / "traced" / "trace"
+    done = _night(inp, tmp_path / "traced" / "runs", "r1", "2026-03-01", "-o", str(trace),
+                  "-e", "trace=link,linkat,renameat2")  # fmt: skip
+    assert done.returncode == 0, done.stderr[-2000:]
+    driver = trace.read_text().splitlines()[0].split()[0]
+    calls = [
+        line.split()[1].split("(")[0] for line in trace.read_text().splitlines() if line.split()[0] == driver
+    ]
+    paths = [line for line in trace.read_text().splitlines() if line.split()[0] == driver]
+    links = [p for p in paths if p.split()[1].startswith(("link(", "linkat("))]
+    logged = [i + 1 for i, p in enumerate(links) if "/partitions/log/" in p]
+    assert len(logged) == 2 and calls.count("renameat2") == 2, paths
+    return [("link", logged[0], "the claim"), ("link", logged[0] + 1, "the stage's start"),
+            ("renameat2", 1, "the stage's commit"), ("link", logged[1], "the partition's result"),
+            ("renameat2", 2, "the cumulative commit")]  # fmt: skip
+
+
+@pytest.mark.skipif(STRACE is None, reason="strace is installed by tests/services/install.sh")
+def test_a_night_killed_at_each_step_is_made_whole_by_the_next_run_or_its_retry(nights, tmp_path):
+    """A night's process SIGKILLed at each of its steps (strace inject), then the next night's run
+    (nothing new) or the killed run's retry: every file is in exactly one partition and the cumulative
+    result is complete and equal to one run over all the files, bin for bin."""
+    base = nights[0]
+    files = sorted((base / "in").glob("*.root"))[:3]
+    job.run([str(f) for f in files], str(tmp_path / "reference"), engine="processes", plot=False)
+    reference = histograms(tmp_path / "reference" / "histograms.root")
+
+    def case(n: int, step: tuple[str, int, str]) -> str:
+        call, nth, what = step
+        where = tmp_path / f"case{n}"
+        (where / "in").mkdir(parents=True)
+        for f in files:
+            shutil.copy(f, where / "in" / f.name)
+        killed = _night(where / "in", where / "runs", "r1", "2026-03-01", "-o", os.devnull,
+                        "-e", f"inject={call}:signal=SIGKILL:when={nth}")  # fmt: skip
+        assert killed.returncode != 0, f"not killed at {what}"
+        again = ("r1", "2026-03-01") if n % 2 else ("r2", "2026-03-02")  # the retry, or the next night
+        done = _night(where / "in", where / "runs", *again)
+        assert done.returncode == 0, (what, done.stderr[-2000:])
+        log = read_log(partitions_root(str(where / "runs"), "cms_dimuon"))
+        claims = sorted(f["url"] for e in log if e.kind == "claim" for f in e.body["files"])
+        assert claims == sorted(str(where / "in" / f.name) for f in files), (what, claims)  # each file once
+        summed = histograms(where / "runs" / "cms_dimuon" / "cumulative" / "histograms.root")
+        assert all(np.array_equal(summed[k], reference[k]) for k in reference), what
+        return what
+
+    steps = _steps(tmp_path, files)
+    with ThreadPoolExecutor(2) as pool:
+        seen = list(pool.map(case, range(len(steps)), steps))
+    assert len(seen) == 5
