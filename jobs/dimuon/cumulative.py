@@ -118,7 +118,7 @@ def _write(done: list[Partition], output: str, root: str, plot: bool) -> dict:
         "stage": "dimuon.cumulative",
         "events": int(total.counts[0]),
         "pairs": int(total.pairs),
-        "partitions": len(rows),
+        "partition_count": len(rows),
         "files_read": sum(r["files"] for r in rows),
         "schema": schema,
         "peaks": spectrum_peaks(hists["dimuon_mass"]),

@@ -326,14 +326,19 @@ def resolve_layout(layout: str) -> str:
     return "ragged" if layout == "auto" else layout
 
 
-def write_partition(folder: str, m: Manifest, good: dict[str, ChunkOut], bad: dict[str, str]) -> None:
-    """Mark a partition's folder complete: its counts, then `_SUCCESS` (prepare requires it)."""
+def partition_figures(m: Manifest, good: dict[str, ChunkOut], bad: dict[str, str]) -> dict:
+    """A partition's key and counts, as its folder and the run's metrics record them."""
     mine = [f["url"] for f in m.files]
+    written = sum(good[u].written for u in mine if u in good)
+    return {"key": m.key, "manifest": m.url, "events_written": int(written),
+            "files": len([u for u in mine if u not in bad])}  # fmt: skip
+
+
+def write_partition(folder: str, figures: dict) -> None:
+    """Mark a partition's folder complete: its counts, then `_SUCCESS` (prepare requires it)."""
     if is_local(folder):
         os.makedirs(local_path(folder), exist_ok=True)
-    written = sum(good[u].written for u in mine if u in good)
-    write_json(f"{folder}/partition.json", {"key": m.key, "manifest": m.url, "events_written": int(written),
-                                            "files": len([u for u in mine if u not in bad])})  # fmt: skip
+    write_json(f"{folder}/partition.json", figures)
     fs, path = filesystem(f"{folder}/{SUCCESS_MARKER}")
     fs.pipe_file(path, b"")
 
@@ -461,11 +466,12 @@ def run(
             events_per_class={n: c["events_read"] for n, c in summary["classes"].items()},
             written_per_class={n: c["events_written"] for n, c in summary["classes"].items()},
             files_read=sum(c["files"] for c in summary["classes"].values()),
+            **({"partitions": [partition_figures(m, good, bad) for m in parts]} if parts else {}),
         )
         write_json(os.path.join(staging, SUMMARY_FILE), summary)
         write_json(os.path.join(staging, METRICS_FILE), metrics)
-        for m in parts:  # each partition's rows, a complete ingestion output of their own
-            write_partition(subfolder(staging, folders, m.files[0]["url"]), m, good, bad)
+        for m, figures in zip(parts, metrics.get("partitions", []), strict=True):  # complete folders each
+            write_partition(subfolder(staging, folders, m.files[0]["url"]), figures)
     if parts:  # each partition's folder is its result (prepare reads the partitions so far)
         log_results(parts, {m.key: f"{output.rstrip('/')}/{safe_key(m.key)}" for m in parts}, output)
     log.info(

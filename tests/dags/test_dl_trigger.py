@@ -15,6 +15,7 @@ import time
 import pyarrow.dataset as ds
 import pytest
 
+from jobs.core.partitions import safe_key
 from tests.dags.conftest import (
     assert_conf_rejected,
     asset_events,
@@ -48,9 +49,12 @@ def test_end_to_end_on_generated_sample(dl_trigger_local_run, airflow_env):
         assert auc >= 0.9, (name, metrics["auc"])
     assert metrics["quality"]["passed"] and metrics["quality"]["min_auc"] == 0.9
     summary = json.loads((run / "report" / "summary.json").read_text())
-    pipeline = "check_inputs demo_mode generate ingest prepare tfrecords train evaluate".split()
+    pipeline = "check_inputs demo_mode generate partition ingest prepare tfrecords train evaluate".split()
     assert list(summary["stage_times"]) == pipeline  # the report lists the tasks in pipeline order
-    assert list(summary["stages"]) == pipeline[3:]  # and the stages' own figures too
+    assert list(summary["stages"]) == pipeline[4:]  # and the stages' own figures too
+    # the run's partition: its generated sample, ingested into its own folder and learnt from
+    (part,) = summary["stages"]["ingest"]["figures"]["partitions"]
+    assert part["files"] == 6 and (run / "features" / safe_key(part["key"]) / "_SUCCESS").exists()
     # the asset events name this run's outputs and carry their key figures
     events = {name: extra for name, _, extra in asset_events(airflow_env) if str(run) in extra.get("url", "")}
     assert events["dl_trigger_features"]["url"] == str(run / "features")

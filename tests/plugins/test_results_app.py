@@ -345,3 +345,37 @@ def test_a_missing_file_is_named_relative_to_the_run_directory(server):
     detail = json.loads(body)["detail"]
     assert status == 404 and "'report/no.html'" in detail and "run directory" in detail
     assert str(api.base) not in detail and "/" not in detail.replace("report/no.html", ""), detail
+
+
+def test_trends_plot_by_logical_date_with_partitions_and_the_cumulative_curve(server):
+    """A March night's run plots in March (its logical date), names its partition, and the cumulative
+    result's partition-by-partition figures (pairs so far, the Z peak with its error) are drawn and
+    listed."""
+    api, _, _ = server
+    root = api.base / "dimuon-root"
+    run = api.post("/api/v2/dags/cms_dimuon/dagRuns",
+                   {"logical_date": "2026-03-01T02:00:00Z", "conf": {"output_root": str(root)}})  # fmt: skip
+    directory = root / "cms_dimuon" / safe_path(run["dag_run_id"])
+    (directory / "report").mkdir(parents=True)
+    z = {"mass": 91.1, "width": 2.6, "mass_error": 0.12, "width_error": 0.1}
+    figures = {
+        "pairs": 700,
+        "peaks": {"Z": z},
+        "partitions": [{"key": "2026-03-01", "files": 2, "events": 9}],
+    }
+    (directory / "report" / "summary.json").write_text(
+        json.dumps({"stages": {"dimuon": {"figures": figures}}})
+    )
+    so_far = [{"key": k, "so_far": {"events": 10 * n, "pairs": 700 * n, "peaks": {"Z": z}}}
+              for n, k in enumerate(("2026-02-28", "2026-03-01"), start=1)]  # fmt: skip
+    (root / "cms_dimuon" / "cumulative").mkdir(parents=True)
+    (root / "cms_dimuon" / "cumulative" / "partitions.json").write_text(json.dumps({"partitions": so_far}))
+    status, body, _ = api.get("/colliderflow/trends/cms_dimuon")
+    page = body.decode()
+    assert status == 200, page
+    row = page[page.index(run["dag_run_id"]) - 300 : page.index(run["dag_run_id"]) + 300]
+    assert "<td>2026-03-01</td>" in row and "<td>2026-03-01</td>" in row.split(run["dag_run_id"])[1]
+    assert (
+        "after each of its 2 partition(s)" in page and "91.100 ± 0.120" in page and "<td>1,400</td>" in page
+    )
+    assert page.count("data:image/png;base64,") >= 5  # pairs, Z position, width ... and the 3 cumulative
