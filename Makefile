@@ -48,6 +48,7 @@ bench: install-bench
 	$(UV) run --no-sync python -m bench.prepare $(BENCH_ARGS)
 	$(UV) run --no-sync python -m bench.train $(BENCH_ARGS)
 	$(UV) run --no-sync python -m bench.cluster $(BENCH_ARGS)
+	$(UV) run --no-sync python -m bench.partitions $(BENCH_ARGS)
 	$(UV) run --no-sync python -m bench.table
 
 # Build images/*/Dockerfile with buildah on stand-in bases made with mmdebstrap, then run stages inside

@@ -12,7 +12,7 @@ import os
 
 from bench.common import RESULTS_DIR_ENV
 
-ORDER = ("dimuon", "ingest", "prepare", "train", "cluster")
+ORDER = ("dimuon", "ingest", "prepare", "train", "cluster", "partitions")
 # (benchmark, key, label, unit): the figures shown, in order; a missing key is left out
 FIGURES: dict[str, list[tuple[str, str, str]]] = {
     "dimuon": [
@@ -45,6 +45,11 @@ FIGURES: dict[str, list[tuple[str, str, str]]] = {
         ("unbucketed_events_per_s_per_core", "unbucketed", "ev/s/core"),
     ],
     "cluster": [],
+    "partitions": [
+        ("night_cost_growth_larger_over_smaller_input", "a night's cost, larger input / smaller", "x"),
+        ("full_run_growth_larger_over_smaller_input", "a full run's cost, larger / smaller", "x"),
+        ("cumulative_rebuild_100_partitions_seconds", "cumulative rebuild, 100 partitions", "s"),
+    ],
 }
 
 

@@ -11,7 +11,7 @@ from jobs.core.metering import IOStats
 # asset events, in the run report's summary and in the nightly trends.
 KEY_FIGURES = ("events", "events_written", "events_per_second", "wall_seconds", "pairs", "peaks", "auc",
                "accuracy", "epochs_run", "training_events_per_second", "written_per_class",
-               "bytes_written", "partitions", "partition_count")  # fmt: skip
+               "bytes_written", "partitions", "partition_count", "changed_files")  # fmt: skip
 
 
 def key_figures(metrics: dict[str, Any]) -> dict[str, Any]:

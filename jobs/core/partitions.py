@@ -16,6 +16,7 @@ by hash the stable bucket of the file name (`03/16`, later arrivals `03/16@<nigh
 from __future__ import annotations
 
 import json
+import logging
 import os
 import uuid
 import zlib
@@ -27,6 +28,8 @@ from jobs.core.errors import BadInputError, UsageError
 from jobs.core.listing import GLOB_CHARS, expand_inputs
 from jobs.core.partition_log import Entry, read_entry, read_log, settle
 from jobs.core.storage import filesystem
+
+log = logging.getLogger(__name__)
 
 SCHEMES_HELP = "night, folder or hash/N"
 MAX_BUCKETS = 4096
@@ -367,7 +370,8 @@ def read_manifest(url: str, output: str | None = None) -> Manifest:
 
 def check_files(manifests: list[Manifest]) -> list[str]:
     """Every file the manifests recorded must still exist (a partition never silently shrinks);
-    returns one warning per file whose content changed since (the run reads the new content)."""
+    returns the files whose content changed since, each logged as a warning (the run reads the new
+    content; its metrics list them as `changed_files`)."""
     missing, changed = [], []
     for m in manifests:
         for f in m.files:
@@ -378,9 +382,10 @@ def check_files(manifests: list[Manifest]) -> list[str]:
                 missing.append(f["url"])
                 continue
             if (int(info.get("size") or 0), file_version(info)) != (f["size"], f["version"]):
-                changed.append(
-                    f"{f['url']} changed after partition {m.key} recorded it; reading its new content"
+                log.warning(
+                    "%s changed after partition %s recorded it; reading its new content", f["url"], m.key
                 )
+                changed.append(f["url"])
     if missing:
         more = f" and {len(missing) - 3} more" if len(missing) > 3 else ""
         raise BadInputError(", ".join(missing[:3]) + more, "recorded in a partition but gone from the store")

@@ -19,14 +19,20 @@ from collections.abc import Sequence
 
 import hist
 import numpy as np
-import uproot
 
 from jobs.core import cli
 from jobs.core.commit import atomic_output_dir, claim_output
 from jobs.core.errors import BadInputError
 from jobs.core.partitions import Partition, read_manifest, results_of
 from jobs.core.storage import METRICS_FILE, filesystem, write_json
-from jobs.dimuon.job import DimuonResult, spectrum_peaks, write_cutflow, write_histograms
+from jobs.dimuon.job import (
+    COUNTS_FILE,
+    DimuonResult,
+    new_histograms,
+    spectrum_peaks,
+    write_cutflow,
+    write_histograms,
+)
 
 log = logging.getLogger("jobs.dimuon.cumulative")
 
@@ -40,14 +46,24 @@ def read_result(p: Partition) -> tuple[DimuonResult, str, dict]:
     try:
         cutflow = json.loads(fs.cat_file(f"{path}/cutflow.json"))
         summary = json.loads(fs.cat_file(f"{path}/partition.json"))
-        with fs.open(f"{path}/histograms.root", "rb") as f, uproot.open(f) as root:
-            hists = {name.split(";")[0]: root[name].to_hist() for name in root.keys(cycle=False)}
+        with fs.open(f"{path}/{COUNTS_FILE}", "rb") as f, np.load(f) as counts:
+            hists = {name: as_hist(name, counts[name], folder) for name in counts.files}
     except FileNotFoundError:
         raise BadInputError(
             folder, f"the result of partition {p.key} is gone (rerun the partition)"
         ) from None
     counts = np.array([c["events"] for c in cutflow["cuts"]], dtype=np.int64)
     return DimuonResult(hists, counts, int(summary["pairs"])), str(cutflow["schema"]), summary
+
+
+def as_hist(name: str, counts: np.ndarray, folder: str) -> hist.Hist:
+    """Stored counts (under- and overflow included) as the stage's own histogram; a histogram this
+    stage does not write, or of a binning it does not write, never adds."""
+    h = new_histograms(max(len(counts) - 2, 1)).get(name)
+    if h is None or h.view(flow=True).shape != counts.shape:
+        raise BadInputError(folder, f"histogram {name} is not one this colliderflow writes ({counts.shape})")
+    h.view(flow=True)[...] = counts
+    return h
 
 
 def add_up(partitions: list[Partition]) -> tuple[DimuonResult, str, list[dict]]:

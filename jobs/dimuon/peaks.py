@@ -59,6 +59,10 @@ REPLICAS = 40  # Poisson replicas of the spectrum that give the fit's uncertaint
 def z_peak(edges: np.ndarray, counts: np.ndarray) -> dict[str, float] | None:
     """The Z figures with their 1σ uncertainties (`mass_error`, `width_error`, GeV): the spread of the
     same fit over Poisson replicas of the histogram (seeded: the same spectrum, the same errors)."""
+    keep = (edges[:-1] >= Z_SIDEBANDS[0][0]) & (edges[1:] <= Z_SIDEBANDS[1][1])  # the bins the fit reads
+    edges, counts = np.append(edges[:-1][keep], edges[1:][keep][-1:]), counts[keep]
+    if len(counts) == 0:
+        return None
     central = _z_fit(edges, counts)
     if central is None:
         return None

@@ -388,8 +388,7 @@ def run(
     patterns = manifest_inputs(parts) if parts else parse_inputs(inputs)
     claim_output(output, [url for urls in patterns.values() for url in urls])
     t0 = time.perf_counter()
-    for line in check_files(parts):
-        log.warning("%s", line)
+    changed = check_files(parts)
     listed = (
         patterns if parts else {name: expand_inputs(urls, suffix=".root") for name, urls in patterns.items()}
     )
@@ -467,6 +466,7 @@ def run(
             written_per_class={n: c["events_written"] for n, c in summary["classes"].items()},
             files_read=sum(c["files"] for c in summary["classes"].values()),
             **({"partitions": [partition_figures(m, good, bad) for m in parts]} if parts else {}),
+            **({"changed_files": changed} if changed else {}),
         )
         write_json(os.path.join(staging, SUMMARY_FILE), summary)
         write_json(os.path.join(staging, METRICS_FILE), metrics)

@@ -5,6 +5,7 @@ generated sample, Params rejecting a bad conf before any task runs. (Its real ba
 from __future__ import annotations
 
 import json
+import os
 import pathlib
 import shutil
 
@@ -46,7 +47,8 @@ def night(env: dict[str, str], date: str, conf: dict):
 def test_nights_take_only_new_files_and_the_cumulative_adds_up(airflow_env, sample, tmp_path):
     """Three nights on a folder that grows: the first reduces its 4 files, the second only the 2 that
     arrived, the third finds nothing new and succeeds with its stages skipped. The cumulative result
-    equals one `jobs.dimuon` run over all 6 files, bin for bin; asset events carry the partition key."""
+    equals one `jobs.dimuon` run over all 6 files, bin for bin; asset events carry the partition key.
+    Then a recorded file changes and its partition, named on the command line, is reprocessed."""
     from jobs.dimuon import job
 
     inp, runs = tmp_path / "in", tmp_path / "runs"
@@ -90,6 +92,30 @@ def test_nights_take_only_new_files_and_the_cumulative_adds_up(airflow_env, samp
     assert events["dimuon"]["partitions"] == ["2026-03-02"] and events["dimuon"]["pairs"] > 0
     # the third night added nothing: its cumulative task found the sum up to date, and says what it holds
     assert events["cumulative"]["events"] == 60_000 and events["cumulative"]["partition_count"] == 2
+
+    # a file of the first night changes: never claimed again, named, its partition marked stale; the
+    # named partition, reprocessed from the command line, reads the new content and replaces its share
+    changed = inp / files[0].name
+    os.utime(changed, (1_800_000_000, 1_800_000_000))
+    proc = night(airflow_env, "2026-03-04", conf)
+    assert proc.returncode == 0 and "nothing new under" in proc.stdout + proc.stderr
+    assert f"{changed} changed after partition 2026-03-01 recorded it" in proc.stdout + proc.stderr
+    proc = dags_test(airflow_env, "cms_dimuon", {**conf, "take": "named", "partition_keys": ["2026-03-01"]})
+    assert proc.returncode == 0, (proc.stdout + proc.stderr)[-4000:]
+    (rerun,) = set(p for p in (runs / "cms_dimuon").iterdir() if p.name.startswith("manual__")) - set(
+        run_dirs
+    )
+    metrics = json.loads((rerun / "dimuon" / "_metrics.json").read_text())
+    assert len(metrics["files"]) == 4 and metrics["changed_files"] == [str(changed)]
+    assert str(changed) in (rerun / "report" / "report.html").read_text()
+    listed = json.loads((cumulative / "partitions.json").read_text())["partitions"]
+    expected = [("2026-03-01", str(rerun / "dimuon")), ("2026-03-02", str(run_dirs[1] / "dimuon"))]
+    assert [(p["key"], p["run"]) for p in listed] == expected
+    with (
+        uproot.open(cumulative / "histograms.root") as a,
+        uproot.open(tmp_path / "single/histograms.root") as b,
+    ):
+        assert np.array_equal(a["dimuon_mass"].values(), b["dimuon_mass"].values())  # replaced, not added
 
 
 @pytest.mark.slow
