@@ -8,14 +8,17 @@ rewritten; the state of the partitions is a fold over it (jobs.core.partitions).
 from __future__ import annotations
 
 import json
+import logging
 import os
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from jobs.core.errors import BadInputError
-from jobs.core.storage import filesystem, is_local, local_path
+from jobs.core.errors import BadInputError, UsageError
+from jobs.core.storage import filesystem, is_local, local_path, url_protocol
+
+log = logging.getLogger(__name__)
 
 FORMAT = 1  # the log's format; an entry of a later format is refused, never guessed at
 LOG_DIR = "log"
@@ -40,6 +43,10 @@ class Entry:
         return str(self.body.get("key", ""))
 
 
+class NotJson(BadInputError):
+    """An entry that does not parse."""
+
+
 def entry_url(root: str, seq: int) -> str:
     return f"{root.rstrip('/')}/{LOG_DIR}/{seq:0{SEQ_DIGITS}d}.json"
 
@@ -56,11 +63,12 @@ def check_format(body: dict[str, Any], source: str) -> None:
 def read_entry(url: str) -> dict[str, Any]:
     fs, path = filesystem(url)
     try:
-        body = json.loads(fs.cat_file(path))
+        with fs.open(path, "rb") as f:  # not cat_file: fsspec-xrootd's needs a byte range
+            body = json.loads(f.read())
     except FileNotFoundError:
         raise BadInputError(url, "no such partition manifest") from None
     except ValueError:
-        raise BadInputError(url, "is not a partition manifest (not JSON)") from None
+        raise NotJson(url, "is not a partition manifest (not JSON)") from None
     if not isinstance(body, dict):
         raise BadInputError(url, "is not a partition manifest")
     check_format(body, url)
@@ -71,17 +79,20 @@ def read_log(root: str) -> list[Entry]:
     """Every entry, in sequence order ([] when the log does not exist yet)."""
     fs, path = filesystem(f"{root.rstrip('/')}/{LOG_DIR}")
     fs.invalidate_cache(path)
-    try:
-        names = sorted(os.path.basename(p) for p in fs.ls(path, detail=False))
-    except FileNotFoundError:
+    if not fs.exists(path):  # (fsspec-xrootd's ls of a missing folder raises a bare OSError)
         return []
+    names = sorted(os.path.basename(p.rstrip("/")) for p in fs.ls(path, detail=False))
     entries = []
     for name in names:
         stem = name.removesuffix(".json")
         if not (name.endswith(".json") and stem.isdigit() and len(stem) == SEQ_DIGITS):
             continue  # a temporary file of a local append in progress
         url = entry_url(root, int(stem))
-        entries.append(Entry(int(stem), url, read_entry(url)))
+        try:
+            entries.append(Entry(int(stem), url, read_entry(url)))
+        except NotJson:  # a write interrupted on a store without atomic creates (root://): no action
+            log.warning("%s: not a complete log entry (an interrupted write); ignored", url)
+            entries.append(Entry(int(stem), url, {"format": FORMAT, "kind": "interrupted"}))
     return entries
 
 
@@ -101,16 +112,43 @@ def create_exclusive(url: str, data: bytes) -> None:
         finally:
             os.unlink(tmp)
         return
+    if url_protocol(url) == "root":
+        _create_xrootd(url, data)
+        return
     fs, path = filesystem(url)
     try:
         with fs.open(path, "xb") as f:
             f.write(data)
     except FileExistsError:
         raise
+    except (NotImplementedError, ValueError):
+        raise UsageError(f"{url}: this store cannot create a file exclusively; keep partition logs (the "
+                         "output root) on a local path, s3:// or root://") from None  # fmt: skip
     except OSError as exc:  # s3fs reports a failed precondition as an OSError with the 412 in it
         if "PreconditionFailed" in str(exc) or "412" in str(exc):
             raise FileExistsError(url) from None
         raise
+
+
+def _create_xrootd(url: str, data: bytes) -> None:
+    """XRootD's own exclusive create (fsspec-xrootd has no "x" mode): open with NEW, which fails when
+    the file exists. The file is visible from its creation, so a reader may meet it half-written (read
+    as an interrupted entry); object stores and local files have no such window."""
+    from XRootD import client
+    from XRootD.client.flags import OpenFlags
+
+    f = client.File()
+    status, _ = f.open(url, OpenFlags.NEW | OpenFlags.MAKEPATH)
+    if not status.ok:
+        if "exist" in status.message.lower():
+            raise FileExistsError(url)
+        raise OSError(f"{url}: {status.message.strip()}")
+    try:
+        status, _ = f.write(data)
+        if not status.ok:
+            raise OSError(f"{url}: {status.message.strip()}")
+    finally:
+        f.close()
 
 
 Decide = Callable[[list[Entry]], dict[str, Any] | None]

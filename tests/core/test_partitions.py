@@ -163,3 +163,23 @@ def test_wrong_names_and_manifests_are_refused(layout, tmp_path):
     pathlib.Path(newer).write_text(json.dumps({"format": FORMAT + 1, "kind": "claim", "key": "x"}))
     with pytest.raises(BadInputError, match=f"format {FORMAT + 1}; this colliderflow reads {FORMAT}"):
         read_log(root)
+
+
+def test_partitions_on_xrootd_claim_once_and_refuse_a_second_create(xrootd_server):
+    """The log on EOS's protocol (a real XRootD server): XRootD's own exclusive create orders the
+    entries; a file's version is its mtime as the server reports it."""
+    out = xrootd_server.root / "runs"
+    out.mkdir()
+    out.chmod(0o777)  # the server runs as nobody
+    for i in range(3):
+        xrootd_server.put(
+            touch_root(xrootd_server.root.parent / "src" / f"x{i}.root", size=i + 1), f"in/x{i}.root"
+        )
+    source = Source({"input": [xrootd_server.url("in")]}, xrootd_server.url("runs"))
+    root = f"{source.output_root}/d/partitions"
+    (first,) = plan_run(root, source, "r1", "2026-03-01").partitions
+    assert [f["url"] for f in first.files] == [xrootd_server.url(f"in/x{i}.root") for i in range(3)]
+    assert all(f["version"] for f in first.files)
+    assert plan_run(root, source, "r2", "2026-03-02", is_live=lambda run: run == "r1").partitions == []
+    with pytest.raises(FileExistsError):
+        create_exclusive(entry_url(root, 1), b"{}")
