@@ -10,7 +10,7 @@
 
 Results: out/bench/partitions.json.
 
-    python -m bench.partitions [--files 40 80] [--events-per-file 500000] [--quick]
+    python -m bench.partitions [--files 80 160] [--events-per-file 500000] [--quick]
 """
 
 from __future__ import annotations
@@ -99,7 +99,7 @@ def main() -> None:
     parser.add_argument("--events-per-file", type=int, default=None)
     add_common_args(parser)
     args = parser.parse_args()
-    sizes = args.files or ([20, 40] if args.quick else [40, 80])
+    sizes = args.files or ([20, 40] if args.quick else [80, 160])
     per_file = args.events_per_file or (100_000 if args.quick else 500_000)  # a NanoAOD file holds ~10^6
     base = tempfile.mkdtemp(prefix="colliderflow-bench-partitions-")
     try:

@@ -12,6 +12,7 @@ import json
 import os
 import pathlib
 import re
+import shutil
 import subprocess
 import sys
 import time
@@ -52,6 +53,13 @@ class Airflow:
             with urllib.request.urlopen(req, timeout=30) as r:
                 self._token = json.load(r)["access_token"]
         req = urllib.request.Request(f"{self.url}{path}", headers={"Authorization": f"Bearer {self._token}"})
+        with urllib.request.urlopen(req, timeout=30) as r:
+            return json.load(r)
+
+    def post(self, path: str, payload: dict) -> dict:
+        self.api("/api/v2/version")  # a token first
+        headers = {"Authorization": f"Bearer {self._token}", "Content-Type": "application/json"}
+        req = urllib.request.Request(f"{self.url}{path}", json.dumps(payload).encode(), headers)
         with urllib.request.urlopen(req, timeout=30) as r:
             return json.load(r)
 
@@ -277,3 +285,51 @@ def test_a_ui_backfill_without_recorded_partitions_is_refused_in_one_line(page, 
         assert not os.path.exists(
             os.path.join(airflow_ui.data, "runs", "cms_dimuon", safe_path(run["dag_run_id"]))
         )
+
+
+@pytest.mark.slow
+def test_a_ui_backfill_with_override_reprocesses_the_recorded_night(page, airflow_ui, artifacts):
+    """A night recorded by a run triggered through the REST API (its own input folder, one file), then
+    the Backfill dialog over that night with "Override parameters on existing runs" ticked and that
+    input typed into the form: the backfill run reads exactly the file the night recorded, although
+    another file has arrived in the folder since."""
+    samples = sorted(pathlib.Path(airflow_ui.data, "samples", "nanoaod").glob("*.root"))
+    folder = pathlib.Path(airflow_ui.data, "samples", "night5")
+    folder.mkdir()
+    shutil.copy(samples[0], folder / samples[0].name)
+    conf = {"input": [str(folder)]}
+    night = airflow_ui.post(
+        "/api/v2/dags/cms_dimuon/dagRuns", {"logical_date": "2026-03-05T12:00:00Z", "conf": conf}
+    )
+
+    def state() -> str:
+        return next(
+            r["state"] for r in airflow_ui.runs("cms_dimuon") if r["dag_run_id"] == night["dag_run_id"]
+        )
+
+    wait_for(lambda: state() in ("success", "failed"), RUN_TIMEOUT_S, "the night of 2026-03-05")
+    assert state() == "success"
+    shutil.copy(samples[1], folder / samples[1].name)  # arrives after the night: the backfill leaves it
+    dialog = open_form(page, airflow_ui, "cms_dimuon")
+    dialog.get_by_text("Backfill", exact=True).first.click()
+    set_datetime(page, dialog, 0, "2026/03/05", "00:00")
+    set_datetime(page, dialog, 1, "2026/03/05", "02:00")
+    dialog.get_by_text("Override parameters on existing runs").click()
+    if not dialog.locator("#element_input").is_visible():
+        dialog.get_by_text("Input", exact=True).click()  # the section opens on a click
+    dialog.locator("#element_input").fill(str(folder))
+    page.screenshot(path=f"{artifacts}/cms_dimuon-backfill-override.png", full_page=True)
+    dialog.get_by_role("button", name="Run Backfill").click()
+
+    def mine() -> list[dict]:
+        runs = airflow_ui.runs("cms_dimuon")
+        return [r for r in runs if r["run_type"] == "backfill" and r["logical_date"].startswith("2026-03-05")]
+
+    wait_for(lambda: len(mine()) == 1 and mine()[0]["state"] in ("success", "failed"), RUN_TIMEOUT_S,
+             "the backfill of 2026-03-05")  # fmt: skip
+    (run,) = mine()
+    assert run["state"] == "success", run
+    metrics = pathlib.Path(
+        airflow_ui.data, "runs", "cms_dimuon", safe_path(run["dag_run_id"]), "dimuon", "_metrics.json"
+    )
+    assert set(json.loads(metrics.read_text())["files"]) == {str(folder / samples[0].name)}
