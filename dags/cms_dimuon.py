@@ -63,7 +63,7 @@ with DAG(
     },
 ) as dag:
     check = check_inputs({"input": "{{ params.input | tojson }}"})
-    partition = partition_task({"input": "{{ params.input | tojson }}"})
+    partition = partition_task({"input": "params.input"})
     dimuon = stage_task(
         Stage(
             task_id="dimuon",

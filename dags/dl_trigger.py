@@ -36,10 +36,10 @@ PREVIOUS_EVALUATION = "previous_run_dir(ti, params.output_root, dag.dag_id, 'eva
 
 
 def class_input(name: str) -> str:
-    """The class's inputs as the partition task lists them: the run's own generated sample in demo
-    mode, else the class's list Param (JSON)."""
+    """The class's inputs as the partition task lists them (a Jinja expression): the run's own
+    generated sample in demo mode, else the class's list Param."""
     generated = f"[run_dir(params.output_root, dag.dag_id, run_id) ~ '/samples/{SAMPLES[name]}']"
-    return f"{{{{ ({generated} if params.demo_events > 0 else params.input_{name}) | tojson }}}}"
+    return f"({generated} if params.demo_events > 0 else params.input_{name})"
 
 
 # GPUs per training worker are a property of the deployment (node pools, images), not of a run.

@@ -18,6 +18,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import time
 import uuid
 import zlib
 from collections.abc import Callable, Iterable
@@ -246,7 +247,7 @@ def claim_new(
         members = [f for f in new if group_of(f, scheme, source, night) == group]
         key = fresh_key(group, night, set(state))
         return {"kind": "claim", "key": key, "run_id": run_id, "night": night, "scheme": scheme,
-                "files": members, **source.record()}  # fmt: skip
+                "claimed_at": time.time(), "files": members, **source.record()}  # fmt: skip
 
     state = fold(settle(root, decide))
     return [p for p in of_source(state, source) if p.owner == run_id]
@@ -262,13 +263,18 @@ def plan_run(
     names: list[str] | None = None,
     scheme: str = "night",
     is_live: Callable[[str], bool] = lambda run_id: False,
+    orphan_after: float | None = None,
 ) -> Plan:
     """The partitions a run processes.
 
     new: this run's own partitions (a retry keeps them), the unfinished ones of runs that are no
     longer live (a failed night), and a new claim of every file no partition holds; all: the same
     plus every finished partition of the source; named: the partitions whose key or group is named
-    (nothing is claimed). Changed files are named in the notes and marked stale in the log."""
+    (nothing is claimed). Changed files are named in the notes and marked stale in the log.
+
+    An unfinished partition of another run is taken over when `is_live` says its run is over, or
+    (`orphan_after`, seconds: where the caller cannot ask Airflow) when its claim is older than that;
+    a partition processed twice still counts once (the latest result of a key)."""
     if take not in ("new", "all", "named"):
         raise UsageError(f"take {take!r}: choose new, all or named")
     state = fold(read_log(root))
@@ -282,7 +288,7 @@ def plan_run(
     mine = {p.key for p in claimed}
     orphans = [
         p for p in of_source(state, source)
-        if p.key not in mine and p.result is None and not is_live(p.owner)
+        if p.key not in mine and p.result is None and (not is_live(p.owner) or _older(p, orphan_after))
     ]  # fmt: skip
     notes += [
         f"partition {p.key} of run {p.owner} has no result (its run failed): taken by this run"
@@ -293,6 +299,10 @@ def plan_run(
         chosen += [p for p in of_source(state, source) if p.result is not None and p not in chosen]
     everything = of_source(state, source)
     return Plan(chosen, notes, everything[-1].manifest if everything else None)
+
+
+def _older(p: Partition, seconds: float | None) -> bool:
+    return seconds is not None and time.time() - float(p.claim.get("claimed_at") or 0) > seconds
 
 
 def _named(state: dict[str, Partition], source: Source, names: list[str], root: str) -> list[Partition]:

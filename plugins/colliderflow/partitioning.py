@@ -1,8 +1,15 @@
-"""The task after check_inputs: which partitions this run processes (jobs.core.partitions). Its
-return value, the manifests' URLs, is what the stages read (`--manifest`, one per partition), so no
-stage lists an input on its own, on any backend. An empty list skips the stage right after it (and what
-depends on it): a night with nothing new ends `success` after one log line saying so; the cumulative
-sum still runs, which brings it up to date if an earlier run was killed while writing it.
+"""The task after check_inputs: which partitions this run processes (jobs.core.partitions). The
+manifests' URLs it hands on (XCom `manifests`) are what the stages read (`--manifest`, one per
+partition), so no stage lists an input on its own, on any backend. With nothing to process the stage
+right after it is skipped (and what depends on it): a night with nothing new ends `success` after one
+log line saying so; the cumulative sum still runs, which brings it up to date if an earlier run was
+killed while writing it.
+
+Where it runs: on the local backend in the Airflow worker, which asks Airflow whether the run owning an
+unfinished partition still runs. On Kubernetes Airflow holds no storage credentials, so it is a pod
+(`python -m jobs.partition`, its decision returned through the pod's XCom file); the pod cannot ask
+Airflow, so it takes over another run's unfinished partition once its claim is 12 hours old. Either way
+a partition processed twice counts once (the latest result of a key).
 
 What a run takes is decided by its kind, then its Params:
 - a scheduled run, `airflow dags test` and a triggered run with Take = new: its own partitions (a
@@ -21,7 +28,8 @@ from typing import Any
 from airflow.providers.standard.operators.python import ShortCircuitOperator
 from airflow.sdk.exceptions import AirflowFailException
 
-from colliderflow.stages import values_of
+from colliderflow.backends import configured_backend
+from colliderflow.stages import Stage, each, values_of
 
 log = logging.getLogger(__name__)
 
@@ -29,15 +37,7 @@ TASK_ID = "partition"
 LIVE_STATES = ("queued", "running")
 KEYS_XCOM = "partition_keys"
 SOURCE_XCOM = "source_manifest"
-
-
-def night_of(context: dict[str, Any]) -> str:
-    """The run's night: its partition key, else the date of its logical date (or of when it ran)."""
-    dag_run = context["dag_run"]
-    if getattr(dag_run, "partition_key", None):
-        return str(dag_run.partition_key)
-    when = dag_run.logical_date or dag_run.run_after
-    return when.strftime("%Y-%m-%d")
+MANIFESTS_XCOM = "manifests"
 
 
 def is_live(dag_id: str, own_run: str):
@@ -55,8 +55,9 @@ def is_live(dag_id: str, own_run: str):
     return live
 
 
-def choose(inputs: dict[str, str], output_root: str, take: str, keys: str, scheme: str) -> list[str]:
-    """ShortCircuit condition: the manifests of the partitions this run processes ([] skips the stages)."""
+def choose(inputs: dict[str, str], output_root: str, take: str, keys: str, scheme: str, night: str,
+           backfill: str = "False") -> list[str]:  # fmt: skip
+    """ShortCircuit condition: the manifests of the partitions this run processes ([] skips the stage)."""
     from airflow.sdk import get_current_context
 
     from jobs.core.errors import BadInputError, UsageError
@@ -65,42 +66,76 @@ def choose(inputs: dict[str, str], output_root: str, take: str, keys: str, schem
     context = get_current_context()
     dag_id, run_id = context["dag"].dag_id, context["run_id"]
     source = Source({name: values_of(v) for name, v in inputs.items()}, output_root.rstrip("/"))
-    root = partitions_root(output_root, dag_id)
-    night = night_of(context)
-    kind = str(getattr(context["dag_run"].run_type, "value", context["dag_run"].run_type))
-    names = values_of(keys)
-    if kind == "backfill":
-        take, names = "named", [night]
     try:
-        plan = plan_run(root, source, run_id, night, take=take, names=names, scheme=scheme,
-                        is_live=is_live(dag_id, run_id))  # fmt: skip
+        plan = plan_run(partitions_root(output_root, dag_id), source, run_id, night, take=take,
+                        names=values_of(keys), scheme=scheme, is_live=is_live(dag_id, run_id))  # fmt: skip
     except (BadInputError, UsageError) as exc:
-        hint = " (a backfill reprocesses the partitions its nights recorded)" if kind == "backfill" else ""
+        hint = " (a backfill reprocesses the partitions its nights recorded)" if backfill == "True" else ""
         raise AirflowFailException(f"{exc}{hint}") from None
     for note in plan.notes:
         log.warning("%s", note)
-    context["ti"].xcom_push(SOURCE_XCOM, plan.latest)
+    hand_on(context["ti"], plan.manifests, [p.key for p in plan.partitions], plan.latest)
     if not plan.partitions:
-        log.info("nothing new under %s since the last partition: the stages are skipped", ", ".join(
-            v for vs in source.inputs.values() for v in vs))  # fmt: skip
-        return []
+        say_nothing_new(source.inputs)
     for p in plan.partitions:
         log.info("partition %s: %d file(s), claimed by %s (%s)", p.key, len(p.files), p.owner, p.manifest)
-    context["ti"].xcom_push(KEYS_XCOM, [p.key for p in plan.partitions])
     return plan.manifests
 
 
-def partition_task(inputs: dict[str, str], **kwargs: Any) -> ShortCircuitOperator:
-    """The task; `inputs` maps each input's name to its (templated, JSON) Param value."""
+def hand_on(ti: Any, manifests: list[str], keys: list[str], latest: str | None) -> None:
+    """The XComs the later tasks read: the manifests, their keys, the source's newest manifest."""
+    ti.xcom_push(MANIFESTS_XCOM, manifests)
+    ti.xcom_push(KEYS_XCOM, keys)
+    ti.xcom_push(SOURCE_XCOM, latest)
+
+
+def say_nothing_new(inputs: dict[str, list[str]]) -> None:
+    where = ", ".join(v for vs in inputs.values() for v in vs)
+    log.info("nothing new under %s since the last partition: the stages are skipped", where)
+
+
+class HandOn:
+    """post_execute of the partition pod (Kubernetes): its decision (the pod's XCom file) handed on
+    as the same XComs as on the local backend; with nothing to process the task is skipped, and with
+    it the stage after it (the cumulative sum still runs)."""
+
+    def __call__(self, context: dict, result: Any = None) -> None:
+        from airflow.sdk.exceptions import AirflowSkipException
+
+        decision = result if isinstance(result, dict) else {}
+        for note in decision.get("notes") or []:
+            log.warning("%s", note)
+        hand_on(
+            context["ti"], decision.get("manifests") or [], decision.get("keys") or [], decision.get("latest")
+        )
+        if not decision.get("manifests"):
+            raise AirflowSkipException("nothing new since the last partition: the stages are skipped")
+
+
+# Jinja: the run's night (its partition key, else the date of its logical date or of when it ran), and
+# what a backfill takes whatever its Params say: the partition of its night
+NIGHT = "(dag_run.partition_key or (dag_run.logical_date or dag_run.run_after).strftime('%Y-%m-%d'))"
+BACKFILL = "(dag_run.run_type == 'backfill')"
+TAKE = f"{{{{ 'named' if {BACKFILL} else params.take }}}}"
+KEYS = f"([{NIGHT}] if {BACKFILL} else params.partition_keys)"
+
+
+def partition_task(inputs: dict[str, str], **kwargs: Any):
+    """The task; `inputs` maps each input's name to the Jinja expression of its list of paths. On
+    Kubernetes a pod (`python -m jobs.partition`: Airflow holds no storage credentials there)."""
+    if configured_backend() == "kubernetes":
+        return partition_pod(inputs, **kwargs)
     return ShortCircuitOperator(
         task_id=TASK_ID,
         python_callable=choose,
         op_kwargs={
-            "inputs": inputs,
+            "inputs": {name: f"{{{{ ({expr}) | tojson }}}}" for name, expr in inputs.items()},
             "output_root": "{{ params.output_root }}",
-            "take": "{{ params.take }}",
-            "keys": "{{ params.partition_keys | tojson }}",
+            "take": TAKE,
+            "keys": f"{{{{ {KEYS} | tojson }}}}",
             "scheme": "{{ params.partition_by }}",
+            "night": f"{{{{ {NIGHT} }}}}",
+            "backfill": f"{{{{ {BACKFILL} }}}}",
         },
         doc_md=__doc__,
         ignore_downstream_trigger_rules=False,  # the stage right after it is skipped, not the cumulative sum
@@ -108,7 +143,18 @@ def partition_task(inputs: dict[str, str], **kwargs: Any) -> ShortCircuitOperato
     )
 
 
+def partition_pod(inputs: dict[str, str], **kwargs: Any):
+    from colliderflow.backends import stage_task
+
+    args = [*(each(expr, "--input", f"{name}=") for name, expr in inputs.items()),
+            "--output-root", "{{ params.output_root }}", "--dag-id", "{{ dag.dag_id }}",
+            "--run-id", "{{ run_id }}", "--night", f"{{{{ {NIGHT} }}}}", "--take", TAKE, each(KEYS, "--key"),
+            "--scheme", "{{ params.partition_by }}"]  # fmt: skip
+    return stage_task(Stage(task_id=TASK_ID, module="partition", args=args), do_xcom_push=True,
+                      post_execute=HandOn(), doc_md=__doc__, **kwargs)  # fmt: skip
+
+
 # Jinja: the manifests the partition task chose, for `each(MANIFESTS, "--manifest")`
-MANIFESTS = f"ti.xcom_pull(task_ids='{TASK_ID}')"
+MANIFESTS = f"ti.xcom_pull(task_ids='{TASK_ID}', key='{MANIFESTS_XCOM}')"
 # Jinja: the source's newest manifest, for a task that adds up every partition so far
 SOURCE_MANIFEST = f"{{{{ ti.xcom_pull(task_ids='{TASK_ID}', key='{SOURCE_XCOM}') }}}}"

@@ -534,7 +534,12 @@ def test_cms_dimuon_dag_on_kubernetes_submits_a_spark_application(monkeypatch, s
         "params": params,
         "run_id": "manual__2026-11-25T10:00:00+00:00",
         "dag": dag,
-        "dag_run": SimpleNamespace(logical_date=pendulum.datetime(2026, 11, 25, tz="UTC")),
+        "dag_run": SimpleNamespace(
+            logical_date=pendulum.datetime(2026, 11, 25, tz="UTC"),
+            partition_key=None,
+            run_type="manual",
+            run_after=None,
+        ),
         "ti": SimpleNamespace(dag_id=dag.dag_id, xcom_pull=lambda task_ids=None, **_: MANIFESTS),
     }
     op.render_template_fields(context)
@@ -678,7 +683,12 @@ def run_context(dag, output_root: str) -> dict:
         "params": params,
         "run_id": "scheduled__2026-11-25T02:00:00+00:00",
         "dag": dag,
-        "dag_run": SimpleNamespace(logical_date=pendulum.datetime(2026, 11, 25, 2, tz="UTC")),
+        "dag_run": SimpleNamespace(
+            logical_date=pendulum.datetime(2026, 11, 25, 2, tz="UTC"),
+            partition_key=None,
+            run_type="scheduled",
+            run_after=None,
+        ),
         "ti": ti,
         "var": SimpleNamespace(value=SimpleNamespace(get=lambda key, default=None: default)),
     }

@@ -1,0 +1,1 @@
+"""The partition choice as a stage (jobs.partition.job)."""
