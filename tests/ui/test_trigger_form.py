@@ -333,3 +333,36 @@ def test_a_ui_backfill_with_override_reprocesses_the_recorded_night(page, airflo
         airflow_ui.data, "runs", "cms_dimuon", safe_path(run["dag_run_id"]), "dimuon", "_metrics.json"
     )
     assert set(json.loads(metrics.read_text())["files"]) == {str(folder / samples[0].name)}
+
+
+def choose_option(page, dialog, title: str, option: str) -> None:
+    """Pick `option` in the form's dropdown labelled `title` (an enum Param with values_display)."""
+    box = dialog.get_by_role("combobox", name=title)
+    if box.count() == 0:
+        box = dialog.locator("label", has_text=title).locator("xpath=..").get_by_role("combobox")
+    box.first.click()
+    page.get_by_role("option", name=option).click()
+
+
+@pytest.mark.slow
+def test_a_named_partition_from_the_form_reprocesses_exactly_its_files(page, airflow_ui, artifacts):
+    """The trigger form with *Data to process* = Named partitions, the night recorded by the test
+    above (2026-03-05) and its input folder: the run reads exactly the one file that partition
+    recorded, not the two the folder now holds."""
+    folder = pathlib.Path(airflow_ui.data, "samples", "night5")
+    recorded = sorted(folder.glob("*.root"))[0]
+    dialog = open_form(page, airflow_ui, "cms_dimuon")
+    if not dialog.locator("#element_input").is_visible():
+        dialog.get_by_text("Input", exact=True).click()
+    choose_option(page, dialog, "Data to process", "Named partitions")
+    dialog.locator("#element_partition_keys").fill("2026-03-05")
+    dialog.locator("#element_input").fill(str(folder))
+    page.screenshot(path=f"{artifacts}/cms_dimuon-named-partition.png", full_page=True)
+    dialog.get_by_role("button", name="Trigger").click()
+    page.wait_for_url(re.compile(r"/dags/cms_dimuon/runs/manual__"))
+    run_id = urllib.request.unquote(page.url.rstrip("/").rsplit("/runs/", 1)[1])
+    assert watch_run(page, airflow_ui, "cms_dimuon", run_id, RUN_TIMEOUT_S) == "Success"
+    metrics = pathlib.Path(
+        airflow_ui.data, "runs", "cms_dimuon", safe_path(run_id), "dimuon", "_metrics.json"
+    )
+    assert set(json.loads(metrics.read_text())["files"]) == {str(recorded)}
