@@ -380,11 +380,15 @@ def read_manifest(url: str, output: str | None = None) -> Manifest:
 
 def check_files(manifests: list[Manifest]) -> list[str]:
     """Every file the manifests recorded must still exist (a partition never silently shrinks);
-    returns the files whose content changed since, each logged as a warning (the run reads the new
-    content; its metrics list them as `changed_files`)."""
+    returns the files whose content changed since the partition's last read (its latest result, else
+    its claim), each logged as a warning (the run reads the new content; its metrics list them as
+    `changed_files`)."""
     missing, changed = [], []
     for m in manifests:
-        for f in m.files:
+        partition = fold(read_log(m.root)).get(m.key)
+        read = (partition.result or {}).get("files") if partition else None
+        last_read = {f["url"]: f for f in read or []}
+        for f in [last_read.get(f["url"], f) for f in m.files]:
             fs, path = filesystem(f["url"])
             try:
                 info = fs.info(path)
