@@ -54,7 +54,9 @@ def entry_url(root: str, seq: int) -> str:
 def check_format(body: dict[str, Any], source: str) -> None:
     """Refuse an entry written by a newer colliderflow (its meaning is not ours to guess)."""
     found = body.get("format")
-    if not isinstance(found, int) or found > FORMAT:
+    if not isinstance(found, int) or isinstance(found, bool):
+        raise BadInputError(source, "is not a partition manifest (a claim of the partition log)")
+    if found > FORMAT:
         raise BadInputError(
             source, f"written in partition-log format {found!r}; this colliderflow reads {FORMAT}"
         )
