@@ -287,6 +287,11 @@ def test_a_ui_backfill_without_recorded_partitions_is_refused_in_one_line(page, 
         )
 
 
+def active_backfills(ui: Airflow, dag_id: str) -> list[dict]:
+    """The DAG's backfills the scheduler has not yet marked complete (a new one is refused meanwhile)."""
+    return [b for b in ui.api(f"/api/v2/backfills?dag_id={dag_id}")["backfills"] if not b.get("completed_at")]
+
+
 @pytest.mark.slow
 def test_a_ui_backfill_with_override_reprocesses_the_recorded_night(page, airflow_ui, artifacts):
     """A night recorded by a run triggered through the REST API (its own input folder, one file), then
@@ -310,6 +315,8 @@ def test_a_ui_backfill_with_override_reprocesses_the_recorded_night(page, airflo
     wait_for(lambda: state() in ("success", "failed"), RUN_TIMEOUT_S, "the night of 2026-03-05")
     assert state() == "success"
     shutil.copy(samples[1], folder / samples[1].name)  # arrives after the night: the backfill leaves it
+    # Airflow runs one backfill of a DAG at a time: the earlier one must be marked complete first
+    wait_for(lambda: not active_backfills(airflow_ui, "cms_dimuon"), RUN_TIMEOUT_S, "the earlier backfill")
     dialog = open_form(page, airflow_ui, "cms_dimuon")
     dialog.get_by_text("Backfill", exact=True).first.click()
     set_datetime(page, dialog, 0, "2026/03/05", "00:00")
