@@ -48,9 +48,10 @@ def is_live(dag_id: str, own_run: str):
         if not run_id or run_id == own_run:
             return False
         try:
-            return str(RuntimeTaskInstance.get_dagrun_state(dag_id, run_id)) in LIVE_STATES
+            state = RuntimeTaskInstance.get_dagrun_state(dag_id, run_id)
         except Exception:  # noqa: BLE001 - a run deleted from the metadata DB is not running
             return False
+        return str(getattr(state, "value", state)) in LIVE_STATES  # a DagRunState, whose str() is its name
 
     return live
 
