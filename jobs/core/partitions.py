@@ -366,6 +366,13 @@ class Manifest:
         return self.url.rsplit("/log/", 1)[0]
 
 
+def source_inputs(manifests: list[Manifest]) -> list[str]:
+    """What an output must stay out of: the source's input patterns (an output inside an input folder
+    would be listed as new input the next night) and the recorded files themselves."""
+    patterns = [p for m in manifests for ps in m.source.inputs.values() for p in ps]
+    return list(dict.fromkeys([*patterns, *(f["url"] for m in manifests for f in m.files)]))
+
+
 def read_manifest(url: str, output: str | None = None) -> Manifest:
     """A partition's manifest, checked: a claim, of a format we read, logged under its own key, and
     (given the stage's `output`) of the output root the stage writes under."""
@@ -446,4 +453,5 @@ def result_outputs(manifest: str, window: int = 0) -> list[str]:
 
 def safe_key(key: str) -> str:
     """A key as a folder name: `03/16` -> `03-16`."""
-    return "".join(c if c.isalnum() or c in "._@-" else "-" for c in key)
+    name = "".join(c if c.isalnum() or c in "._@-" else "-" for c in key)
+    return name if name.strip(".") else f"_{name}"  # never `.` or `..`

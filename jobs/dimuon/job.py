@@ -35,7 +35,7 @@ from jobs.core.errors import BadInputError, UsageError
 from jobs.core.job_metrics import job_metrics
 from jobs.core.listing import expand_inputs, select_subset
 from jobs.core.metering import IOStats, merge_io
-from jobs.core.partitions import Manifest, check_files, log_results, read_manifest, safe_key
+from jobs.core.partitions import Manifest, check_files, log_results, read_manifest, safe_key, source_inputs
 from jobs.core.rootio import (
     Chunk,
     branch_names,
@@ -248,7 +248,7 @@ def run(
     changed: list[str] = []
     if parts and (inputs or subset):
         raise UsageError("--manifest: give the partitions' manifests or --input/--subset, not both")
-    claim_output(output, inputs or [f["url"] for m in parts for f in m.files])
+    claim_output(output, inputs or source_inputs(parts))
     t0 = time.perf_counter()
     if parts:
         changed = check_files(parts)

@@ -33,7 +33,7 @@ from jobs.core.listing import expand_inputs, select_subset
 from jobs.core.locations import resolved
 from jobs.core.metering import IOStats, merge_io
 from jobs.core.part_files import PartFile
-from jobs.core.partitions import Manifest, check_files, log_results, read_manifest, safe_key
+from jobs.core.partitions import Manifest, check_files, log_results, read_manifest, safe_key, source_inputs
 from jobs.core.rootio import (
     Chunk,
     branch_names,
@@ -386,7 +386,9 @@ def run(
     if parts and (inputs or subset):
         raise UsageError("--manifest: give the partitions' manifests or --input/--subset, not both")
     patterns = manifest_inputs(parts) if parts else parse_inputs(inputs)
-    claim_output(output, [url for urls in patterns.values() for url in urls])
+    claim_output(
+        output, source_inputs(parts) if parts else [url for urls in patterns.values() for url in urls]
+    )
     t0 = time.perf_counter()
     changed = check_files(parts)
     listed = (
